@@ -1,0 +1,160 @@
+"""Argument constraints shared by every public kerasreg class.
+
+Each class declares one table, ``_parameter_constraints``, mapping each
+``__init__`` argument to the constraint it must satisfy (the scikit-learn
+pattern). The same table validates ``__init__`` (and therefore
+``from_config``), and lets the test suite generate invalid values for every
+argument instead of listing them by hand.
+
+Every error has one shape, naming the argument, what was expected and what
+was received::
+
+    Invalid value for argument `l1_ratio`: expected a float in [0, 1].
+    Received: l1_ratio=1.5
+"""
+
+import math
+import numbers
+import operator
+
+import numpy as np
+
+
+def _is_real_number(value):
+    """True for Python and NumPy real scalars, but not for booleans."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, numbers.Real)
+
+
+class Interval:
+    """A finite real number in an interval.
+
+    Args:
+        low: Lower bound, or `None` for no lower bound.
+        high: Upper bound, or `None` for no upper bound.
+        closed: Which bounds belong to the interval: `"both"`, `"left"`,
+            `"right"` or `"neither"`. Defaults to `"both"`.
+    """
+
+    def __init__(self, low=None, high=None, closed="both"):
+        self.low = low
+        self.high = high
+        self.closed = closed
+
+    @property
+    def description(self):
+        if self.low == 0 and self.high is None and self.closed in ("both", "left"):
+            return "a non-negative finite float"
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"a float in {left}{low}, {high}{right}"
+
+    def type_ok(self, value):
+        return _is_real_number(value)
+
+    def value_ok(self, value):
+        value = float(value)
+        if not math.isfinite(value):
+            return False
+        if self.low is not None:
+            below = operator.lt if self.closed in ("both", "left") else operator.le
+            if below(value, self.low):
+                return False
+        if self.high is not None:
+            above = operator.gt if self.closed in ("both", "right") else operator.ge
+            if above(value, self.high):
+                return False
+        return True
+
+    def normalize(self, value):
+        return float(value)
+
+    def invalid_values(self):
+        """Values that must be refused: wrong types, non-finite, out of range."""
+        values = ["0.1", None, True, [0.1], float("nan"), float("inf"), -float("inf")]
+        if self.low is not None:
+            values.append(self.low - 1.0)
+            if self.closed not in ("both", "left"):
+                values.append(float(self.low))
+        if self.high is not None:
+            values.append(self.high + 1.0)
+            if self.closed not in ("both", "right"):
+                values.append(float(self.high))
+        return values
+
+
+class Axes:
+    """An integer axis or a tuple of distinct integer axes (possibly empty)."""
+
+    description = "an int or a tuple of distinct ints"
+
+    def type_ok(self, value):
+        if isinstance(value, (bool, np.bool_)):
+            return False
+        if isinstance(value, numbers.Integral):
+            return True
+        if isinstance(value, (list, tuple)):
+            return all(
+                isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                for v in value
+            )
+        return False
+
+    def value_ok(self, value):
+        if isinstance(value, numbers.Integral):
+            return True
+        return len(set(int(v) for v in value)) == len(value)
+
+    def normalize(self, value):
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        return tuple(int(v) for v in value)
+
+    def invalid_values(self):
+        return ["-1", None, True, 1.0, (0, 0), (0, 1.5), (True,)]
+
+
+def _format_received(name, value):
+    return f"Received: {name}={value!r}"
+
+
+def validate_arguments(owner, constraints, arguments):
+    """Checks `arguments` against `constraints` and returns normalized values.
+
+    Args:
+        owner: Name of the class being configured, used in messages about
+            unexpected arguments.
+        constraints: Dict mapping each argument name to its constraint.
+        arguments: Dict mapping argument names to the received values.
+
+    Returns:
+        A dict with the same keys, each value normalized (floats as Python
+        floats, axes as an int or a tuple of ints).
+
+    Raises:
+        TypeError: If an argument is not of the expected type, or if an
+            argument is unknown.
+        ValueError: If an argument has the right type but an invalid value.
+    """
+    unknown = sorted(set(arguments) - set(constraints))
+    if unknown:
+        raise TypeError(
+            f"Invalid arguments for `{owner}`: unexpected argument(s) "
+            f"{unknown}. Expected only {sorted(constraints)}."
+        )
+    normalized = {}
+    for name, value in arguments.items():
+        constraint = constraints[name]
+        message = (
+            f"Invalid value for argument `{name}`: expected "
+            f"{constraint.description}. {_format_received(name, value)}"
+        )
+        if not constraint.type_ok(value):
+            raise TypeError(message)
+        if not constraint.value_ok(value):
+            raise ValueError(message)
+        normalized[name] = constraint.normalize(value)
+    return normalized

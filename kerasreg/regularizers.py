@@ -1,0 +1,492 @@
+r"""Regularizers that carry their proximal operator.
+
+Each regularizer here is a `keras.regularizers.Regularizer`: pass it as
+`kernel_regularizer=` (or to `add_weight(regularizer=...)` in your own
+layers) and Keras adds its penalty to the loss. Each also knows its proximal
+operator,
+
+.. math::
+
+    \operatorname{prox}_{sR}(w) = \operatorname*{argmin}_z \;
+        \tfrac{1}{2} \lVert z - w \rVert_2^2 + s \, R(z),
+
+through `prox(w, step)`, which is what lets a proximal optimizer turn an L1
+penalty into exact zeros. The maths lives in `kerasreg.prox`; the classes
+here hold hyperparameters, compute the penalty and serialize.
+
+All classes are registered with Keras serialization under the `"kerasreg"`
+package: once `kerasreg` is imported, models that use them save to `.keras`
+and load with plain `keras.models.load_model`.
+"""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasreg import prox as prox_lib
+from kerasreg._saving import register_serializable
+from kerasreg._validation import Axes
+from kerasreg._validation import Interval
+from kerasreg._validation import validate_arguments
+
+__all__ = [
+    "ProximalRegularizer",
+    "L1",
+    "L2",
+    "ElasticNet",
+    "GroupLasso",
+    "get",
+]
+
+_NON_NEGATIVE = Interval(0.0, None)
+_HALF_DTYPES = ("float16", "bfloat16")
+
+
+def _threshold(step, coefficient, x):
+    """`step * coefficient`, computed in the compute dtype of `x`.
+
+    Python and NumPy scalars are multiplied in double precision, so that a
+    float64 weight gets a float64 threshold.
+    """
+    if isinstance(step, numbers.Real) and not isinstance(step, bool):
+        return float(step) * coefficient
+    dtype = keras.backend.standardize_dtype(ops.convert_to_tensor(x).dtype)
+    dtype = "float32" if dtype in _HALF_DTYPES else dtype
+    return prox_lib._as_tensor(step, dtype) * prox_lib._as_tensor(coefficient, dtype)
+
+
+def _constant(value, x):
+    """The Python float `value` as an exact tensor of the dtype of `x`."""
+    return prox_lib._as_tensor(value, keras.backend.standardize_dtype(x.dtype))
+
+
+def _as_compute_tensor(x):
+    """Returns (`x` as a tensor in its compute dtype, the original dtype)."""
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _HALF_DTYPES:
+        return ops.cast(x, "float32"), dtype
+    return x, dtype
+
+
+class ProximalRegularizer(keras.regularizers.Regularizer):
+    """Base class of regularizers that know their proximal operator.
+
+    A subclass declares its `__init__` arguments and their constraints in
+    `_parameter_constraints`, stores each argument under its own name, and
+    implements `__call__(x)` (the penalty) and `prox(x, step)`. Validation,
+    `get_config`, `from_config`, equality and `repr` come from this class.
+    To be saved in `.keras` files, a subclass must also be registered with
+    `keras.saving.register_keras_serializable`.
+    """
+
+    _parameter_constraints = {}
+
+    def _set_arguments(self, **arguments):
+        values = validate_arguments(type(self).__name__, self._parameter_constraints, arguments)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __call__(self, x):
+        """Returns the penalty `R(x)`, a scalar in the dtype of `x`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement __call__().")
+
+    def prox(self, x, step):
+        r"""Returns :math:`\operatorname{argmin}_z \frac12 \|z - x\|^2 + step \cdot R(z)`.
+
+        Args:
+            x: Tensor, the weight.
+            step: Non-negative scalar, or tensor broadcastable to `x` (one
+                step per coordinate).
+
+        Returns:
+            A tensor with the shape and dtype of `x`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement prox().")
+
+    def get_config(self):
+        return {name: getattr(self, name) for name in self._parameter_constraints}
+
+    @classmethod
+    def from_config(cls, config):
+        # Refuses unknown keys and invalid values with the same message shape
+        # as `__init__`, so a tampered `.keras` file never loads silently.
+        validate_arguments(cls.__name__, cls._parameter_constraints, dict(config))
+        return cls(**config)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(self.get_config().items()))))
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+@register_serializable
+class L1(ProximalRegularizer):
+    r"""L1 penalty, a drop-in replacement for `keras.regularizers.L1`.
+
+    .. math::
+
+        R(w) = \lambda_1 \sum_i \lvert w_i \rvert,
+        \qquad
+        \operatorname{prox}_{sR}(w)_i = \operatorname{sign}(w_i)
+            \max(\lvert w_i \rvert - s \lambda_1, 0).
+
+    The penalty has the same arguments, default and values as Keras' own
+    `L1`; the proximal operator (soft thresholding) sets every weight with
+    :math:`\lvert w_i \rvert \le s \lambda_1` to exactly zero.
+
+    With a mean-squared-error loss on a linear model, `L1(l1=2 * alpha)`
+    solves scikit-learn's `Lasso(alpha=alpha)`; with mean binary
+    cross-entropy, `L1(l1=1 / (n * C))` solves
+    `LogisticRegression(penalty="l1", C=C)` on `n` samples.
+
+    Args:
+        l1: Non-negative float, the strength :math:`\lambda_1`.
+            Defaults to `0.01`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> reg = kerasreg.L1(l1=0.5)
+    >>> w = np.array([[1.0, -2.0], [0.25, 0.0]], dtype="float32")
+    >>> float(reg(w))
+    1.625
+    >>> np.asarray(reg.prox(w, step=1.0)).tolist()
+    [[0.5, -1.5], [0.0, 0.0]]
+    """
+
+    _parameter_constraints = {"l1": _NON_NEGATIVE}
+
+    def __init__(self, l1=0.01):
+        self._set_arguments(l1=l1)
+
+    def __call__(self, x):
+        x, dtype = _as_compute_tensor(x)
+        penalty = _constant(self.l1, x) * ops.sum(ops.abs(x))
+        return ops.cast(penalty, dtype)
+
+    def prox(self, x, step):
+        return prox_lib.soft_threshold(x, _threshold(step, self.l1, x))
+
+
+@register_serializable
+class L2(ProximalRegularizer):
+    r"""Squared L2 penalty, a drop-in replacement for `keras.regularizers.L2`.
+
+    .. math::
+
+        R(w) = \lambda_2 \sum_i w_i^2,
+        \qquad
+        \operatorname{prox}_{sR}(w) = \frac{w}{1 + 2 s \lambda_2}.
+
+    The proximal operator shrinks every weight by the same factor and never
+    makes a weight zero: L2 shrinks, it does not select.
+
+    Args:
+        l2: Non-negative float, the strength :math:`\lambda_2`.
+            Defaults to `0.01`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> reg = kerasreg.L2(l2=0.5)
+    >>> w = np.array([1.0, -2.0, 0.0], dtype="float32")
+    >>> float(reg(w))
+    2.5
+    >>> np.asarray(reg.prox(w, step=1.0)).tolist()
+    [0.5, -1.0, 0.0]
+    """
+
+    _parameter_constraints = {"l2": _NON_NEGATIVE}
+
+    def __init__(self, l2=0.01):
+        self._set_arguments(l2=l2)
+
+    def __call__(self, x):
+        x, dtype = _as_compute_tensor(x)
+        penalty = _constant(self.l2, x) * ops.sum(ops.square(x))
+        return ops.cast(penalty, dtype)
+
+    def prox(self, x, step):
+        return prox_lib.prox_squared_l2(x, _threshold(step, self.l2, x))
+
+
+@register_serializable
+class ElasticNet(ProximalRegularizer):
+    r"""Elastic-net penalty: a mix of L1 and squared L2.
+
+    .. math::
+
+        R(w) = \lambda \Big( \rho \sum_i \lvert w_i \rvert
+            + (1 - \rho) \sum_i w_i^2 \Big),
+
+    with :math:`\lambda` = `strength` and :math:`\rho` = `l1_ratio`. It equals
+    `keras.regularizers.L1L2(l1=strength * l1_ratio,
+    l2=strength * (1 - l1_ratio))`; `l1_ratio=1` is `L1(strength)` and
+    `l1_ratio=0` is `L2(strength)`. The proximal operator soft-thresholds at
+    :math:`s \lambda \rho`, then divides by :math:`1 + 2 s \lambda (1 - \rho)`.
+
+    **From scikit-learn.** `sklearn.linear_model.ElasticNet(alpha, l1_ratio=r)`
+    minimizes :math:`\frac{1}{2n}\lVert y - Xw \rVert^2 + \alpha r
+    \lVert w \rVert_1 + \frac{\alpha (1 - r)}{2} \lVert w \rVert_2^2`. Twice
+    that objective is a Keras mean-squared-error loss plus this penalty with
+
+    - `strength = alpha * (1 + r)`,
+    - `l1_ratio = 2 * r / (1 + r)`.
+
+    Args:
+        strength: Non-negative float, the overall strength :math:`\lambda`.
+            Defaults to `0.01`.
+        l1_ratio: Float in [0, 1], the share :math:`\rho` of the L1 term.
+            Defaults to `0.5`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> reg = kerasreg.ElasticNet(strength=1.0, l1_ratio=0.5)
+    >>> w = np.array([-3.0, 0.25, 2.0], dtype="float32")
+    >>> float(reg(w))
+    9.15625
+    >>> np.asarray(reg.prox(w, step=1.0)).tolist()
+    [-1.25, 0.0, 0.75]
+    """
+
+    _parameter_constraints = {
+        "strength": _NON_NEGATIVE,
+        "l1_ratio": Interval(0.0, 1.0),
+    }
+
+    def __init__(self, strength=0.01, l1_ratio=0.5):
+        self._set_arguments(strength=strength, l1_ratio=l1_ratio)
+
+    @property
+    def l1(self):
+        """The L1 coefficient, `strength * l1_ratio`."""
+        return self.strength * self.l1_ratio
+
+    @property
+    def l2(self):
+        """The squared-L2 coefficient, `strength * (1 - l1_ratio)`."""
+        return self.strength * (1.0 - self.l1_ratio)
+
+    def __call__(self, x):
+        x, dtype = _as_compute_tensor(x)
+        penalty = ops.zeros((), dtype=x.dtype)
+        if self.l1 != 0.0:
+            penalty += _constant(self.l1, x) * ops.sum(ops.abs(x))
+        if self.l2 != 0.0:
+            penalty += _constant(self.l2, x) * ops.sum(ops.square(x))
+        return ops.cast(penalty, dtype)
+
+    def prox(self, x, step):
+        return prox_lib.prox_elastic_net(
+            x, _threshold(step, self.l1, x), _threshold(step, self.l2, x)
+        )
+
+
+@register_serializable
+class GroupLasso(ProximalRegularizer):
+    r"""Group lasso: zeroes whole groups of weights (units, filters, inputs).
+
+    .. math::
+
+        R(w) = \lambda \sum_g \sqrt{\lvert g \rvert} \, \lVert w_g \rVert_2,
+
+    where each group :math:`g` is one index along `group_axis`, i.e. the
+    slice of the weight over all the other axes, and :math:`\lvert g \rvert`
+    is its number of entries. For a `Dense` kernel of shape `(inputs, units)`:
+
+    - `group_axis=-1` (the default): one group per output unit (a column).
+      Zeroed groups are units that can be removed.
+    - `group_axis=0`: one group per input feature (a row). Zeroed groups are
+      inputs the layer no longer reads.
+
+    For a `Conv2D` kernel of shape `(height, width, in, out)`, `group_axis=-1`
+    makes one group per output filter, and `group_axis=(-2, -1)` one group per
+    (input channel, filter) pair. `group_axis=()` makes the whole weight one
+    group; on a 1-D weight, `group_axis=0` makes each entry a group (plain L1).
+
+    **Proximal operator.** With a scalar step :math:`s`, it is block soft
+    thresholding at :math:`s \lambda \sqrt{\lvert g \rvert}`: a group whose
+    norm is at most that threshold becomes exactly zero. With a
+    per-coordinate step (a tensor broadcastable to the weight, as adaptive
+    optimizers produce), the coordinates of a group no longer share one
+    step, and no closed form exists. This class then computes the exact
+    proximal operator in the metric :math:`\operatorname{diag}(s)^{-1}`
+    (see `kerasreg.prox.block_soft_threshold_diagonal`): a group is zeroed
+    exactly when :math:`\lVert w_g / s_g \rVert_2 \le \lambda
+    \sqrt{\lvert g \rvert}`, and the surviving groups are shrunk
+    coordinate-wise. The penalty's gradient at an all-zero group is zero,
+    never NaN.
+
+    Args:
+        strength: Non-negative float, :math:`\lambda`. Defaults to `0.01`.
+        group_axis: Int or tuple of ints: the axis (axes) along which the
+            groups are laid out; each index along it is one group. Negative
+            values count from the last axis. Defaults to `-1`.
+
+    Raises:
+        ValueError: When called on a weight whose rank does not have
+            `group_axis`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> reg = kerasreg.GroupLasso(strength=0.5, group_axis=-1)
+    >>> w = np.array([[3.0, 0.1], [4.0, 0.1]], dtype="float32")
+    >>> round(float(reg(w)), 4)  # 0.5 * sqrt(2) * (5 + 0.1414)
+    3.6355
+    >>> np.round(np.asarray(reg.prox(w, step=1.0), dtype="float64"), 4).tolist()
+    [[2.5757, 0.0], [3.4343, 0.0]]
+    """
+
+    _parameter_constraints = {"strength": _NON_NEGATIVE, "group_axis": Axes()}
+
+    def __init__(self, strength=0.01, group_axis=-1):
+        self._set_arguments(strength=strength, group_axis=group_axis)
+
+    def _group_geometry(self, shape):
+        """Returns (reduction axes, group size) for a weight of `shape`."""
+        rank = len(shape)
+        axes = (self.group_axis,) if isinstance(self.group_axis, int) else self.group_axis
+        if any(not -rank <= a < rank for a in axes):
+            raise ValueError(
+                "Invalid value for argument `group_axis`: expected axes of a "
+                f"weight of rank {rank} (shape {tuple(shape)}). "
+                f"Received: group_axis={self.group_axis!r}"
+            )
+        group_axes = {a % rank for a in axes}
+        reduce_axes = tuple(a for a in range(rank) if a not in group_axes)
+        size = math.prod(int(shape[a]) for a in reduce_axes)
+        return reduce_axes, size
+
+    def __call__(self, x):
+        x, dtype = _as_compute_tensor(x)
+        reduce_axes, size = self._group_geometry(x.shape)
+        norms = prox_lib._safe_norm(x, reduce_axes)
+        scale = self.strength * math.sqrt(size)
+        penalty = _constant(scale, x) * ops.sum(norms)
+        return ops.cast(penalty, dtype)
+
+    def prox(self, x, step):
+        x = ops.convert_to_tensor(x)
+        reduce_axes, size = self._group_geometry(x.shape)
+        threshold = self.strength * math.sqrt(size)
+        if len(getattr(step, "shape", ())) == 0:
+            return prox_lib.block_soft_threshold(
+                x, _threshold(step, threshold, x), axis=reduce_axes
+            )
+        return prox_lib.block_soft_threshold_diagonal(x, threshold, step, axis=reduce_axes)
+
+
+_BY_NAME = {
+    "l1": L1,
+    "l2": L2,
+    "elastic_net": ElasticNet,
+    "group_lasso": GroupLasso,
+    "L1": L1,
+    "L2": L2,
+    "ElasticNet": ElasticNet,
+    "GroupLasso": GroupLasso,
+}
+
+
+def _float32_value(value):
+    """The shortest decimal with the same float32 value (0.1 for 0.1f)."""
+    return float(str(np.float32(float(value))))
+
+
+def _from_keras(regularizer):
+    """Maps Keras' own L1, L2 and L1L2 to their kerasreg equivalents."""
+    config = regularizer.get_config()
+    if type(regularizer) is keras.regularizers.L1:
+        # Keras stores `l1` as a float32 tensor (0.1 reads back as
+        # 0.10000000149); recover the value the user wrote.
+        return L1(l1=_float32_value(config["l1"]))
+    if type(regularizer) is keras.regularizers.L2:
+        return L2(l2=float(config["l2"]))
+    if type(regularizer) is keras.regularizers.L1L2:
+        l1, l2 = float(config["l1"]), float(config["l2"])
+        if l2 == 0.0:
+            return L1(l1=l1)
+        if l1 == 0.0:
+            return L2(l2=l2)
+        return ElasticNet(strength=l1 + l2, l1_ratio=l1 / (l1 + l2))
+    return None
+
+
+def get(identifier):
+    """Returns the proximal regularizer for `identifier`.
+
+    This is how to get a prox-capable regularizer from a model built with
+    Keras' own: `keras.regularizers.L1`, `L2` and `L1L2` map to `L1`, `L2`
+    and `ElasticNet` (or `L1`/`L2` when one coefficient is zero) with the same
+    penalty.
+
+    Args:
+        identifier: One of
+            - `None`, returned as is;
+            - a kerasreg regularizer, or any object with a `prox` method,
+              returned as is;
+            - a `keras.regularizers.L1`, `L2` or `L1L2` instance;
+            - a name: `"l1"`, `"l2"`, `"elastic_net"`, `"group_lasso"` (or the
+              class name), built with default arguments, or a name Keras
+              knows, such as `"L1L2"`;
+            - a serialized config dict, as `keras.saving.serialize_keras_object`
+              writes it.
+
+    Returns:
+        A regularizer with a `prox(x, step)` method, or `None`.
+
+    Raises:
+        ValueError: If `identifier` has no known proximal operator (for
+            example `keras.regularizers.OrthogonalRegularizer` or a plain
+            function).
+
+    Example:
+
+    >>> import keras
+    >>> import kerasreg
+    >>> kerasreg.regularizers.get(keras.regularizers.L1(0.1))
+    L1(l1=0.1)
+    >>> kerasreg.regularizers.get(keras.regularizers.L1L2(l1=0.25, l2=0.75))
+    ElasticNet(strength=1.0, l1_ratio=0.25)
+    >>> kerasreg.regularizers.get("group_lasso")
+    GroupLasso(strength=0.01, group_axis=-1)
+    """
+    if identifier is None:
+        return None
+    obj = identifier
+    if isinstance(identifier, str):
+        if identifier in _BY_NAME:
+            return _BY_NAME[identifier]()
+        try:
+            obj = keras.regularizers.get(identifier)
+        except ValueError:
+            obj = None
+    elif isinstance(identifier, dict):
+        obj = keras.saving.deserialize_keras_object(identifier)
+    if callable(getattr(obj, "prox", None)):
+        return obj
+    mapped = _from_keras(obj) if isinstance(obj, keras.regularizers.Regularizer) else None
+    if mapped is not None:
+        return mapped
+    raise ValueError(
+        "Invalid value for argument `identifier`: expected a regularizer with a "
+        "proximal operator (a kerasreg regularizer, keras.regularizers.L1, L2 "
+        f"or L1L2, or their name or config). Received: identifier={identifier!r}"
+    )

@@ -1,0 +1,233 @@
+"""Proximal operators against closed forms, optimality conditions and scipy."""
+
+import keras
+import numpy as np
+import pytest
+import scipy.optimize
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from kerasreg import prox
+from tests.conftest import to_numpy
+
+SHAPES = [(7,), (3, 4), (2, 3, 5)]
+DTYPES = ["float32", "float64"]
+TOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def np_soft_threshold(x, t):
+    return np.sign(x) * np.maximum(np.abs(x) - t, 0.0)
+
+
+def np_block_soft_threshold(x, t, axis):
+    norm = np.sqrt(np.sum(x**2, axis=axis, keepdims=True))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(norm > t, 1.0 - t / norm, 0.0)
+    return scale * x
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_soft_threshold_matches_numpy(rng, shape, dtype):
+    x = rng.normal(size=shape).astype(dtype)
+    for t in (0.0, 0.3, rng.uniform(0, 1, size=shape).astype(dtype)):
+        z = to_numpy(prox.soft_threshold(x, t))
+        assert z.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(z, np_soft_threshold(x, t), atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_squared_l2_and_elastic_net_match_closed_forms(rng, shape, dtype):
+    x = rng.normal(size=shape).astype(dtype)
+    a = rng.uniform(0, 0.5, size=shape).astype(dtype)
+    b = 0.7
+    np.testing.assert_allclose(
+        to_numpy(prox.prox_squared_l2(x, b)), x / (1 + 2 * b), rtol=TOL[dtype]
+    )
+    np.testing.assert_allclose(
+        to_numpy(prox.prox_elastic_net(x, a, b)),
+        np_soft_threshold(x, a) / (1 + 2 * b),
+        atol=TOL[dtype],
+    )
+    # The ends of the elastic net are the L1 and squared-L2 operators.
+    np.testing.assert_array_equal(
+        to_numpy(prox.prox_elastic_net(x, a, 0.0)), to_numpy(prox.soft_threshold(x, a))
+    )
+    np.testing.assert_allclose(
+        to_numpy(prox.prox_elastic_net(x, 0.0, b)),
+        to_numpy(prox.prox_squared_l2(x, b)),
+        rtol=TOL[dtype],
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 2), (1, 2)])
+def test_block_soft_threshold_matches_numpy(rng, dtype, axis):
+    x = rng.normal(size=(4, 3, 5)).astype(dtype)
+    x[1] = 0.0  # an all-zero slice: zero groups for several axes
+    t = 1.2
+    z = to_numpy(prox.block_soft_threshold(x, t, axis=axis))
+    assert z.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(z))
+    np.testing.assert_allclose(z, np_block_soft_threshold(x, t, axis), atol=TOL[dtype])
+
+
+def test_soft_threshold_satisfies_subgradient_condition(rng):
+    # w - z must lie in t * d|z|: equal to t * sign(z) where z != 0, and in
+    # [-t, t] where z == 0.
+    w = rng.normal(size=200)
+    t = 0.4
+    z = to_numpy(prox.soft_threshold(w, t))
+    nz = z != 0
+    np.testing.assert_allclose((w - z)[nz], t * np.sign(z[nz]), atol=1e-12)
+    assert np.all(np.abs((w - z)[~nz]) <= t + 1e-12)
+    assert np.count_nonzero(z == 0) == np.count_nonzero(np.abs(w) <= t)
+
+
+def test_block_soft_threshold_satisfies_subgradient_condition(rng):
+    # For each group: w_g - z_g = t z_g / |z_g| if z_g != 0, |w_g| <= t if 0.
+    w = rng.normal(size=(6, 10)) * rng.uniform(0.05, 1.0, size=(1, 10))
+    t = 1.0
+    z = to_numpy(prox.block_soft_threshold(w, t, axis=0))
+    for g in range(w.shape[1]):
+        norm = np.linalg.norm(z[:, g])
+        if norm > 0:
+            np.testing.assert_allclose(w[:, g] - z[:, g], t * z[:, g] / norm, atol=1e-12)
+        else:
+            assert np.linalg.norm(w[:, g]) <= t + 1e-12
+    assert 0 < np.count_nonzero(np.all(z == 0, axis=0)) < w.shape[1]
+
+
+def test_zero_group_gives_zero_never_nan():
+    x = np.zeros((3, 4), dtype="float32")
+    for t in (0.0, 1.0):
+        for fn in (
+            lambda v, t: prox.block_soft_threshold(v, t, axis=0),
+            lambda v, t: prox.block_soft_threshold(v, t, axis=None),
+            lambda v, t: prox.block_soft_threshold_diagonal(v, t, np.full((3, 4), 0.5), axis=0),
+        ):
+            z = to_numpy(fn(x, t))
+            np.testing.assert_array_equal(z, np.zeros_like(x))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: prox.soft_threshold(x, 0.5),
+        lambda x: prox.prox_squared_l2(x, 0.5),
+        lambda x: prox.prox_elastic_net(x, 0.5, 0.5),
+        lambda x: prox.block_soft_threshold(x, 0.5, axis=0),
+        lambda x: prox.block_soft_threshold_diagonal(x, 0.5, np.full((2, 3), 0.3), axis=0),
+    ],
+    ids=["soft", "squared_l2", "elastic_net", "block", "block_diagonal"],
+)
+def test_nan_is_never_hidden_as_zero(fn):
+    x = np.array([[np.nan, 0.1, 2.0], [0.0, 0.1, -2.0]], dtype="float32")
+    z = to_numpy(fn(x))
+    assert np.isnan(z[0, 0])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_keeps_dtype(dtype):
+    x = keras.ops.cast(np.array([[300.0, -0.2], [400.0, 0.1]]), dtype)
+    z = prox.block_soft_threshold(x, 1.0, axis=0)
+    assert keras.backend.standardize_dtype(z.dtype) == dtype
+    # Squares of 300 and 400 overflow float16; the norm must not.
+    np.testing.assert_allclose(
+        to_numpy(keras.ops.cast(z, "float32")), [[299.4, 0.0], [399.2, 0.0]], rtol=1e-2
+    )
+    z = prox.soft_threshold(x, 0.15)
+    assert keras.backend.standardize_dtype(z.dtype) == dtype
+    assert np.count_nonzero(to_numpy(keras.ops.cast(z, "float32"))) == 3
+
+
+def _diagonal_objective(z, x, s, t):
+    return np.sum((z - x) ** 2 / (2 * s)) + t * np.linalg.norm(z)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_soft_threshold_diagonal_is_the_argmin(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=5)
+    # Steps that differ by up to four orders of magnitude, as Adam's do.
+    s = 10.0 ** rng.uniform(-3, 1, size=5)
+    t = rng.uniform(0.1, 2.0)
+    z = to_numpy(prox.block_soft_threshold_diagonal(x, t, s))
+    if np.linalg.norm(x / s) <= t:
+        np.testing.assert_array_equal(z, 0.0)
+        return
+    # Stationarity: (z - x) / s + t z / |z| = 0.
+    norm = np.linalg.norm(z)
+    np.testing.assert_allclose((z - x) / s + t * z / norm, 0.0, atol=1e-8)
+    # And no numerical minimizer does better.
+    best = scipy.optimize.minimize(
+        _diagonal_objective,
+        x,
+        args=(x, s, t),
+        method="Nelder-Mead",
+        options={"xatol": 1e-12, "fatol": 1e-14, "maxiter": 40000},
+    )
+    assert _diagonal_objective(z, x, s, t) <= best.fun + 1e-9
+
+
+def test_block_soft_threshold_diagonal_zero_test_and_uniform_case(rng):
+    x = rng.normal(size=(8, 6))
+    s = 10.0 ** rng.uniform(-2, 0, size=(8, 6))
+    t = 1.5
+    z = to_numpy(prox.block_soft_threshold_diagonal(x, t, s, axis=0))
+    zero_groups = np.linalg.norm(x / s, axis=0) <= t
+    np.testing.assert_array_equal(np.all(z == 0, axis=0), zero_groups)
+    # A uniform step per group is plain block soft thresholding.
+    uniform = np.full_like(x, 0.3)
+    np.testing.assert_allclose(
+        to_numpy(prox.block_soft_threshold_diagonal(x, t, uniform, axis=0)),
+        to_numpy(prox.block_soft_threshold(x, 0.3 * t, axis=0)),
+        atol=1e-12,
+    )
+
+
+finite = st.floats(-10, 10, allow_nan=False, width=64)
+vectors = hnp.arrays("float64", st.integers(1, 12), elements=finite)
+
+
+@given(
+    pair=st.integers(1, 12).flatmap(
+        lambda n: st.tuples(
+            hnp.arrays("float64", n, elements=finite), hnp.arrays("float64", n, elements=finite)
+        )
+    ),
+    t=st.floats(0, 5),
+)
+def test_operators_are_non_expansive(pair, t):
+    a, b = pair
+    for fn in (
+        lambda v: prox.soft_threshold(v, t),
+        lambda v: prox.prox_squared_l2(v, t),
+        lambda v: prox.prox_elastic_net(v, t, t),
+        lambda v: prox.block_soft_threshold(v, t),
+    ):
+        distance = np.linalg.norm(to_numpy(fn(a)) - to_numpy(fn(b)))
+        assert distance <= np.linalg.norm(a - b) * (1 + 1e-12) + 1e-12
+
+
+@given(t=st.floats(0, 5), shape=st.sampled_from([(3,), (2, 4)]))
+def test_zero_maps_to_zero(t, shape):
+    x = np.zeros(shape)
+    for fn in (
+        lambda v: prox.soft_threshold(v, t),
+        lambda v: prox.prox_squared_l2(v, t),
+        lambda v: prox.prox_elastic_net(v, t, t),
+        lambda v: prox.block_soft_threshold(v, t, axis=0),
+        lambda v: prox.block_soft_threshold_diagonal(v, t, np.ones(shape), axis=0),
+    ):
+        np.testing.assert_array_equal(to_numpy(fn(x)), x)
+
+
+@given(x=vectors, steps=st.tuples(st.floats(0, 5), st.floats(0, 5)).map(sorted))
+def test_larger_l1_threshold_never_gives_fewer_zeros(x, steps):
+    small, large = steps
+    zeros_small = np.count_nonzero(to_numpy(prox.soft_threshold(x, small)) == 0)
+    zeros_large = np.count_nonzero(to_numpy(prox.soft_threshold(x, large)) == 0)
+    assert zeros_large >= zeros_small

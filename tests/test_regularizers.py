@@ -1,0 +1,408 @@
+"""Regularizers: penalties against NumPy and Keras, prox, validation, `get`."""
+
+import inspect
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import kerasreg
+from kerasreg import prox
+from kerasreg import regularizers
+from tests.conftest import BACKEND
+from tests.conftest import to_numpy
+from tests.conftest import value_and_grad
+
+SHAPES = [(5,), (4, 3), (3, 3, 2, 4)]
+DTYPES = ["float32", "float64"]
+RTOL = {"float32": 2e-6, "float64": 1e-13}
+
+ALL_CLASSES = [
+    regularizers.L1,
+    regularizers.L2,
+    regularizers.ElasticNet,
+    regularizers.GroupLasso,
+]
+EXAMPLES = [
+    regularizers.L1(0.1),
+    regularizers.L2(0.2),
+    regularizers.ElasticNet(strength=0.3, l1_ratio=0.25),
+    regularizers.GroupLasso(strength=0.05, group_axis=-1),
+]
+
+
+def np_group_lasso(w, strength, group_axis):
+    axes = (group_axis,) if isinstance(group_axis, int) else group_axis
+    keep = {a % w.ndim for a in axes}
+    reduce_axes = tuple(a for a in range(w.ndim) if a not in keep)
+    size = math.prod(w.shape[a] for a in reduce_axes)
+    norms = np.sqrt(np.sum(w**2, axis=reduce_axes))
+    return strength * math.sqrt(size) * np.sum(norms)
+
+
+# (a) Penalties against NumPy.
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_penalties_match_numpy(rng, shape, dtype):
+    w = rng.normal(size=shape).astype(dtype)
+    w64 = w.astype("float64")
+    expected = {
+        "L1": 0.1 * np.sum(np.abs(w64)),
+        "L2": 0.2 * np.sum(w64**2),
+        "ElasticNet": 0.3 * (0.25 * np.sum(np.abs(w64)) + 0.75 * np.sum(w64**2)),
+        "GroupLasso": np_group_lasso(w64, 0.05, -1),
+    }
+    for reg in EXAMPLES:
+        value = reg(w)
+        assert keras.backend.standardize_dtype(value.dtype) == dtype
+        assert tuple(value.shape) == ()
+        np.testing.assert_allclose(to_numpy(value), expected[type(reg).__name__], rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("reg", EXAMPLES, ids=lambda r: type(r).__name__)
+def test_zero_weights_and_zero_strength_give_zero(rng, reg):
+    assert float(to_numpy(reg(np.zeros((3, 4), "float32")))) == 0.0
+    config = reg.get_config()
+    config["strength" if "strength" in config else next(iter(config))] = 0.0
+    zero = type(reg).from_config(config)
+    w = rng.normal(size=(3, 4)).astype("float32")
+    assert float(to_numpy(zero(w))) == 0.0
+    # A zero strength makes the prox the identity.
+    np.testing.assert_array_equal(to_numpy(zero.prox(w, 0.7)), w)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("reg", EXAMPLES, ids=lambda r: type(r).__name__)
+def test_half_precision_keeps_dtype(rng, reg, dtype):
+    w = rng.normal(size=(8, 4)) * 30.0  # squares overflow float16 sums
+    w_half = keras.ops.cast(w, dtype)
+    w_back = to_numpy(keras.ops.cast(w_half, "float64"))
+    value = reg(w_half)
+    assert keras.backend.standardize_dtype(value.dtype) == dtype
+    expected = to_numpy(type(reg).from_config(reg.get_config())(w_back))
+    np.testing.assert_allclose(to_numpy(keras.ops.cast(value, "float32")), expected, rtol=1e-2)
+    z = reg.prox(w_half, 0.5)
+    assert keras.backend.standardize_dtype(z.dtype) == dtype
+    assert np.all(np.isfinite(to_numpy(keras.ops.cast(z, "float32"))))
+
+
+# Keras' own regularizers as the oracle.
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_l1_and_l2_equal_keras(rng, dtype):
+    # Keras' L1 keeps its strength as a float32 tensor; ours keeps the Python
+    # float, so on float64 weights the two agree to float32 precision only.
+    rtol = {"float32": 2e-6, "float64": 2e-7}[dtype]
+    w = rng.normal(size=(6, 5)).astype(dtype)
+    for ours, theirs in [
+        (regularizers.L1(0.1), keras.regularizers.L1(0.1)),
+        (regularizers.L2(0.1), keras.regularizers.L2(0.1)),
+        (regularizers.L1(), keras.regularizers.L1()),
+        (regularizers.L2(), keras.regularizers.L2()),
+    ]:
+        np.testing.assert_allclose(to_numpy(ours(w)), to_numpy(theirs(w)), rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("l1_ratio", [0.0, 0.2, 0.5, 1.0])
+def test_elastic_net_equals_keras_l1l2(rng, dtype, l1_ratio):
+    w = rng.normal(size=(6, 5)).astype(dtype)
+    strength = 0.3
+    ours = regularizers.ElasticNet(strength=strength, l1_ratio=l1_ratio)
+    theirs = keras.regularizers.L1L2(l1=strength * l1_ratio, l2=strength * (1 - l1_ratio))
+    # Some backends cast Keras' Python-float coefficients through float32.
+    rtol = {"float32": 2e-6, "float64": 2e-7}[dtype]
+    np.testing.assert_allclose(to_numpy(ours(w)), to_numpy(theirs(w)), rtol=rtol)
+
+
+def test_elastic_net_ends_are_l1_and_l2(rng):
+    w = rng.normal(size=(6, 5))
+    l1_end = regularizers.ElasticNet(strength=0.3, l1_ratio=1.0)
+    l2_end = regularizers.ElasticNet(strength=0.3, l1_ratio=0.0)
+    np.testing.assert_allclose(to_numpy(l1_end(w)), to_numpy(regularizers.L1(0.3)(w)), rtol=1e-15)
+    np.testing.assert_allclose(to_numpy(l2_end(w)), to_numpy(regularizers.L2(0.3)(w)), rtol=1e-15)
+    np.testing.assert_array_equal(
+        to_numpy(l1_end.prox(w, 0.5)), to_numpy(regularizers.L1(0.3).prox(w, 0.5))
+    )
+    np.testing.assert_allclose(
+        to_numpy(l2_end.prox(w, 0.5)), to_numpy(regularizers.L2(0.3).prox(w, 0.5)), rtol=1e-15
+    )
+
+
+# Proximal operators of the classes.
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prox_matches_closed_forms(rng, dtype):
+    w = rng.normal(size=(4, 6)).astype(dtype)
+    step = 0.8
+    w64 = w.astype("float64")
+    soft = lambda x, t: np.sign(x) * np.maximum(np.abs(x) - t, 0)  # noqa: E731
+    norms = np.linalg.norm(w64, axis=0, keepdims=True)
+    t_group = step * 0.2 * math.sqrt(4)
+    expected = {
+        "L1": soft(w64, step * 0.1),
+        "L2": w64 / (1 + 2 * step * 0.2),
+        "ElasticNet": soft(w64, step * 0.3 * 0.25) / (1 + 2 * step * 0.3 * 0.75),
+        "GroupLasso": np.where(norms > t_group, 1 - t_group / norms, 0) * w64,
+    }
+    regs = EXAMPLES[:3] + [regularizers.GroupLasso(0.2)]
+    for reg in regs:
+        z = reg.prox(w, step)
+        assert keras.backend.standardize_dtype(z.dtype) == dtype
+        np.testing.assert_allclose(
+            to_numpy(z), expected[type(reg).__name__], rtol=RTOL[dtype], atol=1e-7
+        )
+
+
+def test_prox_accepts_per_coordinate_steps(rng):
+    w = rng.normal(size=(4, 6))
+    steps = rng.uniform(0.1, 2.0, size=(4, 6))
+    l1 = regularizers.L1(0.3)
+    np.testing.assert_allclose(
+        to_numpy(l1.prox(w, steps)), to_numpy(prox.soft_threshold(w, 0.3 * steps))
+    )
+    enet = regularizers.ElasticNet(0.4, 0.5)
+    np.testing.assert_allclose(
+        to_numpy(enet.prox(w, steps)),
+        to_numpy(prox.prox_elastic_net(w, 0.2 * steps, 0.2 * steps)),
+    )
+    # GroupLasso with per-coordinate steps solves the prox in diag(steps)^-1.
+    group = regularizers.GroupLasso(0.4, group_axis=-1)
+    np.testing.assert_allclose(
+        to_numpy(group.prox(w, steps)),
+        to_numpy(prox.block_soft_threshold_diagonal(w, 0.4 * 2.0, steps, axis=(0,))),
+    )
+    # ...which for equal steps is the scalar-step operator.
+    np.testing.assert_allclose(
+        to_numpy(group.prox(w, np.full((4, 6), 0.7))), to_numpy(group.prox(w, 0.7)), atol=1e-12
+    )
+    # A tensor step (a learning rate held in a variable) works too.
+    # A float32 tensor step (a learning rate held in a float32 variable) works
+    # on float64 weights; it enters with its float32 value.
+    step = keras.ops.convert_to_tensor(np.float32(0.7), dtype="float32")
+    np.testing.assert_allclose(
+        to_numpy(l1.prox(w, step)), to_numpy(l1.prox(w, float(np.float32(0.7)))), rtol=1e-15
+    )
+
+
+def test_group_lasso_groups(rng):
+    dense = rng.normal(size=(5, 3))
+    unit_groups = regularizers.GroupLasso(1.0, group_axis=-1)
+    input_groups = regularizers.GroupLasso(1.0, group_axis=0)
+    np.testing.assert_allclose(
+        to_numpy(unit_groups(dense)), math.sqrt(5) * np.linalg.norm(dense, axis=0).sum()
+    )
+    np.testing.assert_allclose(
+        to_numpy(input_groups(dense)), math.sqrt(3) * np.linalg.norm(dense, axis=1).sum()
+    )
+    # A large step zeroes whole columns (units) or whole rows (inputs).
+    z = to_numpy(unit_groups.prox(dense * [[1.0, 0.01, 1.0]], 0.1))
+    assert np.all(z[:, 1] == 0) and np.all(z[:, [0, 2]] != 0)
+    z = to_numpy(input_groups.prox(dense * [[1.0], [0.01], [1.0], [1.0], [1.0]], 0.1))
+    assert np.all(z[1] == 0) and np.count_nonzero(np.all(z == 0, axis=1)) == 1
+    conv = rng.normal(size=(3, 3, 2, 4))
+    filters = regularizers.GroupLasso(0.5, group_axis=-1)
+    np.testing.assert_allclose(to_numpy(filters(conv)), np_group_lasso(conv, 0.5, -1))
+    pairs = regularizers.GroupLasso(0.5, group_axis=(-2, -1))
+    np.testing.assert_allclose(to_numpy(pairs(conv)), np_group_lasso(conv, 0.5, (2, 3)))
+    whole = regularizers.GroupLasso(0.5, group_axis=())
+    np.testing.assert_allclose(
+        to_numpy(whole(conv)), 0.5 * math.sqrt(conv.size) * np.linalg.norm(conv)
+    )
+
+
+def test_group_lasso_bad_axis_for_the_weight():
+    reg = regularizers.GroupLasso(0.1, group_axis=2)
+    expected = (
+        "Invalid value for argument `group_axis`: expected axes of a weight of "
+        "rank 2 (shape (3, 4)). Received: group_axis=2"
+    )
+    with pytest.raises(ValueError) as info:
+        reg(np.ones((3, 4), "float32"))
+    assert str(info.value) == expected
+    with pytest.raises(ValueError, match="`group_axis`"):
+        reg.prox(np.ones((3, 4), "float32"), 0.1)
+
+
+def test_group_lasso_gradient_is_finite_at_zero_groups():
+    w = np.array([[0.0, 3.0], [0.0, 4.0]])
+    reg = regularizers.GroupLasso(strength=0.5, group_axis=-1)
+    value, grad = value_and_grad(reg, w)
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, 0.5 * math.sqrt(2) * 5.0)
+    # d/dw of s*sqrt(2)*|w_g| is s*sqrt(2)*w_g/|w_g|; zero on the zero group.
+    np.testing.assert_allclose(grad[:, 0], 0.0)
+    np.testing.assert_allclose(grad[:, 1], 0.5 * math.sqrt(2) * np.array([3.0, 4.0]) / 5.0)
+    _, grad = value_and_grad(reg, np.zeros((2, 2)))
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_penalties_work_inside_layers_and_custom_layers(rng):
+    reg = regularizers.ElasticNet(0.1, 0.5)
+    layer = keras.layers.Dense(3, kernel_regularizer=reg)
+    layer.build((None, 4))
+    np.testing.assert_allclose(
+        to_numpy(keras.ops.sum(layer.losses)), to_numpy(reg(layer.kernel)), rtol=1e-6
+    )
+
+    class TwoWeights(keras.layers.Layer):
+        def build(self, input_shape):
+            self.a = self.add_weight(shape=(input_shape[-1], 2), regularizer=kerasreg.L1(0.5))
+            self.b = self.add_weight(
+                shape=(2,), initializer="ones", regularizer=kerasreg.GroupLasso(0.5, group_axis=())
+            )
+
+        def call(self, x):
+            return x @ self.a + self.b
+
+    custom = TwoWeights()
+    custom(np.ones((1, 3), "float32"))
+    expected = 0.5 * np.abs(to_numpy(custom.a)).sum() + 0.5 * math.sqrt(2) * math.sqrt(2)
+    np.testing.assert_allclose(to_numpy(keras.ops.sum(custom.losses)), expected, rtol=1e-6)
+
+
+# Configuration and validation.
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_constraint_table_matches_the_signature(cls):
+    signature = inspect.signature(cls.__init__)
+    arguments = [name for name in signature.parameters if name != "self"]
+    assert sorted(arguments) == sorted(cls._parameter_constraints)
+    assert sorted(cls().get_config()) == sorted(arguments)
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
+def test_every_invalid_value_is_refused_with_a_clear_message(cls):
+    for name, constraint in cls._parameter_constraints.items():
+        for value in constraint.invalid_values():
+            with pytest.raises((TypeError, ValueError)) as info:
+                cls(**{name: value})
+            message = str(info.value)
+            assert message.startswith(f"Invalid value for argument `{name}`: expected ")
+            assert message.endswith(f"Received: {name}={value!r}")
+            # from_config validates exactly like __init__.
+            config = cls().get_config()
+            config[name] = value
+            with pytest.raises(type(info.value)) as info_config:
+                cls.from_config(config)
+            assert str(info_config.value) == message
+
+
+def test_validation_messages():
+    with pytest.raises(ValueError) as info:
+        regularizers.ElasticNet(l1_ratio=1.5)
+    assert str(info.value) == (
+        "Invalid value for argument `l1_ratio`: expected a float in [0, 1]. Received: l1_ratio=1.5"
+    )
+    with pytest.raises(ValueError) as info:
+        regularizers.L1(-0.1)
+    assert str(info.value) == (
+        "Invalid value for argument `l1`: expected a non-negative finite float. Received: l1=-0.1"
+    )
+    with pytest.raises(TypeError, match="Received: strength=True"):
+        regularizers.GroupLasso(strength=True)
+    with pytest.raises(TypeError, match="Received: l2='0.1'"):
+        regularizers.L2("0.1")
+    with pytest.raises(ValueError, match="Received: strength=nan"):
+        regularizers.ElasticNet(strength=float("nan"))
+    with pytest.raises(ValueError, match=r"Received: group_axis=\(1, 1\)"):
+        regularizers.GroupLasso(group_axis=(1, 1))
+    with pytest.raises(TypeError) as info:
+        regularizers.L1.from_config({"l1": 0.1, "l2": 0.2})
+    assert str(info.value) == (
+        "Invalid arguments for `L1`: unexpected argument(s) ['l2']. Expected only ['l1']."
+    )
+
+
+def test_config_holds_exact_python_floats():
+    reg = regularizers.ElasticNet(strength=0.1, l1_ratio=0.3)
+    config = reg.get_config()
+    assert config == {"strength": 0.1, "l1_ratio": 0.3}
+    assert all(type(v) is float for v in config.values())
+    assert regularizers.L1(1).get_config() == {"l1": 1.0}
+    assert regularizers.GroupLasso(0.1, group_axis=[0, 1]).get_config() == {
+        "strength": 0.1,
+        "group_axis": (0, 1),
+    }
+    for reg in EXAMPLES:
+        assert type(reg).from_config(reg.get_config()) == reg
+    assert regularizers.L1(0.1) != regularizers.L1(0.2)
+    assert regularizers.L1(0.1) != regularizers.L2(0.1)
+    assert repr(reg) == "GroupLasso(strength=0.05, group_axis=-1)"
+
+
+# Conversion of Keras' regularizers.
+
+
+def test_get_maps_keras_regularizers(rng):
+    w = rng.normal(size=(4, 3)).astype("float32")
+    cases = [
+        (keras.regularizers.L1(0.1), regularizers.L1(0.1)),
+        (keras.regularizers.L2(0.2), regularizers.L2(0.2)),
+        (keras.regularizers.L1L2(l1=0.1), regularizers.L1(0.1)),
+        (keras.regularizers.L1L2(l2=0.1), regularizers.L2(0.1)),
+        (keras.regularizers.L1L2(l1=0.25, l2=0.75), regularizers.ElasticNet(1.0, 0.25)),
+        (keras.regularizers.L1L2(l1=0.01, l2=0.02), None),
+    ]
+    for theirs, ours in cases:
+        mapped = regularizers.get(theirs)
+        assert isinstance(mapped, regularizers.ProximalRegularizer)
+        if ours is not None:
+            assert mapped == ours
+        np.testing.assert_allclose(to_numpy(mapped(w)), to_numpy(theirs(w)), rtol=1e-6)
+
+
+def test_get_other_identifiers():
+    assert regularizers.get(None) is None
+    reg = regularizers.L1(0.3)
+    assert regularizers.get(reg) is reg
+    assert regularizers.get("l1") == regularizers.L1()
+    assert regularizers.get("elastic_net") == regularizers.ElasticNet()
+    assert regularizers.get("GroupLasso") == regularizers.GroupLasso()
+    assert regularizers.get("L1L2") == regularizers.L1(0.0)  # Keras' L1L2() is zero
+    config = keras.saving.serialize_keras_object(regularizers.ElasticNet(0.2, 0.1))
+    assert regularizers.get(config) == regularizers.ElasticNet(0.2, 0.1)
+    keras_config = keras.saving.serialize_keras_object(keras.regularizers.L2(0.5))
+    assert regularizers.get(keras_config) == regularizers.L2(0.5)
+
+    class DuckTyped:
+        def __call__(self, x):
+            return keras.ops.sum(x)
+
+        def prox(self, x, step):
+            return x
+
+    duck = DuckTyped()
+    assert regularizers.get(duck) is duck
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [
+        keras.regularizers.OrthogonalRegularizer(0.1),
+        lambda w: keras.ops.sum(w),
+        "no_such_regularizer",
+        3.0,
+    ],
+    ids=["orthogonal", "function", "unknown_name", "number"],
+)
+def test_get_refuses_regularizers_without_a_prox(identifier):
+    with pytest.raises(ValueError) as info:
+        regularizers.get(identifier)
+    message = str(info.value)
+    assert message.startswith("Invalid value for argument `identifier`: expected ")
+    assert message.endswith(f"Received: identifier={identifier!r}")
+
+
+def test_backend_is_the_one_requested():
+    # Guards the backend matrix: a run meant for one backend must not
+    # silently run on another.
+    import os
+
+    assert BACKEND == os.environ.get("KERAS_BACKEND", "tensorflow")
