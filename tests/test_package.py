@@ -1,0 +1,108 @@
+"""The public surface and the package's import-time behaviour."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import kerasreg
+from tests.conftest import BACKEND
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_public_surface_is_pinned():
+    # A rename or removal must fail here, loudly, before it reaches users.
+    assert sorted(kerasreg.__all__) == [
+        "ElasticNet",
+        "GroupLasso",
+        "L1",
+        "L2",
+        "ProximalRegularizer",
+        "prox",
+        "regularizers",
+    ]
+    assert sorted(kerasreg.regularizers.__all__) == [
+        "ElasticNet",
+        "GroupLasso",
+        "L1",
+        "L2",
+        "ProximalRegularizer",
+        "get",
+    ]
+    assert sorted(kerasreg.prox.__all__) == [
+        "block_soft_threshold",
+        "block_soft_threshold_diagonal",
+        "prox_elastic_net",
+        "prox_squared_l2",
+        "soft_threshold",
+    ]
+    for module in (kerasreg, kerasreg.regularizers, kerasreg.prox):
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+    assert kerasreg.L1 is kerasreg.regularizers.L1
+
+
+def test_version_matches_the_package_metadata():
+    from importlib import metadata
+
+    assert kerasreg.__version__ == metadata.version("kerasreg")
+
+
+def test_core_dependencies_are_keras_and_numpy_only():
+    from importlib import metadata
+
+    core, extras = [], set()
+    for requirement in metadata.requires("kerasreg"):
+        name = re.split(r"[<>=!~ ;\[]", requirement, maxsplit=1)[0]
+        marker = re.search(r'extra == "([^"]+)"', requirement)
+        if marker:
+            extras.add(marker.group(1))
+        else:
+            core.append(name)
+    assert sorted(core) == ["keras", "numpy"]
+    assert {"tensorflow", "jax", "torch", "test", "tutorials"} <= extras
+
+
+def test_import_has_no_side_effects():
+    # In a fresh interpreter on the current backend: importing kerasreg sets
+    # no environment variable, keeps the backend, and imports TensorFlow
+    # only when Keras itself runs on TensorFlow.
+    script = textwrap.dedent(
+        """
+        import os, sys, json
+        import keras
+        before_env = dict(os.environ)
+        before_modules = set(sys.modules)
+        import kerasreg
+        new = sorted(set(sys.modules) - before_modules)
+        print(json.dumps({
+            "env_changed": dict(os.environ) != before_env,
+            "backend": keras.backend.backend(),
+            "floatx": keras.config.floatx(),
+            "tensorflow": "tensorflow" in sys.modules,
+            "new_third_party": sorted({m.split(".")[0] for m in new} - {"kerasreg"}),
+        }))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["env_changed"] is False
+    assert report["backend"] == BACKEND
+    assert report["floatx"] == "float32"
+    assert report["tensorflow"] is (BACKEND == "tensorflow")
+    # kerasreg itself pulls in nothing beyond what `import keras` loaded,
+    # except standard-library modules.
+    stdlib = set(sys.stdlib_module_names)
+    assert [m for m in report["new_third_party"] if m not in stdlib] == []

@@ -1,0 +1,25 @@
+"""The scripts the README runs, run for real (shortened)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quickstart_runs_end_to_end(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "quickstart.py"), "--epochs", "2"]
+        + ["--save-to", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "identical predictions: True" in result.stdout
+    for layer in ("fc_300", "fc_100", "logits"):
+        assert layer in result.stdout
+    assert (tmp_path / "lenet_300_100_l1.keras").exists()
