@@ -56,7 +56,10 @@ class Interval:
         return _is_real_number(value)
 
     def value_ok(self, value):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            return False
         if not math.isfinite(value):
             return False
         if self.low is not None:
@@ -74,7 +77,7 @@ class Interval:
 
     def invalid_values(self):
         """Values that must be refused: wrong types, non-finite, out of range."""
-        values = ["0.1", None, True, [0.1], float("nan"), float("inf"), -float("inf")]
+        values = ["0.1", None, True, [0.1], float("nan"), float("inf"), -float("inf"), 10**400]
         if self.low is not None:
             values.append(self.low - 1.0)
             if self.closed not in ("both", "left"):

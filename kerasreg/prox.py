@@ -220,9 +220,10 @@ def block_soft_threshold(x, threshold, axis=None):
     """
     out_dtype, x, (t,) = _prepare(x, threshold)
     norm = _safe_norm(x, axis)
-    # `norm <= t` covers the zero group (0 <= t) and lets a NaN norm through.
-    shrunk = norm <= t
-    denominator = ops.where(shrunk, ops.ones_like(norm), norm)
+    # A NaN norm fails `norm <= t` and stays NaN. A zero threshold is the
+    # identity, even for groups so small that their squares underflow.
+    shrunk = ops.logical_and(norm <= t, t > 0)
+    denominator = ops.where(norm > 0, norm, ops.ones_like(norm))
     scale = ops.where(shrunk, ops.zeros_like(norm), 1.0 - t / denominator)
     return ops.cast(scale * x, out_dtype)
 
@@ -245,7 +246,8 @@ def block_soft_threshold_diagonal(x, threshold, scale, axis=None, iterations=12)
     :math:`\sum_{i \in g} x_i^2 / (r + s_i t_g)^2 = 1`. The root is found by
     Newton's method on :math:`\phi(r)^{-1/2} - 1`, which is concave and
     increasing in :math:`r`; started from the lower bound
-    :math:`\lVert x_g \rVert_2 - t_g \max_{i \in g} s_i`, the iterates
+    :math:`\max(\lVert x_g \rVert_2 - t_g \max_{i \in g} s_i,
+    \lVert x_{g, s=0} \rVert_2)`, the iterates
     increase monotonically to the root. When the steps are equal within a
     group the function is linear and one step is exact, so this reduces to
     `block_soft_threshold` with threshold :math:`s \, t_g`.
@@ -254,10 +256,9 @@ def block_soft_threshold_diagonal(x, threshold, scale, axis=None, iterations=12)
         x: Input tensor.
         threshold: Non-negative scalar, or tensor broadcastable to the group
             norms (`x` reduced over `axis` with `keepdims=True`).
-        scale: Positive tensor broadcastable to `x`: the per-coordinate
-            steps :math:`s_i`. Steps smaller than `1e-7` times the largest
-            step of their group are raised to that bound, so that a
-            coordinate with a zero step cannot cause a division by zero.
+        scale: Non-negative tensor broadcastable to `x`: the per-coordinate
+            steps :math:`s_i`. A zero step holds its coordinate
+            (:math:`z_i = x_i`); a NaN step makes its group NaN.
         axis: Int, tuple of ints, or `None`: the axes each group spans.
             Defaults to `None`.
         iterations: Number of Newton steps. Defaults to `12`.
@@ -277,14 +278,22 @@ def block_soft_threshold_diagonal(x, threshold, scale, axis=None, iterations=12)
     out_dtype, x, (t, s) = _prepare(x, threshold, scale)
     s = ops.broadcast_to(s, ops.shape(x))
     s_max = ops.max(s, axis=axis, keepdims=True)
-    s = _maximum(s, 1e-7 * s_max)
     identity = (s_max * t) <= 0
-    # Zero test: the subgradient condition at z_g = 0.
-    zero = _safe_norm(x / ops.where(s > 0, s, ops.ones_like(s)), axis) <= t
+    # Zero test, on the exact steps: the subgradient condition at z_g = 0.
+    # A zero step holds its coordinate, so a non-zero one keeps the group;
+    # a NaN step gives NaN, never a zero.
+    positive = ops.logical_or(s > 0, ops.isnan(s))
+    safe_s = ops.where(positive, s, ops.ones_like(s))
+    held = ops.where(x == 0, ops.zeros_like(x), ops.full_like(x, float("inf")))
+    zero = _safe_norm(ops.where(positive, x / safe_s, held), axis) <= t
+    s = ops.where(positive, s, ops.zeros_like(s))
 
     norm = _safe_norm(x, axis)
     zeros = ops.zeros_like(norm)
-    r = _maximum(norm - t * s_max, zeros)
+    # Lower bounds on the root: coordinates with a zero step are held, so
+    # |z_g| >= |x_held|; and |z_g| >= |x_g| - t max(s).
+    norm_held = _safe_norm(ops.where(s > 0, ops.zeros_like(x), x), axis)
+    r = _maximum(_maximum(norm - t * s_max, norm_held), zeros)
     square = ops.square(x)
     tiny = ops.cast(1e-30 if _compute_dtype(x) == "float64" else 1e-20, x.dtype)
     for _ in range(iterations):

@@ -52,6 +52,11 @@ def _threshold(step, coefficient, x):
     float64 weight gets a float64 threshold.
     """
     if isinstance(step, numbers.Real) and not isinstance(step, bool):
+        if not step >= 0:  # also refuses NaN
+            raise ValueError(
+                "Invalid value for argument `step`: expected a non-negative "
+                f"float. Received: step={step!r}"
+            )
         return float(step) * coefficient
     dtype = keras.backend.standardize_dtype(ops.convert_to_tensor(x).dtype)
     dtype = "float32" if dtype in _HALF_DTYPES else dtype
@@ -360,36 +365,62 @@ class GroupLasso(ProximalRegularizer):
         self._set_arguments(strength=strength, group_axis=group_axis)
 
     def _group_geometry(self, shape):
-        """Returns (reduction axes, group size) for a weight of `shape`."""
+        """Returns (reduction axes, group size or None if unknown)."""
         rank = len(shape)
         axes = (self.group_axis,) if isinstance(self.group_axis, int) else self.group_axis
-        if any(not -rank <= a < rank for a in axes):
+        if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) < len(axes):
             raise ValueError(
-                "Invalid value for argument `group_axis`: expected axes of a "
-                f"weight of rank {rank} (shape {tuple(shape)}). "
+                "Invalid value for argument `group_axis`: expected distinct axes "
+                f"of a weight of rank {rank} (shape {tuple(shape)}). "
                 f"Received: group_axis={self.group_axis!r}"
             )
         group_axes = {a % rank for a in axes}
         reduce_axes = tuple(a for a in range(rank) if a not in group_axes)
-        size = math.prod(int(shape[a]) for a in reduce_axes)
+        dims = [shape[a] for a in reduce_axes]
+        size = None if any(d is None for d in dims) else math.prod(int(d) for d in dims)
         return reduce_axes, size
+
+    def _threshold(self, x, size, norms):
+        """`strength * sqrt(group size)`, a Python float when the shape is known."""
+        if size is not None:
+            return self.strength * math.sqrt(size)
+        # Shape known only at run time (an activity regularizer, a traced
+        # batch dimension): the group size is size(x) / number of groups.
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        size = ops.cast(ops.size(x), dtype) / ops.cast(ops.size(norms), dtype)
+        return _constant(self.strength, x) * ops.sqrt(size)
 
     def __call__(self, x):
         x, dtype = _as_compute_tensor(x)
         reduce_axes, size = self._group_geometry(x.shape)
         norms = prox_lib._safe_norm(x, reduce_axes)
-        scale = self.strength * math.sqrt(size)
-        penalty = _constant(scale, x) * ops.sum(norms)
+        scale = self._threshold(x, size, norms)
+        if isinstance(scale, float):
+            scale = _constant(scale, x)
+        penalty = scale * ops.sum(norms)
         return ops.cast(penalty, dtype)
 
     def prox(self, x, step):
         x = ops.convert_to_tensor(x)
         reduce_axes, size = self._group_geometry(x.shape)
-        threshold = self.strength * math.sqrt(size)
-        if len(getattr(step, "shape", ())) == 0:
+        if size is None:
+            x_compute, _ = _as_compute_tensor(x)
+            threshold = self._threshold(
+                x_compute, None, prox_lib._safe_norm(x_compute, reduce_axes)
+            )
+        else:
+            threshold = self._threshold(x, size, None)
+        try:
+            scalar_step = len(getattr(step, "shape", ())) == 0
+        except (TypeError, ValueError):  # a tensor of unknown rank
+            scalar_step = False
+        if isinstance(threshold, float) and scalar_step:
             return prox_lib.block_soft_threshold(
                 x, _threshold(step, threshold, x), axis=reduce_axes
             )
+        if scalar_step:
+            step = _threshold(step, 1.0, x)
+            return prox_lib.block_soft_threshold(x, step * threshold, axis=reduce_axes)
         return prox_lib.block_soft_threshold_diagonal(x, threshold, step, axis=reduce_axes)
 
 

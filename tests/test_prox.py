@@ -147,12 +147,12 @@ def _diagonal_objective(z, x, s, t):
     return np.sum((z - x) ** 2 / (2 * s)) + t * np.linalg.norm(z)
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(10))
 def test_block_soft_threshold_diagonal_is_the_argmin(seed):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=5)
-    # Steps that differ by up to four orders of magnitude, as Adam's do.
-    s = 10.0 ** rng.uniform(-3, 1, size=5)
+    # Steps that differ by up to eight orders of magnitude (Adam's can).
+    s = 10.0 ** rng.uniform(-6, 2, size=5)
     t = rng.uniform(0.1, 2.0)
     z = to_numpy(prox.block_soft_threshold_diagonal(x, t, s))
     if np.linalg.norm(x / s) <= t:
@@ -231,3 +231,26 @@ def test_larger_l1_threshold_never_gives_fewer_zeros(x, steps):
     zeros_small = np.count_nonzero(to_numpy(prox.soft_threshold(x, small)) == 0)
     zeros_large = np.count_nonzero(to_numpy(prox.soft_threshold(x, large)) == 0)
     assert zeros_large >= zeros_small
+
+
+def test_nan_step_is_never_hidden_as_zero():
+    x = np.array([[0.1, 3.0], [-0.2, 4.0]])
+    steps = np.full_like(x, 0.5)
+    steps[0, 0] = np.nan
+    z = to_numpy(prox.block_soft_threshold_diagonal(x, 0.5, steps, axis=0))
+    assert np.all(np.isnan(z[:, 0]))
+    np.testing.assert_array_equal(np.isnan(z[:, 1]), False)
+
+
+def test_zero_step_holds_its_coordinate_and_its_group():
+    # With s_0 = 0 the first coordinate cannot move, so the group cannot be
+    # zeroed however large the threshold; the other coordinate still shrinks.
+    x = np.array([1e-3, 1.0])
+    z = to_numpy(prox.block_soft_threshold_diagonal(x, 1e5, np.array([0.0, 1.0])))
+    assert z[0] == x[0]
+    assert 0 < abs(z[1]) < 1e-6
+
+
+def test_zero_threshold_is_the_identity_even_for_tiny_groups():
+    x = np.array([[1e-25, 2e-25], [1e-25, 1.0]], dtype="float32")
+    np.testing.assert_array_equal(to_numpy(prox.block_soft_threshold(x, 0.0, axis=0)), x)

@@ -82,11 +82,29 @@ def test_half_precision_keeps_dtype(rng, reg, dtype):
     w_back = to_numpy(keras.ops.cast(w_half, "float64"))
     value = reg(w_half)
     assert keras.backend.standardize_dtype(value.dtype) == dtype
-    expected = to_numpy(type(reg).from_config(reg.get_config())(w_back))
+    soft = np.sign(w_back) * np.maximum(np.abs(w_back) - 0.5 * 0.1, 0)
+    norms = np.linalg.norm(w_back, axis=0, keepdims=True)
+    t_group = 0.5 * 0.05 * np.sqrt(8)
+    expected, expected_prox = {
+        "L1": (0.1 * np.abs(w_back).sum(), soft),
+        "L2": (0.2 * np.square(w_back).sum(), w_back / (1 + 2 * 0.5 * 0.2)),
+        "ElasticNet": (
+            0.3 * (0.25 * np.abs(w_back).sum() + 0.75 * np.square(w_back).sum()),
+            np.sign(w_back)
+            * np.maximum(np.abs(w_back) - 0.5 * 0.3 * 0.25, 0)
+            / (1 + 2 * 0.5 * 0.3 * 0.75),
+        ),
+        "GroupLasso": (
+            np_group_lasso(w_back, 0.05, -1),
+            np.maximum(1 - t_group / norms, 0) * w_back,
+        ),
+    }[type(reg).__name__]
     np.testing.assert_allclose(to_numpy(keras.ops.cast(value, "float32")), expected, rtol=1e-2)
     z = reg.prox(w_half, 0.5)
     assert keras.backend.standardize_dtype(z.dtype) == dtype
-    assert np.all(np.isfinite(to_numpy(keras.ops.cast(z, "float32"))))
+    np.testing.assert_allclose(
+        to_numpy(keras.ops.cast(z, "float32")), expected_prox, rtol=1e-2, atol=1e-2
+    )
 
 
 # Keras' own regularizers as the oracle.
@@ -219,7 +237,7 @@ def test_group_lasso_groups(rng):
 def test_group_lasso_bad_axis_for_the_weight():
     reg = regularizers.GroupLasso(0.1, group_axis=2)
     expected = (
-        "Invalid value for argument `group_axis`: expected axes of a weight of "
+        "Invalid value for argument `group_axis`: expected distinct axes of a weight of "
         "rank 2 (shape (3, 4)). Received: group_axis=2"
     )
     with pytest.raises(ValueError) as info:
@@ -406,3 +424,32 @@ def test_backend_is_the_one_requested():
     import os
 
     assert BACKEND == os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def test_negative_or_nan_python_step_is_refused():
+    for reg in EXAMPLES:
+        for step in (-1.0, float("nan")):
+            with pytest.raises(ValueError, match="Invalid value for argument `step`"):
+                reg.prox(np.ones((2, 3), "float32"), step)
+
+
+def test_group_lasso_with_unknown_dimensions_in_fit(rng):
+    # As an activity regularizer the batch dimension is unknown while tracing.
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = rng.normal(size=(64, 3)).astype("float32")
+    reg = regularizers.GroupLasso(0.01, group_axis=-1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activity_regularizer=reg)])
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    # Eager value against NumPy: each output column of a batch is a group of
+    # size batch; Keras divides activity penalties by the batch size.
+    out = to_numpy(model.layers[0](x))
+    expected = 0.01 * np.sqrt(64) * np.linalg.norm(out.astype("float64"), axis=0).sum()
+    np.testing.assert_allclose(to_numpy(reg(out)), expected, rtol=1e-5)
+
+
+def test_group_lasso_duplicate_axes_for_the_weight_are_refused():
+    reg = regularizers.GroupLasso(0.1, group_axis=(0, -2))
+    with pytest.raises(ValueError, match="expected distinct axes"):
+        reg(np.ones((3, 4), "float32"))
