@@ -5,8 +5,10 @@ Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
 Keras' own regularizers (`kerasreg.regularizers.get`).
 """
 
+from kerasreg import optimizers
 from kerasreg import prox
 from kerasreg import regularizers
+from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
 from kerasreg.regularizers import ElasticNet
@@ -20,7 +22,9 @@ __all__ = [
     "GroupLasso",
     "L1",
     "L2",
+    "ProximalOptimizer",
     "ProximalRegularizer",
+    "optimizers",
     "prox",
     "regularizers",
 ]

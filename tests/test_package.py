@@ -20,10 +20,13 @@ def test_public_surface_is_pinned():
         "GroupLasso",
         "L1",
         "L2",
+        "ProximalOptimizer",
         "ProximalRegularizer",
+        "optimizers",
         "prox",
         "regularizers",
     ]
+    assert kerasreg.optimizers.__all__ == ["ProximalOptimizer"]
     assert sorted(kerasreg.regularizers.__all__) == [
         "ElasticNet",
         "GroupLasso",
@@ -39,7 +42,7 @@ def test_public_surface_is_pinned():
         "prox_squared_l2",
         "soft_threshold",
     ]
-    for module in (kerasreg, kerasreg.regularizers, kerasreg.prox):
+    for module in (kerasreg, kerasreg.regularizers, kerasreg.prox, kerasreg.optimizers):
         for name in module.__all__:
             assert getattr(module, name) is not None
     assert kerasreg.L1 is kerasreg.regularizers.L1

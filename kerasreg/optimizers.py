@@ -1,0 +1,437 @@
+r"""`ProximalOptimizer`: exact zeros from L1-type penalties with any optimizer.
+
+A gradient step on :math:`\lambda \lvert w \rvert` moves a weight by
+:math:`\pm \eta \lambda` and overshoots zero as often as it reaches it, so
+plain training with an L1 penalty leaves no weight exactly zero. Proximal
+gradient methods split the objective :math:`f(w) + R(w)` instead: the inner
+optimizer steps on the data loss :math:`f`, then each regularized variable is
+replaced by :math:`\operatorname{prox}_{sR}(w)`, which sets small weights to
+exactly zero. At a fixed point, :math:`-\nabla f(w) \in \partial R(w)`: the
+weights minimize the regularized objective.
+"""
+
+import keras
+from keras import ops
+
+from kerasreg import regularizers as regularizers_lib
+from kerasreg._saving import register_serializable
+
+__all__ = ["ProximalOptimizer"]
+
+_MODES = ("auto", "plain", "preconditioned")
+
+
+def _penalty_gradient(regularizer, value):
+    """Gradient of `regularizer(value)` with respect to `value`.
+
+    Differentiates the same function, with the same automatic differentiation,
+    that put the penalty's gradient into the loss gradient, so subtracting it
+    removes that contribution.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        value = tf.convert_to_tensor(value)
+        with tf.GradientTape() as tape:
+            tape.watch(value)
+            penalty = regularizer(value)
+        gradient = tape.gradient(penalty, value)
+        return tf.zeros_like(value) if gradient is None else gradient
+    if backend == "jax":
+        import jax
+
+        return jax.grad(lambda v: regularizer(v))(value)
+    if backend == "torch":
+        import torch
+
+        with torch.enable_grad():
+            leaf = value.detach().requires_grad_(True)
+            penalty = regularizer(leaf)
+            if not penalty.requires_grad:
+                return torch.zeros_like(leaf)
+            (gradient,) = torch.autograd.grad(penalty, leaf)
+        return gradient
+    raise NotImplementedError(
+        f"ProximalOptimizer supports the tensorflow, jax and torch backends. "
+        f"Received: backend={backend!r}"
+    )
+
+
+def _replicas_in_sync():
+    """Replicas whose gradients are summed after this call (TensorFlow).
+
+    Under `tf.distribute`, `apply` runs once per replica on gradients that the
+    inner optimizer then sums across replicas; each replica's loss holds the
+    penalty divided by this number, and so must its removed gradient.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or not tf.distribute.has_strategy():
+        return 1
+    return context.num_replicas_in_sync
+
+
+def _index(optimizer, variable):
+    return optimizer._get_variable_index(variable)
+
+
+def _adam_steps(optimizer, variable, learning_rate):
+    # Keras' Adam: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
+    # The 1 / (1 - b1^t) corrects m; the metric is what multiplies it.
+    dtype = variable.dtype
+    t = ops.cast(optimizer.iterations, dtype)
+    index = _index(optimizer, variable)
+    v = optimizer._velocity_hats[index] if optimizer.amsgrad else optimizer._velocities[index]
+    correction = ops.sqrt(1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
+    return learning_rate * correction / (ops.sqrt(v) + optimizer.epsilon)
+
+
+def _nadam_steps(optimizer, variable, learning_rate):
+    # Keras' Nadam: w -= lr * m_hat / (sqrt(v / (1 - b2^t)) + eps).
+    dtype = variable.dtype
+    t = ops.cast(optimizer.iterations, dtype)
+    v = optimizer._velocities[_index(optimizer, variable)]
+    v_hat = v / (1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
+    return learning_rate / (ops.sqrt(v_hat) + optimizer.epsilon)
+
+
+def _adamax_steps(optimizer, variable, learning_rate):
+    # Keras' Adamax: w -= lr / (1 - b1^t) * m / (u + eps).
+    u = optimizer._u[_index(optimizer, variable)]
+    return learning_rate / (u + optimizer.epsilon)
+
+
+def _rmsprop_steps(optimizer, variable, learning_rate):
+    # Keras' RMSprop: w -= lr * g / sqrt(v + eps) (centered: v - mean(g)^2).
+    index = _index(optimizer, variable)
+    denominator = optimizer._velocities[index] + optimizer.epsilon
+    if optimizer.centered:
+        denominator = denominator - ops.square(optimizer._average_gradients[index])
+    return learning_rate / ops.sqrt(denominator)
+
+
+def _adagrad_steps(optimizer, variable, learning_rate):
+    # Keras' Adagrad: w -= lr * g / sqrt(accumulator + eps).
+    accumulator = optimizer._accumulators[_index(optimizer, variable)]
+    return learning_rate / ops.sqrt(accumulator + optimizer.epsilon)
+
+
+# Optimizers with a known diagonal preconditioner. Order matters: AdamW is an
+# Adam subclass and must find Adam's rule.
+_PRECONDITIONERS = (
+    (keras.optimizers.Nadam, _nadam_steps),
+    (keras.optimizers.Adam, _adam_steps),
+    (keras.optimizers.Adamax, _adamax_steps),
+    (keras.optimizers.RMSprop, _rmsprop_steps),
+    (keras.optimizers.Adagrad, _adagrad_steps),
+)
+
+
+def _preconditioner_for(optimizer):
+    for cls, rule in _PRECONDITIONERS:
+        if isinstance(optimizer, cls):
+            return rule
+    return None
+
+
+@register_serializable
+class ProximalOptimizer(keras.optimizers.Optimizer):
+    r"""Wraps any Keras optimizer and applies each variable's proximal operator.
+
+    After every step of `inner_optimizer`, each trainable variable whose
+    regularizer has a proximal operator (kerasreg's, or Keras' own `L1`, `L2`
+    and `L1L2`, converted by `kerasreg.regularizers.get`) is replaced by
+    `regularizer.prox(variable, step)`. L1-type penalties then produce exact
+    zeros. Other variables are untouched.
+
+    **The step.** In `"plain"` mode, `step` is the learning rate of the step
+    just taken (schedules included). Adaptive optimizers normalize their
+    steps, so a `learning_rate * strength` threshold hardly ever zeroes
+    anything under Adam; in `"preconditioned"` mode the step is the optimizer's
+    own per-coordinate step, e.g. `lr * sqrt(1 - beta_2**t) / (sqrt(v) +
+    epsilon)` for Adam (ProxGen; Yun, Lozano and Yang, NeurIPS 2021), and the
+    prox is taken in that diagonal metric. `"auto"` picks `"preconditioned"`
+    for Adam, AdamW, Nadam, Adamax, RMSprop and Adagrad, and `"plain"` for
+    every other optimizer (SGD with or without momentum, Lion, ...). The
+    resolved choice is stored in `mode` and in `get_config()`.
+
+    **No double counting.** Keras adds the penalty to the loss, so the loss
+    you see is the true objective. For the variables it handles, this wrapper
+    removes the penalty's gradient from the gradient before the inner step
+    (the prox accounts for the penalty instead), so the fixed point of
+    training minimizes data loss + penalty. This assumes the loss whose
+    gradient is passed includes the penalty exactly once, as `model.fit` and
+    a custom loop adding `sum(model.losses)` do; pass `penalty_in_loss=False`
+    if your loss does not include it.
+
+    Works with `model.fit`, custom training loops (`apply_gradients` /
+    `apply`), JAX's `stateless_apply`, `jit_compile=True`, TensorFlow's
+    `MirroredStrategy` (each replica's loss holds the penalty divided by the
+    number of replicas, as Keras computes it), learning-rate schedules, gradient
+    accumulation (the prox runs only on steps where the inner optimizer
+    updates) and mixed precision (`LossScaleOptimizer`, which `compile` adds
+    for `mixed_float16`, wraps this optimizer). With `use_ema=True` on the
+    inner optimizer, the moving average keeps the sparsity pattern: where
+    the prox holds a weight at zero, its average is zero too, so the weights
+    `fit` finalizes are as sparse as the iterates.
+
+    Args:
+        inner_optimizer: The `keras.optimizers.Optimizer` instance to wrap.
+        mode: `"auto"`, `"plain"` or `"preconditioned"`. Defaults to `"auto"`.
+        penalty_in_loss: Whether the loss whose gradients are applied contains
+            the penalties. Defaults to `True`.
+        exclude_names: List of strings: variables whose path contains any of
+            them are left to the gradient (no prox, penalty gradient kept).
+            Defaults to `None`.
+        name: Name of the optimizer. Defaults to `"proximal"`.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(1, kernel_regularizer=kerasreg.L1(0.1)),
+    ... ])
+    >>> model.compile(
+    ...     optimizer=kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1)),
+    ...     loss="mse",
+    ... )
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(64, 8)).astype("float32")
+    >>> y = x[:, :1] * 2.0
+    >>> _ = model.fit(x, y, epochs=100, batch_size=64, verbose=0)
+    >>> kernel = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    >>> int(np.count_nonzero(kernel == 0))  # the seven unused inputs
+    7
+    """
+
+    def __init__(
+        self,
+        inner_optimizer,
+        mode="auto",
+        penalty_in_loss=True,
+        exclude_names=None,
+        name="proximal",
+        **kwargs,
+    ):
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "Invalid value for argument `inner_optimizer`: expected a "
+                "`keras.optimizers.Optimizer` instance. "
+                f"Received: inner_optimizer={inner_optimizer!r}"
+            )
+        if isinstance(inner_optimizer, ProximalOptimizer):
+            raise ValueError(
+                "Invalid value for argument `inner_optimizer`: expected an "
+                "optimizer that is not already a ProximalOptimizer. "
+                f"Received: inner_optimizer={inner_optimizer!r}"
+            )
+        if isinstance(inner_optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                "Invalid value for argument `inner_optimizer`: expected an "
+                "optimizer without loss scaling; wrap the ProximalOptimizer in "
+                "`LossScaleOptimizer` instead (compile does so for the "
+                "mixed_float16 policy). "
+                f"Received: inner_optimizer={inner_optimizer!r}"
+            )
+        if mode not in _MODES:
+            raise ValueError(
+                f"Invalid value for argument `mode`: expected one of {list(_MODES)}. "
+                f"Received: mode={mode!r}"
+            )
+        if not isinstance(penalty_in_loss, bool):
+            raise TypeError(
+                "Invalid value for argument `penalty_in_loss`: expected a bool. "
+                f"Received: penalty_in_loss={penalty_in_loss!r}"
+            )
+        if exclude_names is not None and (
+            isinstance(exclude_names, str) or not all(isinstance(n, str) for n in exclude_names)
+        ):
+            raise TypeError(
+                "Invalid value for argument `exclude_names`: expected a list of "
+                f"strings or None. Received: exclude_names={exclude_names!r}"
+            )
+        for arg in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
+            if kwargs.get(arg) is not None:
+                raise ValueError(
+                    f"Invalid value for argument `{arg}`: expected it on the "
+                    "inner optimizer, not on ProximalOptimizer. "
+                    f"Received: {arg}={kwargs[arg]!r}"
+                )
+        for arg in ("use_ema", "gradient_accumulation_steps", "loss_scale_factor"):
+            if kwargs.get(arg):
+                raise ValueError(
+                    f"Invalid value for argument `{arg}`: expected it on the "
+                    "inner optimizer, not on ProximalOptimizer. "
+                    f"Received: {arg}={kwargs[arg]!r}"
+                )
+        kwargs = {k: v for k, v in kwargs.items() if k != "learning_rate"}
+        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        self.inner_optimizer = inner_optimizer
+        preconditioner = _preconditioner_for(inner_optimizer)
+        if mode == "auto":
+            mode = "plain" if preconditioner is None else "preconditioned"
+        if mode == "preconditioned" and preconditioner is None:
+            raise ValueError(
+                "Invalid value for argument `mode`: expected 'plain' or 'auto' "
+                f"for {type(inner_optimizer).__name__}, whose per-coordinate "
+                "step kerasreg does not know (it knows Adam, AdamW, Nadam, "
+                "Adamax, RMSprop and Adagrad). Received: mode='preconditioned'"
+            )
+        self.mode = mode
+        self._preconditioner = preconditioner if mode == "preconditioned" else None
+        self.penalty_in_loss = penalty_in_loss
+        self.exclude_names = list(exclude_names) if exclude_names else None
+        self._excluded_keys = set()
+        self._proximal = {}
+
+    # Delegation to the inner optimizer, as LossScaleOptimizer does.
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def exclude_from_prox(self, var_list=None, var_names=None):
+        """Leaves variables to the gradient: no prox, penalty gradient kept.
+
+        Call it before the optimizer is built, as
+        `exclude_from_weight_decay`.
+
+        Args:
+            var_list: List of variables to exclude. Defaults to `None`.
+            var_names: List of strings; variables whose path contains any of
+                them are excluded. Defaults to `None`.
+        """
+        if self.built:
+            raise ValueError(
+                "`exclude_from_prox()` must be called before the optimizer is "
+                "built (before the first training step)."
+            )
+        for variable in var_list or ():
+            self._excluded_keys.add(self._var_key(variable))
+        if var_names:
+            self.exclude_names = (self.exclude_names or []) + list(var_names)
+
+    def _is_excluded(self, variable):
+        if self._var_key(variable) in self._excluded_keys:
+            return True
+        path = getattr(variable, "path", variable.name)
+        return any(name in path for name in self.exclude_names or ())
+
+    def build(self, var_list):
+        super().build(var_list)
+        if not self.inner_optimizer.built:
+            self.inner_optimizer.build(var_list)
+        self._proximal = {}
+        for variable in var_list:
+            regularizer = getattr(variable, "regularizer", None)
+            if regularizer is None or self._is_excluded(variable):
+                continue
+            try:
+                proximal = regularizers_lib.get(regularizer)
+            except ValueError:
+                continue  # no prox known: the penalty acts through the gradient
+            self._proximal[self._var_key(variable)] = proximal
+        self.built = True
+
+    def proximal_regularizer(self, variable):
+        """The regularizer whose prox is applied to `variable`, or `None`."""
+        return self._proximal.get(self._var_key(variable))
+
+    def apply(self, grads, trainable_variables=None):
+        if trainable_variables is None:
+            if not self.built:
+                raise ValueError(
+                    "When passing `grads` without `trainable_variables`, the "
+                    "optimizer must already be built."
+                )
+            trainable_variables = self._trainable_variables
+        else:
+            trainable_variables = list(trainable_variables)
+            if not self.built:
+                with keras.name_scope(self.name, caller=self):
+                    self.build(trainable_variables)
+        grads = list(grads)
+        handled = [
+            (i, self._proximal[self._var_key(v)])
+            for i, v in enumerate(trainable_variables)
+            if self._var_key(v) in self._proximal and grads[i] is not None
+        ]
+        if self.penalty_in_loss:
+            replicas = _replicas_in_sync()
+            for i, regularizer in handled:
+                variable = trainable_variables[i]
+                penalty_grad = _penalty_gradient(regularizer, variable.value)
+                if replicas > 1:
+                    penalty_grad = penalty_grad / replicas
+                grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+
+        inner = self.inner_optimizer
+        learning_rate = inner.learning_rate
+        if inner.gradient_accumulation_steps:
+            is_update_step = (inner._iterations + 1) % inner.gradient_accumulation_steps == 0
+        else:
+            is_update_step = None
+
+        inner.apply(grads, trainable_variables)
+
+        for i, regularizer in handled:
+            variable = trainable_variables[i]
+            lr = ops.cast(learning_rate, variable.dtype)
+            if self._preconditioner is not None:
+                step = self._preconditioner(inner, variable, lr)
+            else:
+                step = lr
+            value = regularizer.prox(variable.value, step)
+            if is_update_step is not None:
+                value = ops.where(is_update_step, value, variable.value)
+            variable.assign(ops.cast(value, variable.dtype))
+            if inner.use_ema:
+                # Keep the sparsity pattern in the moving average, which
+                # `finalize_variable_values` copies into the model.
+                averages = inner._model_variables_moving_average
+                average = averages[inner._get_variable_index(variable)]
+                kept = ops.where(variable.value == 0, ops.zeros_like(value), average.value)
+                average.assign(kept)
+        self._iterations.assign_add(1)
+
+    def get_config(self):
+        return {
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "mode": self.mode,
+            "penalty_in_loss": self.penalty_in_loss,
+            "exclude_names": self.exclude_names,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        return cls(inner, **config)
