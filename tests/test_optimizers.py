@@ -593,3 +593,18 @@ def test_mirrored_strategy_on_two_devices_matches_scikit_learn(tmp_path):
     w = np.array(report["w"])
     np.testing.assert_array_equal(w == 0, sk.coef_ == 0)
     np.testing.assert_allclose(w, sk.coef_, atol=1e-3)
+
+
+def test_reported_loss_still_includes_the_penalty():
+    x, y = _small_problem()
+    model, history, _ = _train_small(
+        kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1)), kerasreg.L1(0.01), epochs=3
+    )
+    prediction = to_numpy(model.predict(x, verbose=0)).astype("float64")
+    data_loss = np.mean((prediction - y) ** 2)
+    penalty = sum(
+        0.01 * np.abs(to_numpy(layer.kernel).astype("float64")).sum() for layer in model.layers
+    )
+    reported = model.evaluate(x, y, verbose=0)
+    np.testing.assert_allclose(reported, data_loss + penalty, rtol=1e-5)
+    assert penalty > 0.01 * reported

@@ -22,4 +22,5 @@ def test_quickstart_runs_end_to_end(tmp_path):
     assert "identical predictions: True" in result.stdout
     for layer in ("fc_300", "fc_100", "logits"):
         assert layer in result.stdout
-    assert (tmp_path / "lenet_300_100_l1.keras").exists()
+    assert "(optimizer: ProximalOptimizer)" in result.stdout
+    assert (tmp_path / "lenet_300_100_pruned.keras").exists()
