@@ -53,6 +53,11 @@ class FullBatch(keras.utils.PyDataset):
         return self.x, self.y
 
 
+def _float64(x, y):
+    """scikit-learn's solvers reach their tolerance only in float64."""
+    return x.astype("float64"), y.astype("float64")
+
+
 def _lipschitz_step(x):
     return 1.0 / np.linalg.eigvalsh(2 * x.T.astype("float64") @ x / len(x)).max()
 
@@ -60,7 +65,7 @@ def _lipschitz_step(x):
 @pytest.mark.parametrize("alpha", [0.1, 0.03, 0.01])
 def test_lasso_path_matches_scikit_learn(alpha):
     x, y = _diabetes()
-    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(x, y)
+    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
     optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(_lipschitz_step(x)))
     _, w, b = _fit_full_batch(x, y, kerasreg.L1(2 * alpha), optimizer, steps=3000)
     np.testing.assert_array_equal(w == 0, sk.coef_ == 0)
@@ -72,7 +77,7 @@ def test_lasso_path_matches_scikit_learn(alpha):
 @pytest.mark.parametrize("alpha, r", [(0.05, 0.5), (0.02, 0.8)])
 def test_elastic_net_matches_scikit_learn(alpha, r):
     x, y = _diabetes()
-    sk = ElasticNet(alpha=alpha, l1_ratio=r, tol=1e-12, max_iter=100_000).fit(x, y)
+    sk = ElasticNet(alpha=alpha, l1_ratio=r, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
     reg = kerasreg.ElasticNet(strength=alpha * (1 + r), l1_ratio=2 * r / (1 + r))
     optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(_lipschitz_step(x)))
     _, w, _ = _fit_full_batch(x, y, reg, optimizer, steps=3000)
@@ -259,7 +264,7 @@ def test_no_double_counting_fixed_point_through_fit():
     # counted twice it would move.
     x, y = _diabetes()
     alpha = 0.03
-    sk = Lasso(alpha=alpha, tol=1e-14, max_iter=1_000_000).fit(x, y)
+    sk = Lasso(alpha=alpha, tol=1e-14, max_iter=1_000_000).fit(*_float64(x, y))
     model = keras.Sequential(
         [keras.Input((10,)), keras.layers.Dense(1, kernel_regularizer=kerasreg.L1(2 * alpha))]
     )
@@ -468,7 +473,7 @@ def test_custom_training_loop_matches_scikit_learn():
     # and apply. All must reach scikit-learn's lasso solution.
     alpha = 0.03
     x, y = _diabetes()
-    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(x, y)
+    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
     w = _custom_loop_lasso(steps=2000, alpha=alpha)
     np.testing.assert_array_equal(w == 0, sk.coef_ == 0)
     np.testing.assert_allclose(w, sk.coef_, atol=1e-3)
@@ -478,7 +483,7 @@ def test_custom_training_loop_matches_scikit_learn():
 def test_fit_with_xla_matches_scikit_learn():
     x, y = _diabetes()
     alpha = 0.03
-    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(x, y)
+    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((10,)), keras.layers.Dense(1, kernel_regularizer=kerasreg.L1(2 * alpha))]
@@ -581,7 +586,7 @@ def test_mirrored_strategy_on_two_devices_matches_scikit_learn(tmp_path):
     x, y = _diabetes()
     x, y = x[:440], y[:440]  # an even global batch for two replicas
     alpha = 0.03
-    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(x, y)
+    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
     np.savez(tmp_path / "data.npz", x=x, y=y, lr=_lipschitz_step(x), l1=2 * alpha)
     env = dict(os.environ, KERASREG_DATA=str(tmp_path / "data.npz"))
     result = subprocess.run(

@@ -92,9 +92,11 @@ def test_l1_logistic_regression_maps_to_l1():
     C = 0.05
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        sk = LogisticRegression(penalty="l1", C=C, solver="saga", tol=1e-12, max_iter=200_000).fit(
-            x, y
-        )
+        # An elastic net with l1_ratio=1 is the L1 penalty in every version
+        # of scikit-learn (recent ones deprecate `penalty`).
+        sk = LogisticRegression(
+            penalty="elasticnet", l1_ratio=1.0, C=C, solver="saga", tol=1e-12, max_iter=200_000
+        ).fit(x, y)
     w, b = sk.coef_[0], sk.intercept_[0]
     reg = kerasreg.L1(l1=1 / (len(x) * C))
 
