@@ -120,6 +120,37 @@ class Axes:
         return ["-1", None, True, 1.0, (0, 0), (0, 1.5), (True,)]
 
 
+class Integer:
+    """An integer in the closed interval [`low`, `high`] (`None`: unbounded)."""
+
+    def __init__(self, low=None, high=None):
+        self.low = low
+        self.high = high
+
+    @property
+    def description(self):
+        if self.high is None:
+            return "an int" if self.low is None else f"an int >= {self.low}"
+        return f"an int in [{self.low}, {self.high}]"
+
+    def type_ok(self, value):
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+    def value_ok(self, value):
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def normalize(self, value):
+        return int(value)
+
+    def invalid_values(self):
+        values = ["1", None, True, 1.5, [1]]
+        if self.low is not None:
+            values.append(self.low - 1)
+        if self.high is not None:
+            values.append(self.high + 1)
+        return values
+
+
 def _format_received(name, value):
     return f"Received: {name}={value!r}"
 

@@ -179,6 +179,15 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     the prox holds a weight at zero, its average is zero too, so the weights
     `fit` finalizes are as sparse as the iterates.
 
+    **Controls.** Two optimizer variables steer the prox during training
+    (callbacks in `kerasreg.callbacks` set them; they are saved with the
+    optimizer): `strength_scale` multiplies every prox step, i.e. every
+    regularizer's strength (`TargetSparsity` adapts it to reach a sparsity;
+    the loss still shows the penalty at its nominal strength), and
+    `zeros_frozen`, set by `freeze_zeros()`, holds the sparsity pattern.
+    Regularizers whose prox has a state (`MagnitudePruning`'s schedule and
+    mask) get it as optimizer variables too.
+
     Args:
         inner_optimizer: The `keras.optimizers.Optimizer` instance to wrap.
         mode: `"auto"`, `"plain"` or `"preconditioned"`. Defaults to `"auto"`.
@@ -290,6 +299,21 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         self.exclude_names = list(exclude_names) if exclude_names else None
         self._excluded_keys = set()
         self._proximal = {}
+        self._prox_states = {}
+        self.strength_scale = self.add_variable(
+            shape=(),
+            initializer="ones",
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="strength_scale",
+        )
+        self.zeros_frozen = self.add_variable(
+            shape=(),
+            initializer="zeros",
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="zeros_frozen",
+        )
 
     # Delegation to the inner optimizer, as LossScaleOptimizer does.
 
@@ -355,8 +379,43 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 proximal = regularizers_lib.get(regularizer)
             except ValueError:
                 continue  # no prox known: the penalty acts through the gradient
-            self._proximal[self._var_key(variable)] = proximal
+            key = self._var_key(variable)
+            self._proximal[key] = proximal
+            initial_state = getattr(proximal, "prox_state", lambda x: None)(variable)
+            if initial_state is not None:
+                states = []
+                for j, value in enumerate(initial_state):
+                    value = ops.convert_to_tensor(value)
+                    state = self.add_variable(
+                        shape=tuple(value.shape),
+                        dtype=keras.backend.standardize_dtype(value.dtype),
+                        name=f"{variable.name}_prox_state_{j}",
+                    )
+                    state.assign(value)
+                    states.append(state)
+                self._prox_states[key] = states
         self.built = True
+
+    def freeze_zeros(self, frozen=True):
+        """Holds the sparsity pattern: zeros stay zero, survivors train freely.
+
+        While frozen, no prox is applied: the weights that are exactly zero
+        are set back to zero after every step, and the others follow the
+        data-loss gradient alone (the penalty's gradient is still removed),
+        which undoes the shrinkage the penalty put on them (debiasing).
+        `kerasreg.callbacks.FreezeSparsity` calls this at a chosen epoch.
+
+        The flag is the optimizer variable `zeros_frozen`, so it is saved
+        with the optimizer and read inside compiled training steps.
+
+        Args:
+            frozen: Bool. Defaults to `True`.
+        """
+        if not isinstance(frozen, bool):
+            raise TypeError(
+                f"Invalid value for argument `frozen`: expected a bool. Received: frozen={frozen!r}"
+            )
+        self.zeros_frozen.assign(1.0 if frozen else 0.0)
 
     def proximal_regularizer(self, variable):
         """The regularizer whose prox is applied to `variable`, or `None`."""
@@ -396,9 +455,16 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             is_update_step = (inner._iterations + 1) % inner.gradient_accumulation_steps == 0
         else:
             is_update_step = None
+        # `+ 0` reads the count now: on TensorFlow, converting the variable
+        # would give a reference that sees the increment of the step below.
+        iteration = inner.iterations + 0
+        # Read before the step; the comparison makes a new tensor, so torch's
+        # in-place update cannot change it.
+        was_zero = {i: trainable_variables[i].value == 0 for i, _ in handled}
 
         inner.apply(grads, trainable_variables)
 
+        frozen = self.zeros_frozen.value > 0.5
         for i, regularizer in handled:
             variable = trainable_variables[i]
             lr = ops.cast(learning_rate, variable.dtype)
@@ -406,7 +472,20 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 step = self._preconditioner(inner, variable, lr)
             else:
                 step = lr
-            value = regularizer.prox(variable.value, step)
+            step = step * ops.cast(self.strength_scale.value, variable.dtype)
+            states = self._prox_states.get(self._var_key(variable))
+            if states is None:
+                value = regularizer.prox(variable.value, step)
+            else:
+                value, new_states = regularizer.prox_update(
+                    variable.value, step, iteration, tuple(s.value for s in states)
+                )
+                for state, new_state in zip(states, new_states, strict=True):
+                    if is_update_step is not None:
+                        new_state = ops.where(is_update_step, new_state, state.value)
+                    state.assign(new_state)
+            held = ops.where(was_zero[i], ops.zeros_like(variable.value), variable.value)
+            value = ops.where(frozen, held, value)
             if is_update_step is not None:
                 value = ops.where(is_update_step, value, variable.value)
             variable.assign(ops.cast(value, variable.dtype))

@@ -31,6 +31,7 @@ __all__ = [
     "prox_elastic_net",
     "block_soft_threshold",
     "block_soft_threshold_diagonal",
+    "project_sparsity",
 ]
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -309,3 +310,60 @@ def block_soft_threshold_diagonal(x, threshold, scale, axis=None, iterations=12)
     z = ops.where(zero, ops.zeros_like(x), z)
     z = ops.where(identity, x, z)
     return ops.cast(z, out_dtype)
+
+
+def _sparsity_mask(x, sparsity):
+    """Boolean mask of the entries `project_sparsity` keeps."""
+    size = int(np.prod(x.shape))
+    magnitudes = ops.abs(x)
+    ranked = ops.sort(ops.reshape(magnitudes, (-1,)))
+    count = ops.cast(ops.round(_as_tensor(sparsity, "float32") * size), "int32")
+    count = ops.clip(count, 0, size)
+    # The largest magnitude among the `count` smallest; everything at or
+    # below it goes (ties go together, so at least `count` entries are zero).
+    threshold = ops.take(ranked, ops.clip(count - 1, 0, size - 1))
+    return ops.logical_or(magnitudes > threshold, count == 0)
+
+
+def project_sparsity(x, sparsity):
+    r"""Keeps the largest magnitudes: the projection onto a sparsity level.
+
+    With :math:`n` entries and :math:`k = n - \operatorname{round}(s n)`,
+    returns the Euclidean projection onto the (non-convex) set of tensors
+    with at most :math:`k` non-zeros, which is the proximal operator of its
+    indicator function:
+
+    .. math::
+
+        \operatorname*{argmin}_{\lVert z \rVert_0 \le k} \;
+            \tfrac{1}{2} \lVert z - x \rVert_2^2 ,
+
+    i.e. :math:`x` with its :math:`n - k` smallest-magnitude entries set to
+    zero. Magnitudes tied with the last one removed are removed too, so the
+    result has at least :math:`n - k` zeros (exactly that many when the
+    magnitudes are distinct). The shape of `x` must be known.
+
+    Args:
+        x: Tensor.
+        sparsity: Float or scalar tensor in [0, 1], the fraction :math:`s` of
+            entries to set to zero.
+
+    Returns:
+        A tensor with the shape and dtype of `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasreg import prox
+    >>> x = np.array([0.5, -3.0, 1.0, -0.25, 2.0], dtype="float32")
+    >>> np.asarray(prox.project_sparsity(x, 0.6)).tolist()
+    [0.0, -3.0, 0.0, 0.0, 2.0]
+    """
+    x = ops.convert_to_tensor(x)
+    if isinstance(sparsity, numbers.Real) and not 0.0 <= sparsity <= 1.0:
+        raise ValueError(
+            "Invalid value for argument `sparsity`: expected a float in [0, 1]. "
+            f"Received: sparsity={sparsity!r}"
+        )
+    mask = _sparsity_mask(x, sparsity)
+    return ops.where(mask, x, ops.zeros_like(x))

@@ -29,6 +29,7 @@ from keras import ops
 from kerasreg import prox as prox_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import Axes
+from kerasreg._validation import Integer
 from kerasreg._validation import Interval
 from kerasreg._validation import validate_arguments
 
@@ -38,6 +39,7 @@ __all__ = [
     "L2",
     "ElasticNet",
     "GroupLasso",
+    "MagnitudePruning",
     "get",
 ]
 
@@ -111,6 +113,38 @@ class ProximalRegularizer(keras.regularizers.Regularizer):
             A tensor with the shape and dtype of `x`.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement prox().")
+
+    def prox_state(self, x):
+        """Initial state of a prox that changes during training, or `None`.
+
+        A regularizer whose proximal operator depends on the training
+        iteration or on earlier steps (a pruning schedule and its mask)
+        returns a tuple of tensors here; `ProximalOptimizer` keeps them as
+        optimizer variables (saved with the optimizer, carried by JAX's
+        stateless training) and calls `prox_update` instead of `prox`.
+        Defaults to `None`: the prox is a function of the weight and step.
+
+        Args:
+            x: The weight (a variable or tensor).
+        """
+        return None
+
+    def prox_update(self, x, step, iteration, state):
+        """The prox at training iteration `iteration`, with its state.
+
+        Only called when `prox_state` returns a state.
+
+        Args:
+            x: Tensor, the weight after the optimizer's step.
+            step: The step, as for `prox`.
+            iteration: Integer scalar tensor, the number of optimizer steps
+                taken before this one.
+            state: Tuple of tensors, as `prox_state` built them.
+
+        Returns:
+            A tuple `(new_x, new_state)`.
+        """
+        return self.prox(x, step), state
 
     def get_config(self):
         return {name: getattr(self, name) for name in self._parameter_constraints}
@@ -422,6 +456,126 @@ class GroupLasso(ProximalRegularizer):
             step = _threshold(step, 1.0, x)
             return prox_lib.block_soft_threshold(x, step * threshold, axis=reduce_axes)
         return prox_lib.block_soft_threshold_diagonal(x, threshold, step, axis=reduce_axes)
+
+
+@register_serializable
+class MagnitudePruning(ProximalRegularizer):
+    r"""Gradual magnitude pruning: keep the largest weights, on a schedule.
+
+    The constraint "at most :math:`k` non-zeros" instead of a penalty. Its
+    proximal operator is the projection that keeps the :math:`k` largest
+    magnitudes (`kerasreg.prox.project_sparsity`), so `ProximalOptimizer`
+    applies it after each step like any other prox. The sparsity follows the
+    gradual schedule of Zhu and Gupta (2017), in optimizer steps :math:`t`:
+
+    .. math::
+
+        s_t = s_f + (s_i - s_f)
+            \left(1 - \frac{t - t_0}{t_1 - t_0}\right)^{p}
+        \quad (t_0 \le t \le t_1),
+
+    with :math:`s_t = s_i` before `begin_step` and :math:`s_f` after
+    `end_step`. The pruning mask is recomputed every `frequency` steps from
+    `begin_step` (and at `end_step`, so the final sparsity is reached); in
+    between, and after `end_step`, the mask is held: pruned weights stay
+    exactly zero while the others train. This is the Keras 3 counterpart of
+    the legacy toolkit's `prune_low_magnitude` with `PolynomialDecay` (same
+    argument names); it prunes each weight to the same sparsity.
+
+    The penalty is zero (the constraint holds after every step). Called
+    outside a `ProximalOptimizer` (`prox(x, step)`), it projects onto
+    `final_sparsity`.
+
+    Args:
+        final_sparsity: Float in [0, 1], :math:`s_f`, the fraction of the
+            weight's entries that are zero at the end.
+        begin_step: Int, :math:`t_0`, the step at which pruning starts.
+            Defaults to `0`.
+        end_step: Int, :math:`t_1 \ge t_0`, the step at which the final
+            sparsity is reached. Defaults to `1000`.
+        initial_sparsity: Float in [0, 1], :math:`s_i`. Defaults to `0.0`.
+        frequency: Int >= 1, steps between recomputations of the mask.
+            Defaults to `100`.
+        power: Positive float, :math:`p`. Defaults to `3.0` (cubic).
+
+    Example:
+
+    >>> import kerasreg
+    >>> reg = kerasreg.MagnitudePruning(0.9, begin_step=0, end_step=100)
+    >>> [round(reg.sparsity_at(t), 4) for t in (0, 50, 100, 500)]
+    [0.0, 0.7875, 0.9, 0.9]
+    """
+
+    _parameter_constraints = {
+        "final_sparsity": Interval(0.0, 1.0),
+        "begin_step": Integer(0),
+        "end_step": Integer(0),
+        "initial_sparsity": Interval(0.0, 1.0),
+        "frequency": Integer(1),
+        "power": Interval(0.0, None, closed="neither"),
+    }
+
+    def __init__(
+        self,
+        final_sparsity,
+        begin_step=0,
+        end_step=1000,
+        initial_sparsity=0.0,
+        frequency=100,
+        power=3.0,
+    ):
+        self._set_arguments(
+            final_sparsity=final_sparsity,
+            begin_step=begin_step,
+            end_step=end_step,
+            initial_sparsity=initial_sparsity,
+            frequency=frequency,
+            power=power,
+        )
+        if self.end_step < self.begin_step:
+            raise ValueError(
+                "Invalid value for argument `end_step`: expected an int >= "
+                f"begin_step={self.begin_step}. Received: end_step={end_step!r}"
+            )
+
+    def sparsity_at(self, iteration):
+        """The scheduled sparsity after `iteration` steps (int or tensor)."""
+        span = max(self.end_step - self.begin_step, 1)
+        if isinstance(iteration, numbers.Integral):
+            progress = min(max((iteration - self.begin_step) / span, 0.0), 1.0)
+            remaining = (1.0 - progress) ** self.power
+            return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * remaining
+        t = ops.cast(iteration, "float32")
+        progress = ops.clip((t - float(self.begin_step)) / float(span), 0.0, 1.0)
+        remaining = ops.power(1.0 - progress, self.power)
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * remaining
+
+    def __call__(self, x):
+        x = ops.convert_to_tensor(x)
+        return ops.zeros((), dtype=x.dtype)
+
+    def prox(self, x, step):
+        return prox_lib.project_sparsity(x, self.final_sparsity)
+
+    def prox_state(self, x):
+        return (ops.ones(x.shape, dtype=x.dtype),)
+
+    def prox_update(self, x, step, iteration, state):
+        (mask,) = state
+        x = ops.convert_to_tensor(x)
+        iteration = ops.cast(iteration, "int32")
+        in_range = ops.logical_and(iteration >= self.begin_step, iteration <= self.end_step)
+        on_turn = ops.logical_or(
+            ops.mod(iteration - self.begin_step, self.frequency) == 0,
+            iteration == self.end_step,
+        )
+
+        def recompute():
+            keep = prox_lib._sparsity_mask(x, self.sparsity_at(iteration))
+            return ops.cast(keep, mask.dtype)
+
+        mask = ops.cond(ops.logical_and(in_range, on_turn), recompute, lambda: mask)
+        return ops.where(mask > 0, x, ops.zeros_like(x)), (mask,)
 
 
 _BY_NAME = {

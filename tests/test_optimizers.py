@@ -613,3 +613,90 @@ def test_reported_loss_still_includes_the_penalty():
     reported = model.evaluate(x, y, verbose=0)
     np.testing.assert_allclose(reported, data_loss + penalty, rtol=1e-5)
     assert penalty > 0.01 * reported
+
+
+def test_strength_scale_multiplies_the_threshold():
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1))
+    w0 = np.array([1.0, -0.5, 0.2, 0.05], "float32")
+    optimizer.strength_scale.assign(2.5)
+    iterates = _step_by_step(optimizer, w0, l1=1.0, steps=2)
+    np.testing.assert_allclose(iterates[0], _soft(w0, 0.25), atol=1e-7)
+    np.testing.assert_allclose(iterates[1], _soft(w0, 0.5), atol=1e-7)
+
+
+def test_frozen_zeros_stay_zero_and_survivors_follow_the_gradient():
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1))
+    variable = keras.Variable(np.array([0.0, 1.0, 0.0, -2.0], "float32"), name="w")
+    variable.regularizer = kerasreg.L1(1.0)
+    optimizer.build([variable])
+    optimizer.freeze_zeros()
+    data_gradient = np.array([1.0, 0.5, -3.0, 0.25], "float32")
+    for _ in range(3):
+        # The loss holds the penalty: its gradient is removed, no prox.
+        penalty_gradient = np.sign(to_numpy(variable))
+        before = to_numpy(variable)
+        optimizer.apply([keras.ops.convert_to_tensor(data_gradient + penalty_gradient)], [variable])
+        np.testing.assert_allclose(
+            to_numpy(variable), np.where(before == 0, 0.0, before - 0.1 * data_gradient), atol=1e-6
+        )
+    optimizer.freeze_zeros(False)
+    optimizer.apply([keras.ops.convert_to_tensor(data_gradient)], [variable])
+    assert to_numpy(variable)[2] != 0.0  # unfrozen: the gradient reaches it again
+    with pytest.raises(TypeError, match="argument `frozen`"):
+        optimizer.freeze_zeros(1)
+
+
+def test_magnitude_pruning_through_the_optimizer_matches_numpy(rng):
+    reg = kerasreg.MagnitudePruning(0.6, begin_step=1, end_step=3, frequency=1, power=1.0)
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1))
+    w = rng.normal(size=(5, 4)).astype("float32")
+    variable = keras.Variable(w, name="kernel")
+    variable.regularizer = reg
+    for t in range(6):
+        gradient = rng.normal(size=w.shape).astype("float32")
+        optimizer.apply([keras.ops.convert_to_tensor(gradient)], [variable])
+        stepped = w - 0.1 * gradient
+        if 1 <= t <= 3:  # recompute the mask: keep the largest after the step
+            count = round(reg.sparsity_at(t) * w.size)
+            mask = np.ones(w.size, bool)
+            mask[np.argsort(np.abs(stepped).ravel())[:count]] = False
+            mask = mask.reshape(w.shape)
+        elif t == 0:
+            mask = np.ones(w.shape, bool)
+        w = np.where(mask, stepped, 0.0).astype("float32")
+        np.testing.assert_allclose(to_numpy(variable), w, rtol=1e-6, atol=1e-7)
+    assert np.count_nonzero(w == 0) == 12
+
+
+def test_magnitude_pruning_state_is_saved_and_resumed(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10)).astype("float32")
+    y = x @ rng.normal(size=(10, 3)).astype("float32")
+
+    def build():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((10,)),
+                keras.layers.Dense(
+                    3, kernel_regularizer=kerasreg.MagnitudePruning(0.5, 0, 4, frequency=2)
+                ),
+            ]
+        )
+        model.compile(kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)), "mse")
+        return model
+
+    model = build()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 8 steps: mask held from step 4
+    path = tmp_path / "pruned.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    mask = to_numpy(model.layers[0].kernel) != 0
+    assert np.count_nonzero(~mask) == 15
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    for m in (model, loaded):
+        np.testing.assert_array_equal(to_numpy(m.layers[0].kernel) != 0, mask)
+    np.testing.assert_allclose(
+        to_numpy(loaded.layers[0].kernel), to_numpy(model.layers[0].kernel), rtol=1e-5, atol=1e-6
+    )

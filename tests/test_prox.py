@@ -254,3 +254,50 @@ def test_zero_step_holds_its_coordinate_and_its_group():
 def test_zero_threshold_is_the_identity_even_for_tiny_groups():
     x = np.array([[1e-25, 2e-25], [1e-25, 1.0]], dtype="float32")
     np.testing.assert_array_equal(to_numpy(prox.block_soft_threshold(x, 0.0, axis=0)), x)
+
+
+def np_project_sparsity(x, sparsity):
+    """Oracle: zero the round(s n) smallest magnitudes (distinct magnitudes)."""
+    flat = x.ravel().copy()
+    count = int(round(sparsity * flat.size))
+    flat[np.argsort(np.abs(flat), kind="stable")[:count]] = 0.0
+    return flat.reshape(x.shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES + ["float16"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_project_sparsity_matches_numpy(rng, shape, dtype, sparsity):
+    size = int(np.prod(shape))
+    # Distinct magnitudes, exact in every dtype.
+    x = rng.permutation(np.arange(1, size + 1) / 8) * rng.choice([-1.0, 1.0], size=size)
+    x = x.reshape(shape).astype(dtype)
+    z = to_numpy(prox.project_sparsity(x, sparsity))
+    assert z.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(z, np_project_sparsity(x, sparsity))
+    assert np.count_nonzero(z == 0) == round(sparsity * x.size)
+
+
+def test_project_sparsity_is_the_nearest_sparse_tensor(rng):
+    # Brute force over every support of size k: the projection is optimal.
+    import itertools
+
+    x = rng.normal(size=6)
+    for k in range(7):
+        best = min(
+            np.sum(np.delete(x, list(support)) ** 2)
+            for support in itertools.combinations(range(6), k)
+        )
+        z = to_numpy(prox.project_sparsity(x, (6 - k) / 6))
+        assert np.count_nonzero(z) <= k
+        np.testing.assert_allclose(np.sum((z - x) ** 2), best, rtol=1e-12)
+
+
+def test_project_sparsity_ties_and_tensor_levels():
+    x = np.array([0.0, 0.0, 1.0, -1.0, 2.0], "float32")
+    # Removing 3 entries: both magnitudes 1.0 tie with the third; both go.
+    np.testing.assert_array_equal(to_numpy(prox.project_sparsity(x, 0.6)), [0, 0, 0, 0, 2])
+    level = keras.ops.convert_to_tensor(np.float32(0.4))
+    np.testing.assert_array_equal(to_numpy(prox.project_sparsity(x, level)), x)
+    with pytest.raises(ValueError, match="argument `sparsity`"):
+        prox.project_sparsity(x, 1.5)

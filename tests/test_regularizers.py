@@ -453,3 +453,66 @@ def test_group_lasso_duplicate_axes_for_the_weight_are_refused():
     reg = regularizers.GroupLasso(0.1, group_axis=(0, -2))
     with pytest.raises(ValueError, match="expected distinct axes"):
         reg(np.ones((3, 4), "float32"))
+
+
+def test_magnitude_pruning_schedule_is_zhu_and_gupta():
+    reg = regularizers.MagnitudePruning(
+        0.9, begin_step=100, end_step=600, initial_sparsity=0.1, power=3.0
+    )
+    for t in (0, 100, 101, 250, 599, 600, 10**6):
+        progress = min(max((t - 100) / 500, 0.0), 1.0)
+        expected = 0.9 + (0.1 - 0.9) * (1 - progress) ** 3
+        assert reg.sparsity_at(t) == pytest.approx(expected, abs=1e-15)
+        tensor = to_numpy(reg.sparsity_at(keras.ops.convert_to_tensor(t, "int32")))
+        assert float(tensor) == pytest.approx(expected, abs=1e-6)
+
+
+def test_magnitude_pruning_penalty_prox_and_state(rng):
+    reg = regularizers.MagnitudePruning(0.75, begin_step=0, end_step=10, frequency=4)
+    w = rng.permutation(np.arange(1, 21, dtype="float32")).reshape(4, 5)
+    assert float(to_numpy(reg(w))) == 0.0  # a constraint, not a penalty
+    z = to_numpy(reg.prox(w, 0.1))
+    np.testing.assert_array_equal(z, np.where(w > 15, w, 0))  # final sparsity
+    (mask,) = reg.prox_state(w)
+    np.testing.assert_array_equal(to_numpy(mask), np.ones_like(w))
+    state = (mask,)
+    masks = []
+    for t in range(13):
+        step = keras.ops.convert_to_tensor(t, "int32")
+        z, state = reg.prox_update(w, 0.1, step, state)
+        z, mask = to_numpy(z), to_numpy(state[0])
+        np.testing.assert_array_equal(z, np.where(mask > 0, w, 0))
+        masks.append(mask)
+    # Recomputed at steps 0, 4, 8 and at end_step 10; held in between and after.
+    for t in range(13):
+        recompute = t in (0, 4, 8, 10)
+        last = max(s for s in (0, 4, 8, 10) if s <= t)
+        zeros = round(reg.sparsity_at(last) * w.size)
+        assert np.count_nonzero(masks[t] == 0) == zeros, t
+        if not recompute and t > 0:
+            np.testing.assert_array_equal(masks[t], masks[t - 1])
+
+
+def test_magnitude_pruning_arguments():
+    reg = regularizers.MagnitudePruning(0.8, begin_step=5, end_step=50, frequency=10)
+    config = reg.get_config()
+    assert config == {
+        "final_sparsity": 0.8,
+        "begin_step": 5,
+        "end_step": 50,
+        "initial_sparsity": 0.0,
+        "frequency": 10,
+        "power": 3.0,
+    }
+    assert regularizers.MagnitudePruning.from_config(config) == reg
+    for name, constraint in regularizers.MagnitudePruning._parameter_constraints.items():
+        for value in constraint.invalid_values():
+            arguments = dict(config, **{name: value})
+            with pytest.raises((TypeError, ValueError)) as info:
+                regularizers.MagnitudePruning(**arguments)
+            assert str(info.value).startswith(f"Invalid value for argument `{name}`")
+            assert str(info.value).endswith(f"Received: {name}={value!r}")
+            with pytest.raises(type(info.value)):
+                regularizers.MagnitudePruning.from_config(arguments)
+    with pytest.raises(ValueError, match="argument `end_step`: expected an int >= begin_step=5"):
+        regularizers.MagnitudePruning(0.5, begin_step=5, end_step=4)
