@@ -1,0 +1,323 @@
+"""Counting zeros: per-weight sparsity reports for any Keras model or layer.
+
+Sparsity here is the fraction of entries that are *exactly* zero, counted
+with `np.count_nonzero`. A weight whose entries are merely small is not
+sparse: it costs the same memory and time. The count of entries whose
+magnitude is at most a tolerance is a separate, named figure.
+
+This module only reads weights; it never trains.
+"""
+
+import dataclasses
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["SparsityReport", "WeightSparsity", "sparsity_report"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSparsity:
+    """Sparsity figures of one weight.
+
+    Attributes:
+        key: Stable name of the weight, unique within the model: the
+            variable's path without the name of the model (or layer) reported
+            on, e.g.
+            `"dense_1/kernel"`. `SparsityMonitor` logs `sparsity/<key>`.
+        layer: Name of the layer that owns the weight.
+        weight: Name of the weight within its layer, e.g. `"kernel"`.
+        shape: Shape of the weight.
+        size: Number of entries.
+        zeros: Number of entries exactly equal to zero.
+        below_tolerance: Number of entries with magnitude at most the
+            report's tolerance (equals `zeros` when the tolerance is 0).
+        units: Number of output units (length of the last axis), or `None`
+            for weights of rank below 2.
+        zero_units: Output units whose incoming weights are all zero (slices
+            of the last axis: `Dense` columns, convolution filters).
+        inputs: Number of input features (length of the second-to-last axis),
+            or `None` for weights of rank below 2.
+        zero_inputs: Input features whose outgoing weights are all zero
+            (slices of the second-to-last axis: `Dense` rows, input
+            channels of a convolution).
+    """
+
+    key: str
+    layer: str
+    weight: str
+    shape: tuple
+    size: int
+    zeros: int
+    below_tolerance: int
+    units: int | None = None
+    zero_units: int | None = None
+    inputs: int | None = None
+    zero_inputs: int | None = None
+
+    @property
+    def sparsity(self):
+        """Fraction of entries exactly equal to zero."""
+        return self.zeros / self.size if self.size else 0.0
+
+    @property
+    def nonzeros(self):
+        """Number of entries not equal to zero."""
+        return self.size - self.zeros
+
+
+_COLUMNS = (
+    ("weight", "key", "{}"),
+    ("shape", "shape", "{}"),
+    ("params", "size", "{:,}"),
+    ("zeros", "zeros", "{:,}"),
+    ("sparsity", "sparsity", "{:.2%}"),
+    ("zero units", "zero_units", "{}"),
+    ("zero inputs", "zero_inputs", "{}"),
+)
+
+
+class SparsityReport:
+    """Per-weight sparsity of a model, as returned by `sparsity_report`.
+
+    Iterating yields one `WeightSparsity` per weight; `report["dense/kernel"]`
+    looks one up by key. `print(report)` shows a table, `report.rows()` gives
+    plain dicts and `report.to_dataframe()` a pandas DataFrame (pandas is not
+    a dependency of kerasreg; it must be installed to use that method).
+
+    Attributes:
+        weights: Tuple of `WeightSparsity`, in the model's layer order.
+        tolerance: The tolerance used for `below_tolerance`.
+    """
+
+    def __init__(self, weights, tolerance):
+        self.weights = tuple(weights)
+        self.tolerance = tolerance
+
+    def __iter__(self):
+        return iter(self.weights)
+
+    def __len__(self):
+        return len(self.weights)
+
+    def __getitem__(self, key):
+        for weight in self.weights:
+            if weight.key == key:
+                return weight
+        raise KeyError(f"No weight with key {key!r}. Keys: {[w.key for w in self.weights]}")
+
+    @property
+    def size(self):
+        """Total number of entries over the reported weights."""
+        return sum(w.size for w in self.weights)
+
+    @property
+    def zeros(self):
+        """Total number of exact zeros over the reported weights."""
+        return sum(w.zeros for w in self.weights)
+
+    @property
+    def below_tolerance(self):
+        """Total number of entries with magnitude at most `tolerance`."""
+        return sum(w.below_tolerance for w in self.weights)
+
+    @property
+    def sparsity(self):
+        """Fraction of exact zeros over all reported entries."""
+        return self.zeros / self.size if self.size else 0.0
+
+    def rows(self):
+        """The figures as a list of plain dicts, one per weight."""
+        rows = []
+        for weight in self.weights:
+            row = dataclasses.asdict(weight)
+            row["sparsity"] = weight.sparsity
+            rows.append(row)
+        return rows
+
+    def to_dataframe(self):
+        """The figures as a `pandas.DataFrame`, one row per weight."""
+        try:
+            import pandas as pd
+        except ImportError as error:
+            raise ImportError(
+                "`SparsityReport.to_dataframe()` needs pandas, which kerasreg "
+                "does not install. Install it with `pip install pandas`, or "
+                "use `report.rows()`."
+            ) from error
+        return pd.DataFrame(self.rows())
+
+    def __str__(self):
+        cells = [[title for title, _, _ in _COLUMNS]]
+        for weight in self.weights:
+            row = []
+            for _, attribute, fmt in _COLUMNS:
+                value = getattr(weight, attribute)
+                row.append("-" if value is None else fmt.format(value))
+            cells.append(row)
+        cells.append(
+            ["total", "", f"{self.size:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", "", ""]
+        )
+        widths = [max(len(row[j]) for row in cells) for j in range(len(_COLUMNS))]
+        lines = []
+        for n, row in enumerate(cells):
+            line = "  ".join(
+                cell.ljust(width) if j == 0 else cell.rjust(width)
+                for j, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+            lines.append(line.rstrip())
+            if n == 0 or n == len(cells) - 2:
+                lines.append("-" * len(lines[0]))
+        if self.tolerance:
+            lines.append(
+                f"entries with |w| <= {self.tolerance:g}: {self.below_tolerance:,} "
+                f"({self.below_tolerance / max(self.size, 1):.2%})"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (
+            f"<SparsityReport: {len(self.weights)} weights, {self.size:,} params, "
+            f"{self.zeros:,} zeros ({self.sparsity:.2%})>"
+        )
+
+
+def _is_float(variable):
+    return "float" in keras.backend.standardize_dtype(variable.dtype)
+
+
+def _is_reported(variable, include_biases):
+    """Kernels: float weights of rank >= 2, or carrying a regularizer."""
+    if not _is_float(variable):
+        return False
+    if len(variable.shape) >= 2 or getattr(variable, "regularizer", None) is not None:
+        return True
+    return include_biases and variable.trainable
+
+
+def _reported_weights(model_or_layer, include_biases=False):
+    """The weights a sparsity report covers, each with its owner and key.
+
+    Walks every layer once (shared layers and weights are counted once),
+    including nested models, wrappers such as `TimeDistributed` and
+    `Bidirectional`, and users' own layers and sub-layers.
+
+    Args:
+        model_or_layer: A `keras.Model` or `keras.layers.Layer`.
+        include_biases: Whether to include rank-0 and rank-1 trainable
+            weights without a regularizer (biases, normalization scales and
+            offsets). Defaults to `False`.
+
+    Returns:
+        A list of `(key, layer, variable)` tuples.
+    """
+    if not isinstance(model_or_layer, keras.layers.Layer):
+        raise TypeError(
+            "Invalid value for argument `model_or_layer`: expected a keras.Model "
+            f"or keras.layers.Layer. Received: model_or_layer={model_or_layer!r}"
+        )
+    if not isinstance(include_biases, bool):
+        raise TypeError(
+            "Invalid value for argument `include_biases`: expected a bool. "
+            f"Received: include_biases={include_biases!r}"
+        )
+    root = model_or_layer.name + "/"
+    seen = set()
+    keys = set()
+    found = []
+    for layer in model_or_layer._flatten_layers(include_self=True, recursive=True):
+        for variable in list(layer._trainable_variables) + list(layer._non_trainable_variables):
+            if id(variable) in seen or not _is_reported(variable, include_biases):
+                continue
+            seen.add(id(variable))
+            path = getattr(variable, "path", None) or f"{layer.name}/{variable.name}"
+            key = path[len(root) :] if path.startswith(root) else path
+            unique, n = key, 1
+            while unique in keys:
+                unique = f"{key}_{n}"
+                n += 1
+            keys.add(unique)
+            found.append((unique, layer, variable))
+    return found
+
+
+def _figures(key, layer, variable, tolerance):
+    value = np.asarray(ops.convert_to_numpy(variable))
+    zero = value == 0
+    figures = {
+        "key": key,
+        "layer": layer.name,
+        "weight": variable.name,
+        "shape": tuple(int(d) for d in value.shape),
+        "size": int(value.size),
+        "zeros": int(np.count_nonzero(zero)),
+        "below_tolerance": int(np.count_nonzero(np.abs(value) <= tolerance)),
+    }
+    if value.ndim >= 2:
+        units_axes = tuple(range(value.ndim - 1))
+        inputs_axes = tuple(a for a in range(value.ndim) if a != value.ndim - 2)
+        figures.update(
+            units=int(value.shape[-1]),
+            zero_units=int(np.count_nonzero(np.all(zero, axis=units_axes))),
+            inputs=int(value.shape[-2]),
+            zero_inputs=int(np.count_nonzero(np.all(zero, axis=inputs_axes))),
+        )
+    return WeightSparsity(**figures)
+
+
+def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
+    """Counts the exact zeros of every weight of a model or layer.
+
+    Covers kernels by default: every float weight of rank 2 or more, plus
+    any weight that carries a regularizer (e.g. a 1-D feature gate). Works
+    on Sequential, functional and subclassed models, nested models, shared
+    layers (counted once) and users' own layers.
+
+    Args:
+        model_or_layer: A `keras.Model` or `keras.layers.Layer`.
+        tolerance: Non-negative float; entries with magnitude at most this
+            are counted in `below_tolerance`, a figure separate from the
+            exact-zero count. Defaults to `0.0`.
+        include_biases: Whether to include rank-0 and rank-1 trainable
+            weights without a regularizer (biases, normalization scales and
+            offsets). Defaults to `False`.
+
+    Returns:
+        A `SparsityReport`.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> model = keras.Sequential(
+    ...     [keras.Input((3,)), keras.layers.Dense(2, name="dense")]
+    ... )
+    >>> _ = model.layers[0].kernel.assign(np.array([[0, 1], [0, 0], [0, 2]], "float32"))
+    >>> report = kerasreg.sparsity_report(model)
+    >>> w = report["dense/kernel"]
+    >>> w.zeros, w.size, w.zero_units, w.zero_inputs
+    (4, 6, 1, 1)
+    >>> print(report)
+    weight         shape  params  zeros  sparsity  zero units  zero inputs
+    ----------------------------------------------------------------------
+    dense/kernel  (3, 2)       6      4    66.67%           1            1
+    ----------------------------------------------------------------------
+    total                      6      4    66.67%
+    """
+    if (
+        not isinstance(tolerance, numbers.Real)
+        or isinstance(tolerance, bool)
+        or not 0.0 <= tolerance < float("inf")
+    ):
+        raise ValueError(
+            "Invalid value for argument `tolerance`: expected a non-negative "
+            f"finite float. Received: tolerance={tolerance!r}"
+        )
+    weights = [
+        _figures(key, layer, variable, float(tolerance))
+        for key, layer, variable in _reported_weights(model_or_layer, include_biases)
+    ]
+    return SparsityReport(weights, float(tolerance))

@@ -1,0 +1,254 @@
+"""Sparsity reports, checked against independent counts over `get_weights()`."""
+
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import kerasreg
+
+
+class TwoWeights(keras.layers.Layer):
+    """A user's layer: a regularized matrix and a regularized 1-D scale."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(
+            shape=(input_shape[-1], self.units), regularizer=kerasreg.L1(0.01), name="w"
+        )
+        self.scale = self.add_weight(
+            shape=(self.units,), initializer="ones", regularizer=kerasreg.L1(0.01), name="scale"
+        )
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.w) * self.scale
+
+
+class Block(keras.layers.Layer):
+    """A user's layer nesting another user's layer and a Dense."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = TwoWeights(5, name="two")
+        self.dense = keras.layers.Dense(4, name="proj")
+
+    def call(self, x):
+        return self.dense(self.inner(x))
+
+
+class Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.block = Block(name="block")
+        self.head = keras.layers.Dense(3, name="head")
+
+    def call(self, x):
+        return self.head(self.block(x))
+
+
+def _sequential():
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(3, name="b")],
+        name="seq",
+    )
+
+
+def _functional_shared_nested():
+    inputs = keras.Input((6,))
+    shared = keras.layers.Dense(6, name="shared")
+    hidden = shared(shared(inputs))  # one layer, called twice
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(4, name="inner_d")], name="inner"
+    )
+    outputs = TwoWeights(2, name="custom")(inner(hidden))
+    return keras.Model(inputs, outputs, name="outer")
+
+
+def _subclassed():
+    model = Subclassed(name="sub")
+    model(np.zeros((1, 6), "float32"))
+    return model
+
+
+def _wrappers():
+    return keras.Sequential(
+        [
+            keras.Input((5, 4)),
+            keras.layers.TimeDistributed(keras.layers.Dense(3, name="td_dense")),
+            keras.layers.Bidirectional(keras.layers.LSTM(2)),
+        ],
+        name="wrapped",
+    )
+
+
+MODELS = {
+    "sequential": _sequential,
+    "functional_shared_nested": _functional_shared_nested,
+    "subclassed": _subclassed,
+    "wrappers": _wrappers,
+}
+
+
+def _set_known_zeros(model, rng):
+    """Zeroes a random quarter of every weight, plus one unit and one input."""
+    expected = {}
+    for variable in model.weights:
+        value = rng.normal(size=variable.shape).astype(variable.dtype)
+        value[rng.random(size=value.shape) < 0.25] = 0.0
+        if value.ndim >= 2:
+            value[..., 0] = 0.0  # the first unit gets no input
+            value[..., 1, :] = 0.0  # the second input feeds nothing
+        variable.assign(value)
+        expected[variable.path] = value
+    return expected
+
+
+def _independent_counts(model):
+    """Counts straight from `get_weights()`: Keras deduplicates shared layers."""
+    counts = {}
+    for variable, value in zip(model.weights, model.get_weights(), strict=True):
+        counts[variable.path] = (value.size, int(np.count_nonzero(value == 0)), value)
+    return counts
+
+
+@pytest.mark.parametrize("build", MODELS.values(), ids=MODELS.keys())
+def test_report_equals_independent_count(build, rng):
+    model = build()
+    _set_known_zeros(model, rng)
+    counts = _independent_counts(model)
+    report = kerasreg.sparsity_report(model, include_biases=True)
+
+    float_paths = {p for p, (_, _, v) in counts.items() if v.dtype.kind == "f"}
+    trainable = {v.path for v in model.trainable_weights}
+    expected_paths = {p for p in float_paths if p in trainable or counts[p][2].ndim >= 2}
+    assert sorted(w.key for w in report) == sorted(
+        p[len(model.name) + 1 :] if p.startswith(model.name + "/") else p for p in expected_paths
+    )
+    assert len({w.key for w in report}) == len(report)  # keys are unique
+    by_path = {}
+    for variable in model.weights:
+        by_path.setdefault(variable.path, variable)
+    for row in report:
+        path = row.key if row.key in counts else f"{model.name}/{row.key}"
+        size, zeros, value = counts[path]
+        assert (row.size, row.zeros) == (size, zeros)
+        assert row.shape == value.shape
+        assert row.sparsity == zeros / size
+        if value.ndim >= 2:
+            zero = value == 0
+            assert row.zero_units == np.count_nonzero(zero.reshape(-1, value.shape[-1]).all(0))
+            rows = np.moveaxis(zero, -2, 0).reshape(value.shape[-2], -1)
+            assert row.zero_inputs == np.count_nonzero(rows.all(1))
+            assert row.zero_units >= 1 and row.zero_inputs >= 1
+        else:
+            assert row.zero_units is None and row.zero_inputs is None
+    assert report.size == sum(counts[p][0] for p in expected_paths)
+    assert report.zeros == sum(counts[p][1] for p in expected_paths)
+
+
+def test_kernels_by_default_biases_on_request(rng):
+    model = _functional_shared_nested()
+    _set_known_zeros(model, rng)
+    default = {w.key for w in kerasreg.sparsity_report(model)}
+    # Kernels, plus the user's regularized 1-D scale; no biases.
+    assert default == {"shared/kernel", "inner/inner_d/kernel", "custom/w", "custom/scale"}
+    with_biases = {w.key for w in kerasreg.sparsity_report(model, include_biases=True)}
+    assert with_biases == default | {"shared/bias", "inner/inner_d/bias"}
+
+
+def test_shared_layer_counted_once(rng):
+    model = _functional_shared_nested()
+    _set_known_zeros(model, rng)
+    report = kerasreg.sparsity_report(model)
+    assert [w.key for w in report].count("shared/kernel") == 1
+    assert report.size == 36 + 24 + 8 + 2
+
+
+def test_a_single_layer_and_an_unbuilt_model():
+    layer = keras.layers.Dense(2)
+    assert len(kerasreg.sparsity_report(layer)) == 0
+    layer.build((None, 3))
+    layer.kernel.assign(np.zeros((3, 2), "float32"))
+    report = kerasreg.sparsity_report(layer)
+    assert [w.key for w in report] == ["kernel"]  # relative to the layer reported on
+    assert report.sparsity == 1.0
+
+
+def test_tolerance_is_a_separate_figure(rng):
+    layer = keras.layers.Dense(50)
+    layer.build((None, 40))
+    value = rng.normal(scale=1e-2, size=(40, 50)).astype("float32")
+    value[:5] = 0.0
+    layer.kernel.assign(value)
+    row = next(iter(kerasreg.sparsity_report(layer, tolerance=1e-2)))
+    assert row.zeros == 250
+    assert row.below_tolerance == np.count_nonzero(np.abs(value) <= 1e-2)
+    assert row.below_tolerance > row.zeros
+
+
+def test_table_rows_and_dataframe(rng):
+    model = _sequential()
+    _set_known_zeros(model, rng)
+    report = kerasreg.sparsity_report(model, tolerance=1e-3)
+    text = str(report)
+    assert "a/kernel" in text and "b/kernel" in text and "total" in text
+    assert f"{report.sparsity:.2%}" in text
+    assert "|w| <= 0.001" in text
+    rows = report.rows()
+    assert [r["key"] for r in rows] == ["a/kernel", "b/kernel"]
+    assert rows[0]["zeros"] == report["a/kernel"].zeros
+    frame = report.to_dataframe()
+    assert list(frame["key"]) == ["a/kernel", "b/kernel"]
+    assert frame["zeros"].sum() == report.zeros
+    assert "2 weights" in repr(report)
+    with pytest.raises(KeyError, match="a/kernel"):
+        report["missing"]
+
+
+def test_dataframe_without_pandas(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    report = kerasreg.sparsity_report(_sequential())
+    with pytest.raises(ImportError, match="pip install pandas"):
+        report.to_dataframe()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"tolerance": -1.0}, ValueError, "argument `tolerance`"),
+        ({"tolerance": float("nan")}, ValueError, "argument `tolerance`"),
+        ({"tolerance": "0.1"}, ValueError, "argument `tolerance`"),
+        ({"include_biases": 1}, TypeError, "argument `include_biases`"),
+    ],
+)
+def test_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        kerasreg.sparsity_report(_sequential(), **kwargs)
+
+
+def test_bad_model():
+    with pytest.raises(TypeError, match="argument `model_or_layer`"):
+        kerasreg.sparsity_report(np.zeros((3, 3)))
+
+
+def test_keys_are_unique_when_paths_collide():
+    # Layers named alike and built on their own share a variable path.
+    first, second = keras.layers.Dense(2, name="d"), keras.layers.Dense(2, name="d")
+    first.build((None, 3))
+    second.build((None, 2))
+    assert first.kernel.path == second.kernel.path
+
+    class Twins(keras.Model):
+        def __init__(self):
+            super().__init__(name="twins")
+            self.first, self.second = first, second
+
+        def call(self, x):
+            return self.second(self.first(x))
+
+    keys = [w.key for w in kerasreg.sparsity_report(Twins())]
+    assert keys == ["d/kernel", "d/kernel_1"]
