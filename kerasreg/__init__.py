@@ -1,30 +1,47 @@
 """kerasreg: sparse training for Keras 3, on TensorFlow, JAX and PyTorch.
 
 Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
-`GroupLasso`), pure proximal operators (`kerasreg.prox`), and the conversion of
-Keras' own regularizers (`kerasreg.regularizers.get`).
+`GroupLasso`, `MagnitudePruning`), pure proximal operators (`kerasreg.prox`),
+the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
+`ProximalOptimizer` that applies them, sparsity reports
+(`kerasreg.sparsity_report`) and callbacks that watch and steer sparsity
+during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`).
 """
 
+from kerasreg import callbacks
 from kerasreg import optimizers
 from kerasreg import prox
 from kerasreg import regularizers
+from kerasreg import sparsity
+from kerasreg.callbacks import FreezeSparsity
+from kerasreg.callbacks import SparsityMonitor
+from kerasreg.callbacks import TargetSparsity
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
 from kerasreg.regularizers import ElasticNet
 from kerasreg.regularizers import GroupLasso
+from kerasreg.regularizers import MagnitudePruning
 from kerasreg.regularizers import ProximalRegularizer
+from kerasreg.sparsity import sparsity_report
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ElasticNet",
+    "FreezeSparsity",
     "GroupLasso",
     "L1",
     "L2",
+    "MagnitudePruning",
     "ProximalOptimizer",
     "ProximalRegularizer",
+    "SparsityMonitor",
+    "TargetSparsity",
+    "callbacks",
     "optimizers",
     "prox",
     "regularizers",
+    "sparsity",
+    "sparsity_report",
 ]

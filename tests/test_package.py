@@ -17,14 +17,21 @@ def test_public_surface_is_pinned():
     # A rename or removal must fail here, loudly, before it reaches users.
     assert sorted(kerasreg.__all__) == [
         "ElasticNet",
+        "FreezeSparsity",
         "GroupLasso",
         "L1",
         "L2",
+        "MagnitudePruning",
         "ProximalOptimizer",
         "ProximalRegularizer",
+        "SparsityMonitor",
+        "TargetSparsity",
+        "callbacks",
         "optimizers",
         "prox",
         "regularizers",
+        "sparsity",
+        "sparsity_report",
     ]
     assert kerasreg.optimizers.__all__ == ["ProximalOptimizer"]
     assert sorted(kerasreg.regularizers.__all__) == [
@@ -32,17 +39,37 @@ def test_public_surface_is_pinned():
         "GroupLasso",
         "L1",
         "L2",
+        "MagnitudePruning",
         "ProximalRegularizer",
         "get",
     ]
     assert sorted(kerasreg.prox.__all__) == [
         "block_soft_threshold",
         "block_soft_threshold_diagonal",
+        "project_sparsity",
         "prox_elastic_net",
         "prox_squared_l2",
         "soft_threshold",
     ]
-    for module in (kerasreg, kerasreg.regularizers, kerasreg.prox, kerasreg.optimizers):
+    assert sorted(kerasreg.callbacks.__all__) == [
+        "FreezeSparsity",
+        "SparsityMonitor",
+        "TargetSparsity",
+    ]
+    assert sorted(kerasreg.sparsity.__all__) == [
+        "SparsityReport",
+        "WeightSparsity",
+        "sparsity_report",
+    ]
+    modules = (
+        kerasreg,
+        kerasreg.regularizers,
+        kerasreg.prox,
+        kerasreg.optimizers,
+        kerasreg.callbacks,
+        kerasreg.sparsity,
+    )
+    for module in modules:
         for name in module.__all__:
             assert getattr(module, name) is not None
     assert kerasreg.L1 is kerasreg.regularizers.L1

@@ -1,0 +1,523 @@
+"""Callbacks that watch and steer sparsity during `model.fit`.
+
+They write their figures into `logs`, as Keras' own
+`LearningRateScheduler` writes `logs["learning_rate"]`, so the progress bar,
+`History`, `CSVLogger`, `TensorBoard`, `EarlyStopping` and `ModelCheckpoint`
+see them without special code. Place them *before* callbacks that read
+`logs` (`CSVLogger`, `TensorBoard`) in the `callbacks` list: Keras calls
+callbacks in order. (`History` and the progress bar always come last.)
+
+Keys written into `logs`:
+
+- `sparsity` (`SparsityMonitor`): fraction of exact zeros over all the
+  monitored weights.
+- `sparsity/<layer path>` (`SparsityMonitor`, `granularity="layer"`) and
+  `sparsity/<layer path>/<weight>` (`granularity="weight"`): per layer or
+  weight.
+- `target_sparsity` (`SparsityMonitor`): the scheduled sparsity of
+  `MagnitudePruning` weights, weighted by size.
+- `target_sparsity` and `strength_scale` (`TargetSparsity`): the scheduled
+  target and the strength scale the next epoch uses.
+- `zeros_frozen` (`FreezeSparsity`): 1.0 once the pattern is frozen, else 0.0.
+
+The keys of weights are `WeightSparsity.key`: the variable's path without
+the model's name (`kerasreg.sparsity_report(model)` lists them).
+"""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasreg import optimizers as optimizers_lib
+from kerasreg import sparsity as sparsity_lib
+from kerasreg._validation import Integer
+from kerasreg._validation import Interval
+from kerasreg._validation import validate_arguments
+
+__all__ = ["FreezeSparsity", "SparsityMonitor", "TargetSparsity"]
+
+_GRANULARITIES = ("model", "layer", "weight")
+
+
+def _sync_state(model):
+    """Makes the model's variables current (JAX keeps them apart during fit)."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None and keras.backend.backend() == "jax":
+        sync()
+
+
+def _check_update_freq(update_freq):
+    if update_freq == "epoch":
+        return update_freq
+    if (
+        isinstance(update_freq, numbers.Integral)
+        and not isinstance(update_freq, (bool, np.bool_))
+        and update_freq >= 1
+    ):
+        return int(update_freq)
+    raise ValueError(
+        "Invalid value for argument `update_freq`: expected 'epoch' or an int "
+        f">= 1 (a number of batches). Received: update_freq={update_freq!r}"
+    )
+
+
+def _proximal_optimizer(model, owner):
+    """The model's ProximalOptimizer, under any LossScaleOptimizer."""
+    optimizer = getattr(model, "optimizer", None)
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    if not isinstance(optimizer, optimizers_lib.ProximalOptimizer):
+        raise ValueError(
+            f"`{owner}` needs a model compiled with a "
+            "`kerasreg.ProximalOptimizer`. Received: "
+            f"model.optimizer={getattr(model, 'optimizer', None)!r}"
+        )
+    return optimizer
+
+
+def _zero_counter(variables):
+    """A function returning the exact-zero count of each of `variables`.
+
+    The counting runs where the weights live, compiled into one call where
+    the backend allows it, and only the vector of counts reaches the host.
+    """
+    sizes = np.array([int(np.prod(v.shape)) for v in variables], "int64")
+    if not variables:
+        return lambda: sizes
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(autograph=False)
+        def nonzeros():
+            return tf.stack([tf.math.count_nonzero(v.value, dtype=tf.int64) for v in variables])
+
+        return lambda: sizes - nonzeros().numpy()
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        if all(d.platform == "cpu" for v in variables for d in v.value.devices()):
+            # Host memory already: NumPy reads the buffers without a copy.
+            return lambda: (
+                sizes
+                - np.array([np.count_nonzero(np.asarray(v.value)) for v in variables], "int64")
+            )
+        count = jax.jit(lambda values: jnp.stack([jnp.count_nonzero(v) for v in values]))
+        return lambda: sizes - np.asarray(count([v.value for v in variables]), "int64")
+    if backend == "torch" and all(v.value.device.type == "cpu" for v in variables):
+        return lambda: (
+            sizes
+            - np.array([np.count_nonzero(v.value.detach().numpy()) for v in variables], "int64")
+        )
+
+    def count():
+        nonzeros = ops.stack([ops.cast(ops.count_nonzero(v.value), "int32") for v in variables])
+        return sizes - np.asarray(ops.convert_to_numpy(nonzeros), "int64")
+
+    return count
+
+
+class _Config:
+    """`get_config` from `_config_names` and a matching `repr`."""
+
+    _config_names = ()
+
+    def get_config(self):
+        return {name: getattr(self, name) for name in self._config_names}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+class SparsityMonitor(_Config, keras.callbacks.Callback):
+    """Writes the sparsity of the model into `logs` during training.
+
+    At the end of every epoch (and every `update_freq` batches if asked), it
+    counts the exact zeros of the weights `kerasreg.sparsity_report` covers
+    (kernels, and any weight carrying a regularizer; biases on request) and
+    writes the overall fraction under `sparsity` and one figure per weight
+    or layer under `sparsity/<key>`. The counting runs on the device and
+    moves one small vector of counts to the host, so the cost is a few
+    element-wise passes over the weights per epoch.
+
+    If some monitored weights carry a `MagnitudePruning` regularizer (or any
+    regularizer with a `sparsity_at(iteration)` schedule), their scheduled
+    sparsity is written too, as `target_sparsity`.
+
+    Args:
+        granularity: `"weight"` (one figure per weight, keys
+            `sparsity/<layer path>/<weight>`), `"layer"` (one per layer, keys
+            `sparsity/<layer path>`) or `"model"` (only `sparsity`).
+            Defaults to `"weight"`.
+        update_freq: `"epoch"`, or an int `N` to also write the figures into
+            the batch logs every `N` batches (on JAX this synchronizes the
+            model's variables, a host transfer of all the weights). Defaults
+            to `"epoch"`.
+        include_biases: Whether to monitor biases and other rank-0/1 weights
+            without a regularizer. Defaults to `False`.
+        print_report: Whether to print `kerasreg.sparsity_report(model)` at
+            the end of training. Defaults to `False`.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> model = keras.Sequential([
+    ...     keras.Input((8,)),
+    ...     keras.layers.Dense(1, kernel_regularizer=kerasreg.L1(0.1), name="dense"),
+    ... ])
+    >>> model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+    >>> x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    >>> history = model.fit(x, 2 * x[:, :1], epochs=50, verbose=0,
+    ...                     callbacks=[kerasreg.SparsityMonitor()])
+    >>> sorted(k for k in history.history if k.startswith("sparsity"))
+    ['sparsity', 'sparsity/dense/kernel']
+    >>> history.history["sparsity"][-1]  # 7 of the 8 inputs are unused
+    0.875
+    """
+
+    _config_names = ("granularity", "update_freq", "include_biases", "print_report")
+
+    def __init__(
+        self,
+        granularity="weight",
+        update_freq="epoch",
+        include_biases=False,
+        print_report=False,
+    ):
+        super().__init__()
+        if granularity not in _GRANULARITIES:
+            raise ValueError(
+                "Invalid value for argument `granularity`: expected one of "
+                f"{list(_GRANULARITIES)}. Received: granularity={granularity!r}"
+            )
+        for name, value in (("include_biases", include_biases), ("print_report", print_report)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"Invalid value for argument `{name}`: expected a bool. "
+                    f"Received: {name}={value!r}"
+                )
+        self.granularity = granularity
+        self.update_freq = _check_update_freq(update_freq)
+        self.include_biases = include_biases
+        self.print_report = print_report
+        self._weights = None
+        if self.update_freq != "epoch":
+            # Defined only when asked for: a batch hook stops Keras from
+            # dispatching batch callbacks asynchronously.
+            self.on_train_batch_end = self._on_train_batch_end
+
+    def _collect(self):
+        weights = sparsity_lib._reported_weights(self.model, self.include_biases)
+        self._variables = [variable for _, _, variable in weights]
+        self._count_zeros = _zero_counter(self._variables)
+        self._sizes = np.array([int(np.prod(v.shape)) for v in self._variables], "int64")
+        groups = {}
+        if self.granularity != "model":
+            for n, (key, _, _) in enumerate(weights):
+                name = key
+                if self.granularity == "layer":
+                    name = key.rpartition("/")[0] or key
+                groups.setdefault(f"sparsity/{name}", []).append(n)
+        self._groups = groups
+        self._scheduled = [
+            (n, variable.regularizer)
+            for n, variable in enumerate(self._variables)
+            if callable(getattr(getattr(variable, "regularizer", None), "sparsity_at", None))
+        ]
+        self._weights = weights
+
+    def on_train_begin(self, logs=None):
+        self._weights = None
+
+    def figures(self):
+        """The figures `SparsityMonitor` writes, for the model's current weights."""
+        if self._weights is None:
+            self._collect()
+        zeros = self._count_zeros()
+        total = int(self._sizes.sum())
+        figures = {"sparsity": float(zeros.sum() / total) if total else 0.0}
+        for key, members in self._groups.items():
+            figures[key] = float(zeros[members].sum() / self._sizes[members].sum())
+        if self._scheduled and getattr(self.model, "optimizer", None) is not None:
+            iteration = int(ops.convert_to_numpy(self.model.optimizer.iterations))
+            sizes = self._sizes[[n for n, _ in self._scheduled]]
+            targets = [float(r.sparsity_at(iteration)) for _, r in self._scheduled]
+            figures["target_sparsity"] = float(np.dot(sizes, targets) / sizes.sum())
+        return figures
+
+    def _on_train_batch_end(self, batch, logs=None):
+        if logs is not None and (batch + 1) % self.update_freq == 0:
+            _sync_state(self.model)
+            logs.update(self.figures())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.figures())
+
+    def on_train_end(self, logs=None):
+        if self.print_report:
+            _sync_state(self.model)
+            print(sparsity_lib.sparsity_report(self.model, include_biases=self.include_biases))
+
+
+class TargetSparsity(_Config, keras.callbacks.Callback):
+    r"""Adapts the regularization strength so the model reaches a sparsity.
+
+    Users think in "95% sparse", not in strengths. This controller scales
+    every prox step of the model's `kerasreg.ProximalOptimizer` (its
+    `strength_scale` variable, i.e. the strength of every regularizer) at
+    the end of each epoch, so that the fraction of exact zeros among the
+    weights the optimizer regularizes follows a cubic ramp, as in Zhu and
+    Gupta's (2017) schedule, from its value at `start_epoch` to `target` at
+    the end of epoch `end_epoch - 1`, and stays there afterwards.
+
+    The sparsity responds to the strength slowly: above its equilibrium
+    strength, zeros keep appearing for many epochs after the strength stops
+    rising, and once made they are slow to leave. The controller integrates
+    the error on the sparsity extrapolated `horizon` epochs ahead along its
+    trend :math:`\bar\Delta_e` (an exponential average, weight 0.3, of the
+    epoch-to-epoch changes, so that minibatch flicker averages out):
+
+    .. math::
+
+        \hat s_e = s_e + h\,\bar\Delta_e, \qquad
+        \log c \leftarrow \log c + \operatorname{clip}\big(g\,(s^\ast_e -
+            \hat s_e), -\log m, \log m\big),
+
+    where :math:`s_e` is the measured and :math:`s^\ast_e` the scheduled
+    sparsity, :math:`g` the `gain`, :math:`h` the `horizon` and :math:`m`
+    the `max_change` per epoch. The strength stops rising before the target
+    is met, so the sparsity approaches it from below, a few epochs behind
+    the ramp, rather than overrunning it (an overrun takes many epochs to
+    undo). Minibatch noise makes the sparsity flicker by about a point from
+    epoch to epoch around it. The strengths given to the regularizers set the
+    starting point; the loss shows the penalty at those nominal strengths.
+
+    It stops adjusting once the pattern is frozen (`FreezeSparsity`, or
+    `optimizer.freeze_zeros()`). To land exactly on the target, follow it
+    with `FreezeSparsity(start_epoch, sparsity=target)` a few epochs after
+    `end_epoch`: the freeze completes the pattern to the target by
+    magnitude and retrains the survivors without the penalty's shrinkage.
+    This lets the L1 penalty choose how many zeros each layer gets.
+
+    Writes `target_sparsity` (the scheduled figure for the epoch) and
+    `strength_scale` (the scale the next epoch uses) into `logs`.
+
+    Args:
+        target: Float in (0, 1), the fraction of exact zeros to reach.
+        end_epoch: Int, the epoch (0-based, exclusive) by whose start the
+            target is scheduled to be reached.
+        start_epoch: Int, the first epoch the controller acts on.
+            Defaults to `0`.
+        gain: Positive float, :math:`g`. Defaults to `3.0`.
+        horizon: Non-negative float, :math:`h`, in epochs; `0` gives plain
+            integral control (faster, overruns high targets). Defaults to
+            `4.0`.
+        max_change: Float > 1, the largest factor by which one update may
+            change the scale. Defaults to `2.0`.
+
+    Example:
+
+    >>> import keras
+    >>> import kerasreg
+    >>> kerasreg.TargetSparsity(0.9, end_epoch=30)
+    TargetSparsity(target=0.9, end_epoch=30, start_epoch=0, gain=3.0, horizon=4.0, max_change=2.0)
+    """
+
+    _config_names = ("target", "end_epoch", "start_epoch", "gain", "horizon", "max_change")
+    _parameter_constraints = {
+        "target": Interval(0.0, 1.0, closed="neither"),
+        "end_epoch": Integer(1),
+        "start_epoch": Integer(0),
+        "gain": Interval(0.0, None, closed="neither"),
+        "horizon": Interval(0.0, None),
+        "max_change": Interval(1.0, None, closed="neither"),
+    }
+
+    def __init__(
+        self,
+        target,
+        end_epoch,
+        start_epoch=0,
+        gain=3.0,
+        horizon=4.0,
+        max_change=2.0,
+    ):
+        super().__init__()
+        arguments = validate_arguments(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                target=target,
+                end_epoch=end_epoch,
+                start_epoch=start_epoch,
+                gain=gain,
+                horizon=horizon,
+                max_change=max_change,
+            ),
+        )
+        if arguments["end_epoch"] <= arguments["start_epoch"]:
+            raise ValueError(
+                "Invalid value for argument `end_epoch`: expected an int > "
+                f"start_epoch={start_epoch}. Received: end_epoch={end_epoch!r}"
+            )
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self._initial = None
+        self._previous = None
+        self._trend = None
+
+    def on_train_begin(self, logs=None):
+        self._optimizer = _proximal_optimizer(self.model, type(self).__name__)
+        self._variables = None
+
+    def _measure(self):
+        if self._variables is None:
+            self._variables = _regularized_variables(
+                self.model, self._optimizer, type(self).__name__
+            )
+            self._size = sum(int(np.prod(v.shape)) for v in self._variables)
+            self._count_zeros = _zero_counter(self._variables)
+        return float(self._count_zeros().sum() / self._size)
+
+    def scheduled(self, epoch):
+        """The sparsity scheduled for the end of `epoch`."""
+        if self._initial is None or epoch + 1 >= self.end_epoch:
+            return self.target
+        progress = (epoch + 1 - self.start_epoch) / (self.end_epoch - self.start_epoch)
+        progress = min(max(progress, 0.0), 1.0)
+        return self.target + (self._initial - self.target) * (1.0 - progress) ** 3
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= self.start_epoch and self._initial is None:
+            self._initial = min(self._measure(), self.target)
+
+    def on_epoch_end(self, epoch, logs=None):
+        scale_variable = self._optimizer.strength_scale
+        scale = float(ops.convert_to_numpy(scale_variable))
+        frozen = float(ops.convert_to_numpy(self._optimizer.zeros_frozen)) > 0.5
+        target = self.scheduled(epoch)
+        if epoch >= self.start_epoch and not frozen:
+            measured = self._measure()
+            # The plant integrates: above its equilibrium strength, zeros
+            # keep appearing for many epochs after the strength stops
+            # rising. The error is taken on the sparsity extrapolated
+            # `horizon` epochs ahead along its smoothed trend (the epoch to
+            # epoch flicker averages out of the trend).
+            if self._previous is not None:
+                rise = measured - self._previous
+                self._trend = rise if self._trend is None else 0.7 * self._trend + 0.3 * rise
+            self._previous = measured
+            predicted = measured + self.horizon * (self._trend or 0.0)
+            change = self.gain * (target - predicted)
+            bound = math.log(self.max_change)
+            change = min(max(change, -bound), bound)
+            scale = scale * math.exp(change)
+            scale_variable.assign(scale)
+        if logs is not None:
+            logs["target_sparsity"] = target
+            logs["strength_scale"] = scale
+
+
+def _regularized_variables(model, optimizer, owner):
+    if not optimizer.built:
+        # TensorFlow builds the optimizer in the first step; callbacks that
+        # act at the first epoch's start need its table of regularizers now.
+        optimizer.build(model.trainable_variables)
+    variables = [
+        v for v in model.trainable_variables if optimizer.proximal_regularizer(v) is not None
+    ]
+    if not variables:
+        raise ValueError(
+            f"`{owner}` found no weight with a proximal regularizer in the "
+            "model; give layers a kerasreg regularizer, e.g. "
+            "`kernel_regularizer=kerasreg.L1(1e-4)`."
+        )
+    return variables
+
+
+def _complete_sparsity(variables, sparsity):
+    """Zeroes the smallest magnitudes until `sparsity` of all entries are zero.
+
+    One projection onto the sparsity level, over the weights taken together
+    (`kerasreg.prox.project_sparsity` on their concatenation); weights that
+    are zero already count. Does nothing if they are sparse enough.
+    """
+    values = [np.asarray(ops.convert_to_numpy(v.value)) for v in variables]
+    magnitudes = np.concatenate([np.abs(v).ravel() for v in values])
+    needed = int(round(sparsity * magnitudes.size))
+    if needed == 0 or np.count_nonzero(magnitudes == 0) >= needed:
+        return
+    threshold = np.partition(magnitudes, needed - 1)[needed - 1]
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(np.where(np.abs(value) <= threshold, np.zeros_like(value), value))
+
+
+class FreezeSparsity(_Config, keras.callbacks.Callback):
+    """Freezes the sparsity pattern from an epoch on, for debiasing.
+
+    L1-type penalties shrink the weights they keep as well as zeroing the
+    rest. From `start_epoch` on, this callback holds every exact zero at zero
+    (checked weight by weight after each step) and lets the surviving
+    weights train on the data loss alone, undoing that shrinkage. It calls
+    `ProximalOptimizer.freeze_zeros()` on the model's optimizer and writes
+    `zeros_frozen` (0.0 or 1.0) into `logs`.
+
+    With `sparsity`, the pattern is first completed to that level: if fewer
+    than that fraction of the regularized weights' entries are zero, the
+    smallest magnitudes among them (all weights together) are set to zero
+    until it is reached. After `TargetSparsity`, this lands the model on
+    its target even if the controller ended slightly below it.
+
+    Args:
+        start_epoch: Int, the first epoch (0-based) trained with the pattern
+            frozen.
+        sparsity: Float in [0, 1) or `None`: the least fraction of exact
+            zeros to freeze. Defaults to `None` (freeze the pattern as is).
+
+    Example:
+
+    >>> import kerasreg
+    >>> kerasreg.FreezeSparsity(start_epoch=150)
+    FreezeSparsity(start_epoch=150, sparsity=None)
+    """
+
+    _config_names = ("start_epoch", "sparsity")
+
+    def __init__(self, start_epoch, sparsity=None):
+        super().__init__()
+        constraints = {"start_epoch": Integer(0)}
+        arguments = {"start_epoch": start_epoch}
+        if sparsity is not None:
+            constraints["sparsity"] = Interval(0.0, 1.0, closed="left")
+            arguments["sparsity"] = sparsity
+        arguments = validate_arguments(type(self).__name__, constraints, arguments)
+        self.start_epoch = arguments["start_epoch"]
+        self.sparsity = arguments.get("sparsity")
+
+    def on_train_begin(self, logs=None):
+        self._optimizer = _proximal_optimizer(self.model, type(self).__name__)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch < self.start_epoch:
+            return
+        if float(ops.convert_to_numpy(self._optimizer.zeros_frozen)) < 0.5:
+            if self.sparsity is not None:
+                variables = _regularized_variables(self.model, self._optimizer, type(self).__name__)
+                _complete_sparsity(variables, self.sparsity)
+            self._optimizer.freeze_zeros(True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["zeros_frozen"] = float(ops.convert_to_numpy(self._optimizer.zeros_frozen))

@@ -1,0 +1,408 @@
+"""Callbacks: figures in logs, History, CSVLogger, TensorBoard; reaching and freezing sparsity."""
+
+import csv
+import glob
+import importlib.util
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import kerasreg
+from tests.conftest import BACKEND
+from tests.conftest import to_numpy
+
+STEPS_PER_EXECUTION = 1 if BACKEND == "torch" else 8
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    return (data.data / 16.0).astype("float32"), data.target.astype("int32")
+
+
+def _mlp(regularizer, hidden=32, name="mlp"):
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(hidden, "relu", kernel_regularizer=regularizer(), name="hidden"),
+            keras.layers.Dense(10, kernel_regularizer=regularizer(), name="logits"),
+        ],
+        name=name,
+    )
+
+
+def _compile(model, optimizer=None):
+    model.compile(
+        optimizer=optimizer or kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+
+
+def _kernel_counts(model):
+    """Independent count: `np.count_nonzero` over each layer's `get_weights()`."""
+    counts = {}
+    for layer in model.layers:
+        kernel = layer.get_weights()[0]
+        counts[layer.name] = (kernel.size, kernel.size - np.count_nonzero(kernel))
+    return counts
+
+
+class Recorder(keras.callbacks.Callback):
+    """Keeps a copy of the logs every later callback sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.batches = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(dict(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append((dict(logs), _kernel_counts(self.model)))
+
+
+def test_monitor_writes_logs_history_and_csv(digits, tmp_path):
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    model = _mlp(lambda: kerasreg.L1(1e-3))
+    _compile(model)
+    recorder = Recorder()
+    csv_path = tmp_path / "log.csv"
+    history = model.fit(
+        x,
+        y,
+        epochs=4,
+        batch_size=128,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(), recorder, keras.callbacks.CSVLogger(csv_path)],
+    )
+    keys = ["sparsity", "sparsity/hidden/kernel", "sparsity/logits/kernel"]
+    for key in keys:
+        assert len(history.history[key]) == 4
+    for logs, counts in recorder.epochs:
+        for name in ("hidden", "logits"):
+            size, zeros = counts[name]
+            assert logs[f"sparsity/{name}/kernel"] == zeros / size
+        total = sum(c[0] for c in counts.values())
+        assert logs["sparsity"] == sum(c[1] for c in counts.values()) / total
+    assert recorder.epochs[-1][0]["sparsity"] > 0.05  # L1 under the prox made zeros
+    with open(csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    assert set(keys) <= set(rows[0])
+    np.testing.assert_allclose([float(r["sparsity"]) for r in rows], history.history["sparsity"])
+
+
+@pytest.mark.parametrize(
+    "granularity, keys",
+    [
+        ("model", {"sparsity"}),
+        ("layer", {"sparsity", "sparsity/hidden", "sparsity/logits"}),
+    ],
+)
+def test_monitor_granularity(digits, granularity, keys):
+    x, y = digits
+    model = _mlp(lambda: kerasreg.L1(1e-3))
+    _compile(model)
+    history = model.fit(
+        x[:256],
+        y[:256],
+        epochs=1,
+        batch_size=128,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(granularity=granularity, include_biases=True)],
+    )
+    assert {k for k in history.history if k.startswith("sparsity")} == keys
+    if granularity == "layer":
+        # With biases: the layer's figure counts kernel and bias together.
+        hidden = model.get_layer("hidden").get_weights()
+        zeros = sum(w.size - np.count_nonzero(w) for w in hidden)
+        assert history.history["sparsity/hidden"][0] == zeros / sum(w.size for w in hidden)
+
+
+def test_monitor_every_n_batches(digits):
+    x, y = digits
+    model = _mlp(lambda: kerasreg.L1(1e-3))
+    _compile(model, kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)))
+    model.compile(
+        optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=1,
+    )
+    recorder = Recorder()
+    model.fit(
+        x[:640],
+        y[:640],
+        epochs=1,
+        batch_size=64,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(update_freq=2), recorder],
+    )
+    with_figures = [n for n, logs in enumerate(recorder.batches) if "sparsity" in logs]
+    assert with_figures == [1, 3, 5, 7, 9]
+
+
+def test_monitor_drives_early_stopping(digits):
+    # Sparsity only grows under a strong L1 prox: in "min" mode it stops at once.
+    x, y = digits
+    model = _mlp(lambda: kerasreg.L1(1e-2))
+    _compile(model)
+    stopper = keras.callbacks.EarlyStopping(monitor="sparsity", mode="min", patience=1)
+    history = model.fit(
+        x,
+        y,
+        epochs=20,
+        batch_size=128,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(granularity="model"), stopper],
+    )
+    assert len(history.history["sparsity"]) < 20
+    assert stopper.stopped_epoch > 0
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None
+    or importlib.util.find_spec("tensorflow") is None,
+    reason="Keras' TensorBoard callback writes with TensorFlow",
+)
+def test_monitor_figures_reach_tensorboard(digits, tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    x, y = digits
+    model = _mlp(lambda: kerasreg.L1(1e-3))
+    _compile(model)
+    history = model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=128,
+        verbose=0,
+        callbacks=[
+            kerasreg.SparsityMonitor(),
+            keras.callbacks.TensorBoard(log_dir=str(tmp_path)),
+        ],
+    )
+    (events,) = glob.glob(str(tmp_path / "train" / "events.out.tfevents.*"))
+    accumulator = event_accumulator.EventAccumulator(events, size_guidance={"tensors": 0})
+    accumulator.Reload()
+    for key in ("sparsity", "sparsity/hidden/kernel", "sparsity/logits/kernel"):
+        events = accumulator.Tensors(f"epoch_{key}")
+        values = [float(tensor_util.make_ndarray(e.tensor_proto)) for e in events]
+        assert [e.step for e in events] == [0, 1, 2]
+        np.testing.assert_allclose(values, history.history[key], rtol=1e-6)
+
+
+def test_monitor_prints_report(digits, capsys):
+    x, y = digits
+    model = _mlp(lambda: kerasreg.L1(1e-3))
+    _compile(model)
+    model.fit(
+        x[:256],
+        y[:256],
+        epochs=1,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(print_report=True)],
+    )
+    out = capsys.readouterr().out
+    assert "hidden/kernel" in out and "logits/kernel" in out and "total" in out
+
+
+def test_monitor_logs_the_magnitude_schedule(digits):
+    x, y = digits
+    model = _mlp(lambda: kerasreg.MagnitudePruning(0.8, begin_step=0, end_step=20, frequency=5))
+    _compile(model)
+    recorder = Recorder()
+    history = model.fit(
+        x[:512],
+        y[:512],
+        epochs=6,
+        batch_size=64,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(), recorder],
+    )
+    # 8 steps per epoch: the schedule's value after 8, 16, 24, ... steps.
+    expected = [kerasreg.MagnitudePruning(0.8, 0, 20).sparsity_at(8 * (e + 1)) for e in range(6)]
+    np.testing.assert_allclose(history.history["target_sparsity"], expected, rtol=1e-6)
+    # After end_step, every kernel holds exactly round(0.8 n) zeros.
+    for name, (size, zeros) in recorder.epochs[-1][1].items():
+        assert zeros == round(0.8 * size), name
+
+
+def _target_run(x, y, target, epochs, end_epoch, callbacks=()):
+    keras.utils.set_random_seed(1)
+    model = _mlp(lambda: kerasreg.L1(1e-4), hidden=64)
+    _compile(model, kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)))
+    controller = kerasreg.TargetSparsity(target, end_epoch=end_epoch)
+    recorder = Recorder()
+    history = model.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=128,
+        verbose=0,
+        callbacks=[kerasreg.SparsityMonitor(granularity="model"), controller, *callbacks, recorder],
+    )
+    return model, history, recorder
+
+
+@pytest.mark.parametrize("target", [0.8, 0.95])
+def test_target_sparsity_reaches_its_target(digits, target):
+    x, y = digits
+    model, history, recorder = _target_run(x, y, target, epochs=60, end_epoch=30)
+    # Independent counts after each epoch; minibatch noise makes zeros
+    # flicker by about a point from epoch to epoch, so the controller is
+    # judged on the last ten epochs, on average and at worst.
+    reached = [
+        sum(z for _, z in c.values()) / sum(s for s, _ in c.values()) for _, c in recorder.epochs
+    ]
+    assert history.history["sparsity"] == reached
+    assert abs(np.mean(reached[50:]) - target) <= 0.01, reached[50:]
+    assert max(abs(r - target) for r in reached[50:]) <= 0.025, reached[50:]
+    assert reached[0] < 0.5  # it moved the sparsity a long way
+    assert history.history["target_sparsity"][29:] == [target] * 31
+    scales = history.history["strength_scale"]
+    assert len(scales) == 60 and scales[-1] > 2.0
+    # The scale the logs report is the one the optimizer holds.
+    assert scales[-1] == pytest.approx(float(to_numpy(model.optimizer.strength_scale)))
+
+
+def test_freeze_keeps_every_zero(digits):
+    x, y = digits
+    keras.utils.set_random_seed(2)
+    model = _mlp(lambda: kerasreg.L1(3e-3))
+    _compile(model)
+    model.fit(x, y, epochs=5, batch_size=128, verbose=0)
+    before = [layer.get_weights()[0] for layer in model.layers]
+    assert all(np.count_nonzero(k == 0) > 0 for k in before)
+
+    class CheckZeros(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for layer, kernel in zip(self.model.layers, before, strict=True):
+                now = layer.get_weights()[0]
+                np.testing.assert_array_equal(now[kernel == 0], 0.0)
+                self.survivors_moved = not np.array_equal(now[kernel != 0], kernel[kernel != 0])
+
+    checker = CheckZeros()
+    history = model.fit(
+        x,
+        y,
+        epochs=4,
+        batch_size=128,
+        verbose=0,
+        callbacks=[kerasreg.FreezeSparsity(start_epoch=0), checker],
+    )
+    assert history.history["zeros_frozen"] == [1.0] * 4
+    assert checker.survivors_moved
+    after = [layer.get_weights()[0] for layer in model.layers]
+    for kernel, now in zip(before, after, strict=True):
+        # Zeros stay zero; without the prox, no new zero appears.
+        np.testing.assert_array_equal(now == 0, kernel == 0)
+    # Without the penalty, the survivors grow back from the L1 shrinkage.
+    assert sum(np.abs(k).sum() for k in after) > sum(np.abs(k).sum() for k in before)
+
+
+def test_freeze_completes_the_pattern_to_a_sparsity(digits):
+    x, y = digits
+    keras.utils.set_random_seed(3)
+    model = _mlp(lambda: kerasreg.L1(1e-4))
+    _compile(model)
+    model.fit(x, y, epochs=2, batch_size=128, verbose=0)
+    counts = _kernel_counts(model)
+    assert sum(z for _, z in counts.values()) / sum(s for s, _ in counts.values()) < 0.5
+    before = [layer.get_weights()[0] for layer in model.layers]
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=128,
+        verbose=0,
+        callbacks=[kerasreg.FreezeSparsity(start_epoch=0, sparsity=0.9)],
+    )
+    after = [layer.get_weights()[0] for layer in model.layers]
+    sizes = sum(k.size for k in after)
+    zeros = sum(np.count_nonzero(k == 0) for k in after)
+    assert zeros == round(0.9 * sizes)
+    # The zeros chosen are the smallest magnitudes of all kernels together.
+    magnitudes = np.concatenate([np.abs(k).ravel() for k in before])
+    removed = np.concatenate([(k == 0).ravel() for k in after])
+    assert magnitudes[removed].max() <= magnitudes[~removed].min()
+
+
+def test_freeze_after_target_lands_on_it(digits):
+    x, y = digits
+    freeze = kerasreg.FreezeSparsity(start_epoch=25, sparsity=0.9)
+    model, history, recorder = _target_run(x, y, 0.9, epochs=30, end_epoch=20, callbacks=[freeze])
+    sparsities = [
+        sum(z for _, z in c.values()) / sum(s for s, _ in c.values()) for _, c in recorder.epochs
+    ]
+    sizes = sum(s for s, _ in recorder.epochs[0][1].values())
+    # Below the target at the freeze, the pattern is completed to it exactly;
+    # above it, the pattern is frozen as it is. Either way it then holds.
+    expected = max(sparsities[24], round(0.9 * sizes) / sizes)
+    assert sparsities[25:] == [expected] * 5
+    assert history.history["zeros_frozen"] == [0.0] * 25 + [1.0] * 5
+    # Once frozen, the controller stops moving the strength.
+    assert len(set(history.history["strength_scale"][25:])) == 1
+
+
+def test_callbacks_need_a_proximal_optimizer(digits):
+    x, y = digits
+    model = _mlp(lambda: kerasreg.L1(1e-3))
+    _compile(model, keras.optimizers.Adam())
+    for callback in (kerasreg.TargetSparsity(0.5, end_epoch=2), kerasreg.FreezeSparsity(0)):
+        with pytest.raises(ValueError, match="kerasreg.ProximalOptimizer"):
+            model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[callback])
+
+
+def test_target_sparsity_needs_a_regularized_weight(digits):
+    x, y = digits
+    model = _mlp(lambda: None)
+    _compile(model)
+    with pytest.raises(ValueError, match="no weight with a proximal regularizer"):
+        model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[kerasreg.TargetSparsity(0.5, 2)])
+
+
+@pytest.mark.parametrize(
+    "callback",
+    [
+        kerasreg.SparsityMonitor(granularity="layer", update_freq=5, print_report=True),
+        kerasreg.TargetSparsity(
+            0.9, end_epoch=40, start_epoch=3, gain=10.0, horizon=2.0, max_change=1.5
+        ),
+        kerasreg.FreezeSparsity(7, sparsity=0.9),
+    ],
+    ids=lambda c: type(c).__name__,
+)
+def test_config_is_printable_and_reproducible(callback):
+    config = callback.get_config()
+    clone = type(callback).from_config(config)
+    assert clone.get_config() == config
+    assert repr(clone) == repr(callback)
+    assert eval(repr(callback), {**vars(kerasreg)}).get_config() == config
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: kerasreg.SparsityMonitor(granularity="unit"), ValueError, "`granularity`"),
+        (lambda: kerasreg.SparsityMonitor(update_freq=0), ValueError, "`update_freq`"),
+        (lambda: kerasreg.SparsityMonitor(update_freq="batch"), ValueError, "`update_freq`"),
+        (lambda: kerasreg.SparsityMonitor(print_report="yes"), TypeError, "`print_report`"),
+        (lambda: kerasreg.TargetSparsity(1.0, 10), ValueError, "`target`"),
+        (lambda: kerasreg.TargetSparsity(0.0, 10), ValueError, "`target`"),
+        (lambda: kerasreg.TargetSparsity(0.9, 10.0), TypeError, "`end_epoch`"),
+        (lambda: kerasreg.TargetSparsity(0.9, 5, start_epoch=5), ValueError, "`end_epoch`"),
+        (lambda: kerasreg.TargetSparsity(0.9, 5, gain=0.0), ValueError, "`gain`"),
+        (lambda: kerasreg.TargetSparsity(0.9, 5, max_change=1.0), ValueError, "`max_change`"),
+        (lambda: kerasreg.TargetSparsity(0.9, 5, horizon=-1.0), ValueError, "`horizon`"),
+        (lambda: kerasreg.FreezeSparsity(-1), ValueError, "`start_epoch`"),
+        (lambda: kerasreg.FreezeSparsity(2, sparsity=1.0), ValueError, "`sparsity`"),
+    ],
+)
+def test_bad_arguments(make, error, message):
+    with pytest.raises(error, match=f"Invalid value for argument {message}"):
+        make()
