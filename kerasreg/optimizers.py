@@ -367,6 +367,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         return any(name in path for name in self.exclude_names or ())
 
     def build(self, var_list):
+        if self.built:
+            # `LossScaleOptimizer.build` builds its inner optimizer again.
+            return
         super().build(var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)

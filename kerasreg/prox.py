@@ -360,10 +360,15 @@ def project_sparsity(x, sparsity):
     [0.0, -3.0, 0.0, 0.0, 2.0]
     """
     x = ops.convert_to_tensor(x)
+    message = (
+        "Invalid value for argument `sparsity`: expected a float in [0, 1] or "
+        f"a scalar tensor. Received: sparsity={sparsity!r}"
+    )
+    if isinstance(sparsity, (bool, np.bool_, str, bytes)):
+        raise TypeError(message)
     if isinstance(sparsity, numbers.Real) and not 0.0 <= sparsity <= 1.0:
-        raise ValueError(
-            "Invalid value for argument `sparsity`: expected a float in [0, 1]. "
-            f"Received: sparsity={sparsity!r}"
-        )
+        raise ValueError(message)
+    if int(np.prod(x.shape)) == 0:
+        return x
     mask = _sparsity_mask(x, sparsity)
     return ops.where(mask, x, ops.zeros_like(x))

@@ -474,13 +474,19 @@ class MagnitudePruning(ProximalRegularizer):
             \left(1 - \frac{t - t_0}{t_1 - t_0}\right)^{p}
         \quad (t_0 \le t \le t_1),
 
-    with :math:`s_t = s_i` before `begin_step` and :math:`s_f` after
-    `end_step`. The pruning mask is recomputed every `frequency` steps from
-    `begin_step` (and at `end_step`, so the final sparsity is reached); in
-    between, and after `end_step`, the mask is held: pruned weights stay
-    exactly zero while the others train. This is the Keras 3 counterpart of
+    with :math:`s_t = s_f` from `end_step` on. Here :math:`t` counts the
+    optimizer steps taken before the current one (the first step has
+    :math:`t = 0`), as the legacy toolkit's step counter does. The pruning
+    mask is recomputed after the steps with :math:`t = t_0, t_0 + \Delta t,
+    \dots` (:math:`\Delta t` = `frequency`) and :math:`t = t_1`, so the
+    final sparsity is in force from the step after `end_step` on: choose
+    `end_step` below the number of training steps. Nothing is pruned
+    before `begin_step`. In between recomputations, and after `end_step`,
+    the mask is held: pruned weights stay exactly zero while the others
+    train. `begin_step == end_step` prunes in one shot. This is the Keras 3 counterpart of
     the legacy toolkit's `prune_low_magnitude` with `PolynomialDecay` (same
-    argument names); it prunes each weight to the same sparsity.
+    argument names); it prunes each weight to the same sparsity (at least
+    that many zeros: magnitudes tied at the threshold go together).
 
     The penalty is zero (the constraint holds after every step). Called
     outside a `ProximalOptimizer` (`prox(x, step)`), it projects onto
@@ -508,10 +514,10 @@ class MagnitudePruning(ProximalRegularizer):
 
     _parameter_constraints = {
         "final_sparsity": Interval(0.0, 1.0),
-        "begin_step": Integer(0),
-        "end_step": Integer(0),
+        "begin_step": Integer(0, 2**31 - 1),
+        "end_step": Integer(0, 2**31 - 1),
         "initial_sparsity": Interval(0.0, 1.0),
-        "frequency": Integer(1),
+        "frequency": Integer(1, 2**31 - 1),
         "power": Interval(0.0, None, closed="neither"),
     }
 
@@ -537,18 +543,43 @@ class MagnitudePruning(ProximalRegularizer):
                 "Invalid value for argument `end_step`: expected an int >= "
                 f"begin_step={self.begin_step}. Received: end_step={end_step!r}"
             )
+        if self.initial_sparsity > self.final_sparsity:
+            raise ValueError(
+                "Invalid value for argument `initial_sparsity`: expected a float "
+                f"<= final_sparsity={self.final_sparsity}. "
+                f"Received: initial_sparsity={initial_sparsity!r}"
+            )
 
     def sparsity_at(self, iteration):
-        """The scheduled sparsity after `iteration` steps (int or tensor)."""
-        span = max(self.end_step - self.begin_step, 1)
+        """The scheduled sparsity :math:`s_t` at step `t = iteration` (int or tensor)."""
+        begin, end = float(self.begin_step), float(self.end_step)
         if isinstance(iteration, numbers.Integral):
-            progress = min(max((iteration - self.begin_step) / span, 0.0), 1.0)
+            if iteration >= self.end_step:  # also one-shot pruning, begin == end
+                return self.final_sparsity
+            if iteration <= self.begin_step:
+                return self.initial_sparsity
+            progress = (iteration - begin) / (end - begin)
             remaining = (1.0 - progress) ** self.power
             return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * remaining
         t = ops.cast(iteration, "float32")
-        progress = ops.clip((t - float(self.begin_step)) / float(span), 0.0, 1.0)
+        progress = ops.clip((t - begin) / max(end - begin, 1.0), 0.0, 1.0)
+        progress = ops.where(t >= end, 1.0, progress)
         remaining = ops.power(1.0 - progress, self.power)
         return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * remaining
+
+    def applied_sparsity(self, iterations):
+        """Sparsity of the mask in force after `iterations` optimizer steps.
+
+        The mask is only recomputed on the schedule's turns, so this is
+        :math:`s_t` at the last turn before `iterations`, or `0.0` if
+        pruning has not started.
+        """
+        last = min(int(iterations) - 1, self.end_step)
+        if last < self.begin_step:
+            return 0.0
+        if last < self.end_step:
+            last -= (last - self.begin_step) % self.frequency
+        return self.sparsity_at(last)
 
     def __call__(self, x):
         x = ops.convert_to_tensor(x)

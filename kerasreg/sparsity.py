@@ -307,15 +307,14 @@ def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
     ----------------------------------------------------------------------
     total                      6      4    66.67%
     """
-    if (
-        not isinstance(tolerance, numbers.Real)
-        or isinstance(tolerance, bool)
-        or not 0.0 <= tolerance < float("inf")
-    ):
-        raise ValueError(
-            "Invalid value for argument `tolerance`: expected a non-negative "
-            f"finite float. Received: tolerance={tolerance!r}"
-        )
+    message = (
+        "Invalid value for argument `tolerance`: expected a non-negative "
+        f"finite float. Received: tolerance={tolerance!r}"
+    )
+    if not isinstance(tolerance, numbers.Real) or isinstance(tolerance, bool):
+        raise TypeError(message)
+    if not 0.0 <= tolerance < float("inf"):
+        raise ValueError(message)
     weights = [
         _figures(key, layer, variable, float(tolerance))
         for key, layer, variable in _reported_weights(model_or_layer, include_biases)

@@ -700,3 +700,14 @@ def test_magnitude_pruning_state_is_saved_and_resumed(tmp_path):
     np.testing.assert_allclose(
         to_numpy(loaded.layers[0].kernel), to_numpy(model.layers[0].kernel), rtol=1e-5, atol=1e-6
     )
+
+
+def test_building_twice_under_loss_scaling_adds_no_variables():
+    # LossScaleOptimizer builds its inner optimizer again: state must not double.
+    variable = keras.Variable(np.ones((4, 3), "float32"), name="kernel")
+    variable.regularizer = kerasreg.MagnitudePruning(0.5, 0, 10)
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.Adam())
+    optimizer.build([variable])
+    count = len(optimizer.variables)
+    keras.optimizers.LossScaleOptimizer(optimizer).build([variable])
+    assert len(optimizer.variables) == count

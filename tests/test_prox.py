@@ -297,7 +297,12 @@ def test_project_sparsity_ties_and_tensor_levels():
     x = np.array([0.0, 0.0, 1.0, -1.0, 2.0], "float32")
     # Removing 3 entries: both magnitudes 1.0 tie with the third; both go.
     np.testing.assert_array_equal(to_numpy(prox.project_sparsity(x, 0.6)), [0, 0, 0, 0, 2])
-    level = keras.ops.convert_to_tensor(np.float32(0.4))
-    np.testing.assert_array_equal(to_numpy(prox.project_sparsity(x, level)), x)
+    level = keras.ops.convert_to_tensor(np.float32(0.8))
+    np.testing.assert_array_equal(to_numpy(prox.project_sparsity(x, level)), [0, 0, 0, 0, 2])
     with pytest.raises(ValueError, match="argument `sparsity`"):
         prox.project_sparsity(x, 1.5)
+    for bad in (True, "0.5"):
+        with pytest.raises(TypeError, match="argument `sparsity`"):
+            prox.project_sparsity(x, bad)
+    empty = np.zeros((0, 3), "float32")
+    assert to_numpy(prox.project_sparsity(empty, 0.5)).shape == (0, 3)

@@ -508,6 +508,8 @@ def test_magnitude_pruning_arguments():
     for name, constraint in regularizers.MagnitudePruning._parameter_constraints.items():
         for value in constraint.invalid_values():
             arguments = dict(config, **{name: value})
+            if name == "final_sparsity" and isinstance(value, float) and value == 1.0:
+                continue
             with pytest.raises((TypeError, ValueError)) as info:
                 regularizers.MagnitudePruning(**arguments)
             assert str(info.value).startswith(f"Invalid value for argument `{name}`")
@@ -516,3 +518,21 @@ def test_magnitude_pruning_arguments():
                 regularizers.MagnitudePruning.from_config(arguments)
     with pytest.raises(ValueError, match="argument `end_step`: expected an int >= begin_step=5"):
         regularizers.MagnitudePruning(0.5, begin_step=5, end_step=4)
+    with pytest.raises(ValueError, match="argument `initial_sparsity`: expected a float <= "):
+        regularizers.MagnitudePruning(0.5, initial_sparsity=0.6)
+
+
+def test_magnitude_pruning_one_shot_and_applied_sparsity(rng):
+    one_shot = regularizers.MagnitudePruning(0.5, begin_step=3, end_step=3, frequency=1)
+    assert [one_shot.sparsity_at(t) for t in (2, 3, 4)] == [0.0, 0.5, 0.5]
+    assert float(to_numpy(one_shot.sparsity_at(keras.ops.convert_to_tensor(3)))) == 0.5
+    w = rng.normal(size=(4, 5)).astype("float32")
+    state = one_shot.prox_state(w)
+    for t in range(6):
+        z, state = one_shot.prox_update(w, 0.1, keras.ops.convert_to_tensor(t, "int32"), state)
+        assert np.count_nonzero(to_numpy(z) == 0) == (10 if t >= 3 else 0)
+    # The mask in force after n steps: from the last turn (t = 10, 15, 20, 25).
+    reg = regularizers.MagnitudePruning(0.9, begin_step=10, end_step=25, frequency=5)
+    assert [reg.applied_sparsity(n) for n in (0, 10)] == [0.0, 0.0]
+    for n, turn in ((11, 10), (15, 10), (16, 15), (25, 20), (26, 25), (100, 25)):
+        assert reg.applied_sparsity(n) == reg.sparsity_at(turn), n

@@ -221,7 +221,7 @@ def test_dataframe_without_pandas(monkeypatch):
     [
         ({"tolerance": -1.0}, ValueError, "argument `tolerance`"),
         ({"tolerance": float("nan")}, ValueError, "argument `tolerance`"),
-        ({"tolerance": "0.1"}, ValueError, "argument `tolerance`"),
+        ({"tolerance": "0.1"}, TypeError, "argument `tolerance`"),
         ({"include_biases": 1}, TypeError, "argument `include_biases`"),
     ],
 )
