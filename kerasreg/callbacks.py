@@ -301,8 +301,9 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
     is met, so the sparsity approaches it from below, a few epochs behind
     the ramp, rather than overrunning it (an overrun takes many epochs to
     undo). Minibatch noise makes the sparsity flicker around it from epoch
-    to epoch (by up to three points on a 5,000-weight model in the tests). The strengths given to the regularizers set the
-    starting point; the loss shows the penalty at those nominal strengths.
+    to epoch (by up to three points on a 5,000-weight model in the tests).
+    The strengths given to the regularizers set the starting point; the
+    loss shows the penalty at those nominal strengths.
 
     It stops adjusting once the pattern is frozen (`FreezeSparsity`, or
     `optimizer.freeze_zeros()`). To land exactly on the target, follow it
