@@ -17,7 +17,7 @@ run with the same data, seed and epochs:
 - `controller`: `L1` on every kernel under `ProximalOptimizer(Adam)`, with
   `TargetSparsity` scaling the strength to reach the target by 60% of
   training;
-- `recipe` (the penalty route with debiasing): the controller, then
+- `debiased` (the penalty route with debiasing): the controller, then
   `FreezeSparsity(sparsity=target)` for the last 30% of training (the
   pattern completed to the target by magnitude, zeros held, survivors
   trained without the penalty).
@@ -96,7 +96,7 @@ def run_route(route, target, data, epochs, seed):
         model = lenet_300_100(lambda: kerasreg.L1(1e-4))
         optimizer = kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3))
         callbacks.append(kerasreg.TargetSparsity(target, end_epoch=epochs * 6 // 10))
-        if route == "recipe":
+        if route == "debiased":
             callbacks.append(kerasreg.FreezeSparsity(start_epoch=epochs * 7 // 10, sparsity=target))
     compile_model(model, optimizer)
     model.fit(
@@ -175,8 +175,8 @@ def main(argv=None):
     parser.add_argument(
         "--routes",
         nargs="+",
-        default=["magnitude", "controller", "recipe"],
-        choices=["magnitude", "controller", "recipe"],
+        default=["magnitude", "controller", "debiased"],
+        choices=["magnitude", "controller", "debiased"],
     )
     parser.add_argument("--skip-monitor", action="store_true", help="skip the monitor's cost")
     parser.add_argument("--monitor-only", action="store_true", help="only the monitor's cost")
