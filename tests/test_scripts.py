@@ -24,3 +24,21 @@ def test_quickstart_runs_end_to_end(tmp_path):
         assert layer in result.stdout
     assert "(optimizer: ProximalOptimizer)" in result.stdout
     assert (tmp_path / "lenet_300_100_pruned.keras").exists()
+
+
+def test_sparsity_benchmark_runs(tmp_path):
+    # Shortened: the figures are not checked here, only that every route and
+    # the summary table run on this backend.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sparsity.py"), "--epochs", "3"]
+        + ["--targets", "0.5", "--skip-monitor"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for route in ("dense", "magnitude", "controller", "debiased"):
+        assert f"\n{route}" in result.stdout
+    assert "exact zeros 50.00%" in result.stdout  # the magnitude route's exact level
