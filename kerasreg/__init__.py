@@ -5,10 +5,14 @@ Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
 the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
 (`kerasreg.sparsity_report`) and callbacks that watch and steer sparsity
-during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`).
+during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
+feature-selection layer (`FeatureGate`) and `compact`, which turns removed
+units, filters and input features into a physically smaller model.
 """
 
 from kerasreg import callbacks
+from kerasreg import compaction
+from kerasreg import layers
 from kerasreg import optimizers
 from kerasreg import prox
 from kerasreg import regularizers
@@ -16,6 +20,8 @@ from kerasreg import sparsity
 from kerasreg.callbacks import FreezeSparsity
 from kerasreg.callbacks import SparsityMonitor
 from kerasreg.callbacks import TargetSparsity
+from kerasreg.compaction import compact
+from kerasreg.layers import FeatureGate
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
@@ -29,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ElasticNet",
+    "FeatureGate",
     "FreezeSparsity",
     "GroupLasso",
     "L1",
@@ -39,6 +46,9 @@ __all__ = [
     "SparsityMonitor",
     "TargetSparsity",
     "callbacks",
+    "compact",
+    "compaction",
+    "layers",
     "optimizers",
     "prox",
     "regularizers",

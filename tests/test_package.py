@@ -17,6 +17,7 @@ def test_public_surface_is_pinned():
     # A rename or removal must fail here, loudly, before it reaches users.
     assert sorted(kerasreg.__all__) == [
         "ElasticNet",
+        "FeatureGate",
         "FreezeSparsity",
         "GroupLasso",
         "L1",
@@ -27,6 +28,9 @@ def test_public_surface_is_pinned():
         "SparsityMonitor",
         "TargetSparsity",
         "callbacks",
+        "compact",
+        "compaction",
+        "layers",
         "optimizers",
         "prox",
         "regularizers",
@@ -61,6 +65,12 @@ def test_public_surface_is_pinned():
         "WeightSparsity",
         "sparsity_report",
     ]
+    assert sorted(kerasreg.layers.__all__) == ["FeatureGate", "SelectFeatures"]
+    assert sorted(kerasreg.compaction.__all__) == [
+        "CompactionSummary",
+        "LayerCompaction",
+        "compact",
+    ]
     modules = (
         kerasreg,
         kerasreg.regularizers,
@@ -68,6 +78,8 @@ def test_public_surface_is_pinned():
         kerasreg.optimizers,
         kerasreg.callbacks,
         kerasreg.sparsity,
+        kerasreg.layers,
+        kerasreg.compaction,
     )
     for module in modules:
         for name in module.__all__:

@@ -1,0 +1,356 @@
+"""Tests of kerasreg.compact: a smaller model that computes the same function."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import kerasreg
+from kerasreg.layers import FeatureGate
+from kerasreg.layers import SelectFeatures
+from tests.conftest import to_numpy
+
+
+def _randomize(model, rng):
+    """Random biases and normalization statistics, so constants are not 0."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights(
+                [
+                    rng.normal(size=gamma.shape),
+                    rng.normal(size=beta.shape),
+                    rng.normal(size=mean.shape),
+                    rng.uniform(0.5, 2.0, size=variance.shape),
+                ]
+            )
+        elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)):
+            if layer.use_bias:
+                layer.bias.assign(rng.normal(size=layer.bias.shape).astype("float32"))
+
+
+def _zero(model, name, units=(), inputs=()):
+    """Zeroes kernel columns (incoming weights of units) and rows (inputs)."""
+    layer = model.get_layer(name)
+    kernel = to_numpy(layer.kernel).copy()
+    kernel[..., list(inputs), :] = 0.0
+    kernel[..., list(units)] = 0.0
+    layer.kernel.assign(kernel)
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def _assert_same_function(original, compacted, x):
+    np.testing.assert_allclose(
+        to_numpy(compacted(x, training=False)),
+        to_numpy(original(x, training=False)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def _mlp():
+    return keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(8, activation="relu", name="d1"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(6, activation="tanh", name="d2"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+
+
+def test_mlp_loses_exactly_the_removable_units(rng, tmp_path):
+    model = _mlp()
+    _randomize(model, rng)
+    _zero(model, "d1", units=[1, 4], inputs=[0, 7])  # 1, 4: constant relu(bias)
+    _zero(model, "d2", units=[5], inputs=[2])  # unit 2 of d1 feeds nothing
+    _zero(model, "out", inputs=[0])  # unit 0 of d2 feeds nothing
+    before = _weights(model)
+    small, summary = kerasreg.compact(model, return_summary=True)
+
+    # d1: 10 -> 8 inputs (features 0 and 7), 8 -> 5 units (1, 2, 4);
+    # bn: 5 units; d2: 6 -> 4 units (0, 5); out keeps its 3 outputs.
+    expected = (8 * 5 + 5) + 4 * 5 + (5 * 4 + 4) + (4 * 3 + 3)
+    assert small.count_params() == expected
+    assert summary.kept_params == expected and summary.params == model.count_params()
+    rows = {row.layer: row for row in summary.layers}
+    assert (rows["d1"].kept_inputs, rows["d1"].kept_units) == (8, 5)
+    assert rows["d1"].input_indices == (1, 2, 3, 4, 5, 6, 8, 9)
+    assert (rows["d2"].kept_inputs, rows["d2"].kept_units) == (5, 4)
+    assert (rows["out"].kept_inputs, rows["out"].kept_units) == (4, 3)
+    assert summary.left_as_is == ()
+    assert isinstance(small.layers[0], SelectFeatures)
+    assert small.input_shape == model.input_shape
+
+    x = rng.normal(size=(64, 10)).astype("float32")
+    _assert_same_function(model, small, x)
+    # The original is untouched and shares no weights with the result.
+    for a, b in zip(before, _weights(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+    small.get_layer("out").bias.assign(np.full(3, 100.0, "float32"))
+    np.testing.assert_array_equal(_weights(model)[-1], before[-1])
+
+    path = tmp_path / "small.keras"
+    kerasreg.compact(model).save(path)
+    loaded = keras.models.load_model(path)
+    _assert_same_function(model, loaded, x)
+    assert loaded.count_params() == expected
+
+
+def test_units_removed_in_one_layer_free_units_in_the_previous_one(rng):
+    # d2 loses every unit but one through its outgoing weights; the units of
+    # d1 that only fed the removed units then feed nothing and go too.
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(4, activation="relu", name="d1"),
+            keras.layers.Dense(3, activation="relu", name="d2"),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    _randomize(model, rng)
+    kernel = np.zeros((4, 3), "float32")
+    kernel[0, 0] = kernel[1, 0] = 1.0  # d1 units 2 and 3 only feed d2 unit 1
+    kernel[2, 1] = kernel[3, 1] = 1.0
+    kernel[:, 2] = 0.5
+    model.get_layer("d2").kernel.assign(kernel)
+    _zero(model, "out", inputs=[1, 2])  # d2 units 1 and 2 feed nothing
+    small, summary = kerasreg.compact(model, return_summary=True)
+    rows = {row.layer: row for row in summary.layers}
+    assert rows["d2"].kept_units == 1
+    assert rows["d1"].kept_units == 2  # units 2 and 3 followed
+    assert small.count_params() == (5 * 2 + 2) + (2 * 1 + 1) + (1 * 2 + 2)
+    _assert_same_function(model, small, rng.normal(size=(32, 5)).astype("float32"))
+
+
+def test_constant_units_fold_into_a_bias_the_next_layer_did_not_have(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3, activation="sigmoid", name="d1"),
+            keras.layers.Dense(2, use_bias=False, name="d2"),
+        ]
+    )
+    _randomize(model, rng)
+    _zero(model, "d1", units=[0])  # outputs sigmoid(bias) != 0 everywhere
+    small = kerasreg.compact(model)
+    assert small.get_layer("d2").use_bias
+    assert small.get_layer("d1").units == 2
+    _assert_same_function(model, small, rng.normal(size=(16, 4)).astype("float32"))
+
+
+def _conv_net(padding="valid"):
+    inputs = keras.Input((10, 10, 2))
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="c1")(inputs)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.Conv2D(5, 3, padding=padding, activation="elu", name="c2")(h)
+    h = keras.layers.MaxPooling2D(name="pool")(h)
+    h = keras.layers.Flatten(name="flat")(h)
+    h = keras.layers.Dropout(0.5)(h)
+    h = keras.layers.Dense(7, activation="relu", name="d1")(h)
+    outputs = keras.layers.Dense(4, name="out")(h)
+    return keras.Model(inputs, outputs)
+
+
+def test_functional_conv_net_through_pooling_and_flatten(rng, tmp_path):
+    model = _conv_net()
+    _randomize(model, rng)
+    _zero(model, "c1", units=[0, 3])  # constant, folded into c2 (valid)
+    _zero(model, "c2", units=[1], inputs=[2])  # 1: constant through pool
+    _zero(model, "d1", units=[2])
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    # c1: 6 -> 3 filters; bn1 3 channels; c2: 5 -> 4 filters; d1 reads
+    # 3 * 3 positions * 4 filters and loses its unit 2 too.
+    expected = (3 * 3 * 2 * 3 + 3) + 4 * 3 + (3 * 3 * 3 * 4 + 4) + (36 * 6 + 6) + (6 * 4 + 4)
+    assert small.count_params() == expected
+    x = rng.normal(size=(8, 10, 10, 2)).astype("float32")
+    _assert_same_function(model, small, x)
+    small.save(tmp_path / "conv.keras")
+    _assert_same_function(model, keras.models.load_model(tmp_path / "conv.keras"), x)
+
+
+def test_same_padding_keeps_constant_filters_and_says_so(rng):
+    model = _conv_net(padding="same")
+    _randomize(model, rng)
+    _zero(model, "c1", units=[0])  # relu(bias) then BN: a non-zero constant
+    with pytest.warns(UserWarning, match="'c1'.*pads 'same'"):
+        small, summary = kerasreg.compact(model, return_summary=True)
+    assert [name for name, _ in summary.left_as_is] == ["c1"]
+    assert small.get_layer("c1").filters == 6
+    _assert_same_function(model, small, rng.normal(size=(4, 10, 10, 2)).astype("float32"))
+
+
+def test_conv1d_and_global_pooling(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((12, 3)),
+            keras.layers.Conv1D(6, 3, activation="relu", name="c1"),
+            keras.layers.Conv1D(4, 3, activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    _randomize(model, rng)
+    _zero(model, "c1", units=[1])
+    _zero(model, "c2", inputs=[4], units=[0])
+    small = kerasreg.compact(model)
+    assert small.get_layer("c1").filters == 4
+    assert small.get_layer("c2").filters == 3
+    _assert_same_function(model, small, rng.normal(size=(8, 12, 3)).astype("float32"))
+
+
+def test_feature_gate_inputs_are_dropped_inside_the_model(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            FeatureGate(name="gate"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Dense(3, activation="relu", name="d1"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    _randomize(model, rng)
+    model.get_layer("gate").gates.assign(np.array([1.0, 0.0, 2.0, 0.0, 0.5, 1.0], "float32"))
+    small, summary = kerasreg.compact(model, return_summary=True)
+    (row,) = [row for row in summary.layers if row.layer == "d1"]
+    assert row.input_indices == (0, 2, 4, 5)
+    assert small.get_layer("d1").kernel.shape == (4, 3)
+    _assert_same_function(model, small, rng.normal(size=(16, 6)).astype("float32"))
+
+
+def test_gate_between_layers_is_sliced_with_its_names(rng):
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(5, activation="relu", name="d1")(inputs)
+    h = FeatureGate(feature_names=list("abcde"), name="gate")(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    _randomize(model, rng)
+    model.get_layer("gate").gates.assign(np.array([1.0, 0.0, 1.0, 0.0, 1.0], "float32"))
+    small = kerasreg.compact(model)
+    assert small.get_layer("gate").feature_names == ["a", "c", "e"]
+    assert small.get_layer("d1").units == 3
+    _assert_same_function(model, small, rng.normal(size=(16, 4)).astype("float32"))
+
+
+def test_what_it_cannot_compact_it_leaves_as_it_is(rng):
+    inputs = keras.Input((6,))
+    a = keras.layers.Dense(4, activation="relu", name="branch_a")(inputs)
+    b = keras.layers.Dense(4, activation="relu", name="branch_b")(inputs)
+    h = keras.layers.Add()([a, b])
+    h = keras.layers.Dense(5, activation="softmax", name="soft")(h)
+    outputs = keras.layers.Dense(2, name="out")(h)
+    model = keras.Model(inputs, outputs)
+    _randomize(model, rng)
+    _zero(model, "branch_a", units=[0])
+    _zero(model, "soft", units=[1])
+    _zero(model, "out", inputs=[2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small, summary = kerasreg.compact(model, return_summary=True)
+    left = dict(summary.left_as_is)
+    assert set(left) == {"branch_a", "soft", "out"}
+    assert "'softmax'" in left["out"]
+    messages = [str(w.message) for w in caught if str(w.message).startswith("compact()")]
+    assert {message.split("'")[1] for message in messages} == set(left)
+    assert small.count_params() == model.count_params()
+    _assert_same_function(model, small, rng.normal(size=(16, 6)).astype("float32"))
+
+
+def test_nested_models_are_compacted_within(rng):
+    block = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, activation="relu", name="n1"),
+            keras.layers.Dense(4, activation="relu", name="n2"),
+        ],
+        name="block",
+    )
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(block(inputs)))
+    _randomize(model, rng)
+    _zero(block, "n2", inputs=[3])
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert small.get_layer("block").get_layer("n1").units == 4
+    assert [row.layer for row in summary.layers] == ["n1", "n2"]
+    _assert_same_function(model, small, rng.normal(size=(16, 6)).astype("float32"))
+
+
+def test_group_lasso_training_then_compaction(rng):
+    # The recipe: per-unit groups on the kernels, proximal training, compact.
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(
+                64, activation="relu", kernel_regularizer=kerasreg.GroupLasso(2e-3), name="h1"
+            ),
+            keras.layers.Dense(
+                32, activation="relu", kernel_regularizer=kerasreg.GroupLasso(2e-3), name="h2"
+            ),
+            keras.layers.Dense(10, name="out"),
+        ]
+    )
+    model.compile(
+        optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, batch_size=256, epochs=8, verbose=0)
+    report = kerasreg.sparsity_report(model)
+    removable = report["h1/kernel"].zero_units + report["h2/kernel"].zero_units
+    assert removable > 0
+    small = kerasreg.compact(model)
+    assert small.count_params() < model.count_params()
+    assert small.get_layer("h1").units <= 64 - report["h1/kernel"].zero_units
+    _assert_same_function(model, small, x[:200])
+    # The compacted model keeps its regularizers and trains on.
+    assert small.get_layer("h1").kernel.regularizer == kerasreg.GroupLasso(2e-3)
+
+
+def test_refuses_models_without_a_known_wiring():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Subclassed()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match="argument `model`.*subclassed"):
+        kerasreg.compact(model)
+    with pytest.raises(ValueError, match="argument `model`.*built"):
+        kerasreg.compact(keras.Sequential([keras.layers.Dense(2)]))
+    with pytest.raises(TypeError, match="argument `return_summary`"):
+        kerasreg.compact(_mlp(), return_summary="yes")
+
+
+def test_summary_prints_a_table(rng):
+    model = _mlp()
+    _zero(model, "d2", inputs=[3])
+    _, summary = kerasreg.compact(model, return_summary=True)
+    text = str(summary)
+    assert "d1" in text and "8 -> 7" in text
+    assert f"{model.count_params():,} ->" in text
+
+
+def test_a_layer_that_computes_a_constant_keeps_one_unit(rng):
+    model = _mlp()
+    _randomize(model, rng)
+    _zero(model, "d2", units=list(range(6)))  # d2 outputs tanh(bias) only
+    with pytest.warns(UserWarning, match="'d2'.*computes a constant"):
+        small = kerasreg.compact(model)
+    assert small.get_layer("d2").units == 1
+    assert small.get_layer("d1").units == 1
+    _assert_same_function(model, small, rng.normal(size=(16, 10)).astype("float32"))
