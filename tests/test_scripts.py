@@ -42,3 +42,21 @@ def test_sparsity_benchmark_runs(tmp_path):
     for route in ("dense", "magnitude", "controller", "debiased"):
         assert f"\n{route}" in result.stdout
     assert "exact zeros 50.00%" in result.stdout  # the magnitude route's exact level
+
+
+def test_compaction_benchmark_runs(tmp_path):
+    # Shortened: only that both networks train, compact and time on this backend.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_compact.py"), "--epochs", "1"]
+        + ["--repeats", "1"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for network in ("mlp", "conv"):
+        assert f"\n{network} " in result.stdout
+    # The compacted models predict the labels the trained models predict.
+    assert result.stdout.count(" True ") == 2
