@@ -352,6 +352,7 @@ class _State:
         self.keep_out = {}
         self.keep_in = {}
         self.reasons = {}
+        self.merged = set()
         for layer in layers:
             kernel = np.asarray(ops.convert_to_numpy(layer.kernel), dtype="float64")
             self.kernel[id(layer)] = kernel
@@ -401,9 +402,24 @@ def _prune_edge(state, edge):
     removable = keep_in & (~live | foldable)
     stuck = keep_in & live & ~np.isnan(constant_feature) & ~foldable
     if stuck.any() and edge.source is not None:
+        # A constant channel's effect on a convolution that pads depends on
+        # the position, so it cannot go into a bias. But every constant
+        # channel sees the same padding: their effects add up to that of one
+        # channel, whose kernel slice is the constants' weighted sum.
+        (indices,) = np.nonzero(stuck)
+        values = constant_feature[indices]
+        anchor = indices[np.argmax(np.abs(values))]
+        kernel = state.kernel[id(consumer)]
+        kernel[..., anchor, :] = np.tensordot(
+            values / constant_feature[anchor], kernel[..., indices, :], axes=([0], [-2])
+        )
+        removable |= stuck & (np.arange(stuck.size) != anchor)
+        if indices.size > 1:
+            state.merged.add(edge.source.name)
+        merged = "; they were merged into one" if edge.source.name in state.merged else ""
         state.reasons[edge.source.name] = (
-            f"constant units cannot be folded into '{consumer.name}', which pads "
-            f"{consumer.padding!r}"
+            f"units with a constant output cannot be folded into '{consumer.name}', "
+            f"which pads {consumer.padding!r}{merged}"
         )
     if edge.source is not None:
         # A unit goes only with all the features it feeds.
@@ -427,7 +443,7 @@ def _prune_edge(state, edge):
         )
         if not removable.any():
             return False
-    fold = removable & ~np.isnan(constant_feature)
+    fold = removable & foldable
     if fold.any():
         kernel = state.kernel[id(consumer)]
         spatial = tuple(range(kernel.ndim - 2))

@@ -187,6 +187,19 @@ def test_same_padding_keeps_constant_filters_and_says_so(rng):
     _assert_same_function(model, small, rng.normal(size=(4, 10, 10, 2)).astype("float32"))
 
 
+def test_constant_filters_before_same_padding_merge_into_one(rng):
+    # Their effect depends on the position (the padding), but it is the same
+    # for all of them: one filter with the weighted sum of their slices.
+    model = _conv_net(padding="same")
+    _randomize(model, rng)
+    _zero(model, "c1", units=[0, 2, 5])
+    with pytest.warns(UserWarning, match="'c1'.*merged into one"):
+        small = kerasreg.compact(model)
+    assert small.get_layer("c1").filters == 4
+    assert small.count_params() == model.count_params() - 2 * (3 * 3 * 2 + 1 + 4 + 3 * 3 * 5)
+    _assert_same_function(model, small, rng.normal(size=(4, 10, 10, 2)).astype("float32"))
+
+
 def test_conv1d_and_global_pooling(rng):
     model = keras.Sequential(
         [
