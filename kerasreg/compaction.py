@@ -472,8 +472,11 @@ def compact(model, return_summary=False):
 
     - a unit (filter) whose outgoing weights are all zero;
     - a unit whose incoming weights are all zero: it outputs a constant,
-      which is added to the next layer's bias before the unit goes (into a
-      convolution only when it pads `"valid"`, or when the constant is 0);
+      which is added to the next layer's bias before the unit goes. A
+      convolution that pads (`"same"`, `"causal"`) sees part of the
+      constant replaced by padding at the border, so there the constant
+      units are merged into one instead (its slice of the next kernel is
+      their weighted sum), unless the constant is 0;
     - a unit the next `FeatureGate` closes (its gate is exactly zero);
     - input features that the first layer's kernel no longer reads (all
       zero rows, or a closed gate): a `SelectFeatures` layer in front of
