@@ -120,6 +120,28 @@ def _adagrad_steps(optimizer, variable, learning_rate):
     return learning_rate / ops.sqrt(accumulator + optimizer.epsilon)
 
 
+def _momentum_factor(optimizer, dtype):
+    """How far heavy-ball momentum carries one step's gradient: (1 - b^t) / (1 - b).
+
+    SGD and RMSprop with `momentum=b` move a weight by the sum of the past
+    `t` steps, weighted `1, b, b^2, ...`: under a steady gradient, by
+    `(1 - b^t) / (1 - b)` times one step (`1 / (1 - b)` in the long run). A
+    prox that used the bare step would balance the penalty against that
+    larger move, and training would minimize data loss + `(1 - b)` times the
+    penalty. Scaling the prox step by the same factor keeps the fixed point at
+    data loss + penalty, as with no momentum. Nesterov's variant has the same
+    long-run factor. 1 for every other optimizer (Adam-type optimizers
+    average their gradients, which needs no correction).
+    """
+    if not isinstance(optimizer, (keras.optimizers.SGD, keras.optimizers.RMSprop)):
+        return None
+    momentum = float(optimizer.momentum or 0.0)
+    if momentum == 0.0:
+        return None
+    t = ops.cast(optimizer.iterations, dtype)
+    return (1.0 - ops.power(ops.cast(momentum, dtype), t)) / (1.0 - momentum)
+
+
 # Optimizers with a known diagonal preconditioner. Order matters: AdamW is an
 # Adam subclass and must find Adam's rule.
 _PRECONDITIONERS = (
@@ -157,7 +179,11 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     prox is taken in that diagonal metric. `"auto"` picks `"preconditioned"`
     for Adam, AdamW, Nadam, Adamax, RMSprop and Adagrad, and `"plain"` for
     every other optimizer (SGD with or without momentum, Lion, ...). The
-    resolved choice is stored in `mode` and in `get_config()`.
+    resolved choice is stored in `mode` and in `get_config()`. With
+    heavy-ball momentum `b` (SGD, RMSprop), which carries each step's
+    gradient `1 / (1 - b)` times as far in the long run, the step is scaled by
+    `(1 - b**t) / (1 - b)` after `t` steps, so that training still minimizes
+    data loss + penalty, not data loss + `(1 - b)` x penalty.
 
     **No double counting.** Keras adds the penalty to the loss, so the loss
     you see is the true objective. For the variables it handles, this wrapper
@@ -475,6 +501,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 step = self._preconditioner(inner, variable, lr)
             else:
                 step = lr
+            factor = _momentum_factor(inner, variable.dtype)
+            if factor is not None:
+                step = step * factor
             step = step * ops.cast(self.strength_scale.value, variable.dtype)
             states = self._prox_states.get(self._var_key(variable))
             if states is None:

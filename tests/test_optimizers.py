@@ -85,6 +85,22 @@ def test_elastic_net_matches_scikit_learn(alpha, r):
     np.testing.assert_allclose(w, sk.coef_, atol=1e-3)
 
 
+@pytest.mark.parametrize("momentum, nesterov", [(0.9, False), (0.5, True)])
+def test_sgd_with_momentum_matches_scikit_learn(momentum, nesterov):
+    # Momentum carries each gradient 1 / (1 - momentum) times as far; a prox
+    # on the bare step would reach Lasso(alpha * (1 - momentum)) instead.
+    x, y = _diabetes()
+    alpha = 0.03
+    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
+    inner = keras.optimizers.SGD(_lipschitz_step(x), momentum=momentum, nesterov=nesterov)
+    optimizer = kerasreg.ProximalOptimizer(inner)
+    _, w, _ = _fit_full_batch(x, y, kerasreg.L1(2 * alpha), optimizer, steps=1500)
+    np.testing.assert_array_equal(w == 0, sk.coef_ == 0)
+    np.testing.assert_allclose(w, sk.coef_, atol=1e-3)
+    weaker = Lasso(alpha=alpha * (1 - momentum), tol=1e-12, max_iter=100_000)
+    assert np.abs(weaker.fit(*_float64(x, y)).coef_ - sk.coef_).max() > 1e-2
+
+
 def test_known_answer_toy_lasso():
     # x = [-1, 0, 1], y = x: scikit-learn's lasso coefficient is
     # max(0, 1 - 1.5 * alpha); with a mean-squared-error loss, l1 = 2 * alpha.
