@@ -6,13 +6,16 @@ the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
 (`kerasreg.sparsity_report`) and callbacks that watch and steer sparsity
 during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
-feature-selection layer (`FeatureGate`) and `compact`, which turns removed
-units, filters and input features into a physically smaller model.
+feature-selection layer (`FeatureGate`), `compact`, which turns removed
+units, filters and input features into a physically smaller model, and
+regularization paths with cross-validation to choose the strength
+(`kerasreg.model_selection`).
 """
 
 from kerasreg import callbacks
 from kerasreg import compaction
 from kerasreg import layers
+from kerasreg import model_selection
 from kerasreg import optimizers
 from kerasreg import prox
 from kerasreg import regularizers
@@ -49,6 +52,7 @@ __all__ = [
     "compact",
     "compaction",
     "layers",
+    "model_selection",
     "optimizers",
     "prox",
     "regularizers",

@@ -31,6 +31,7 @@ def test_public_surface_is_pinned():
         "compact",
         "compaction",
         "layers",
+        "model_selection",
         "optimizers",
         "prox",
         "regularizers",
@@ -71,6 +72,12 @@ def test_public_surface_is_pinned():
         "LayerCompaction",
         "compact",
     ]
+    assert sorted(kerasreg.model_selection.__all__) == [
+        "CrossValidatedPath",
+        "RegularizationPath",
+        "cross_validate_path",
+        "regularization_path",
+    ]
     modules = (
         kerasreg,
         kerasreg.regularizers,
@@ -80,6 +87,7 @@ def test_public_surface_is_pinned():
         kerasreg.sparsity,
         kerasreg.layers,
         kerasreg.compaction,
+        kerasreg.model_selection,
     )
     for module in modules:
         for name in module.__all__:

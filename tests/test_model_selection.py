@@ -1,0 +1,327 @@
+"""Regularization paths and cross-validation against scikit-learn's `LassoCV` and `ElasticNetCV`.
+
+On a linear model with a mean-squared-error loss, kerasreg's `L1(2 * alpha)`
+is scikit-learn's `Lasso(alpha)` and `ElasticNet(strength=alpha * (1 + r),
+l1_ratio=2r / (1 + r))` its `ElasticNet(alpha, l1_ratio=r)` (see
+`test_sklearn_mapping.py`). Given the same folds and the mapped grid, the
+cross-validated path must see the same validation errors, choose the same
+strength (within one grid step) and refit the same support.
+"""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import ElasticNetCV
+from sklearn.linear_model import Lasso
+from sklearn.linear_model import LassoCV
+from sklearn.model_selection import KFold
+from sklearn.preprocessing import StandardScaler
+
+import kerasreg
+from kerasreg import model_selection
+from tests.conftest import BACKEND
+from tests.conftest import to_numpy
+
+# Full-batch proximal gradient descent with heavy-ball momentum through
+# `model.fit`: 100 steps per epoch, stopped once no weight moves by more than
+# TOL in an epoch.
+TOL = 1e-6
+REPEAT = 100
+
+
+def _diabetes():
+    x, y = load_diabetes(return_X_y=True)
+    x = StandardScaler().fit_transform(x)
+    return x, (y - y.mean()) / y.std()
+
+
+def _linear_factory(x):
+    step = 1.0 / np.linalg.eigvalsh(2 * x.T @ x / len(x)).max()
+
+    def build_model(regularizer):
+        model = keras.Sequential(
+            [
+                keras.Input((x.shape[1],)),
+                keras.layers.Dense(1, kernel_regularizer=regularizer, kernel_initializer="zeros"),
+            ]
+        )
+        model.compile(
+            kerasreg.ProximalOptimizer(keras.optimizers.SGD(step, momentum=0.8)),
+            "mse",
+            steps_per_execution=1 if BACKEND == "torch" else REPEAT,
+        )
+        return model
+
+    return build_model
+
+
+def _cross_validate(x, y, strengths, folds, **kwargs):
+    return model_selection.cross_validate_path(
+        _linear_factory(x),
+        x.astype("float32"),
+        y.astype("float32")[:, None],
+        strengths,
+        cv=folds,
+        epochs=200,
+        tol=TOL,
+        batch_size="full",
+        repeat=REPEAT,
+        fit_kwargs={"shuffle": False},
+        **kwargs,
+    )
+
+
+def _kernel(model):
+    return to_numpy(model.layers[0].kernel)[:, 0]
+
+
+def test_cross_validated_lasso_matches_lasso_cv():
+    x, y = _diabetes()
+    folds = list(KFold(3).split(x))
+    sk = LassoCV(alphas=10, eps=1e-2, cv=folds, tol=1e-10, max_iter=100_000).fit(x, y)
+    result = _cross_validate(x, y, 2 * sk.alphas_, folds)
+
+    # The same validation errors, fold by fold, along the whole path.
+    np.testing.assert_allclose(result.fold_scores[0], sk.mse_path_, rtol=1e-3)
+    # The same choice, within one grid step, and the same refitted support.
+    chosen = int(np.argmin(np.abs(result.strengths - result.best["strength"])))
+    assert abs(chosen - list(sk.alphas_).index(sk.alpha_)) <= 1
+    np.testing.assert_array_equal(_kernel(result.best_model) != 0, sk.coef_ != 0)
+    assert 0 < np.count_nonzero(sk.coef_ == 0)  # a support worth comparing
+    # The refitted model carries the chosen strength itself.
+    assert result.best_model.layers[0].kernel_regularizer == kerasreg.L1(result.best["strength"])
+
+    # One standard error, computed from scikit-learn's errors: the largest
+    # alpha whose mean error is within one standard error of the minimum.
+    mean = sk.mse_path_.mean(axis=1)
+    sem = sk.mse_path_.std(axis=1, ddof=1) / np.sqrt(len(folds))
+    best = np.argmin(mean)
+    one_se = np.flatnonzero(mean <= mean[best] + sem[best])[0]
+    chosen = int(np.argmin(np.abs(result.strengths - result.one_se["strength"])))
+    assert abs(chosen - one_se) <= 1
+    assert result.one_se["nonzero"] < result.best["nonzero"]
+    ref = kerasreg.L1(result.one_se["strength"])
+    assert result.one_se_model.layers[0].kernel_regularizer == ref
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="the path code is backend-neutral and the LassoCV test runs it here; this grid costs "
+    "over a minute of eager PyTorch steps (about 6 ms each)",
+)
+def test_l1_ratio_grid_matches_elastic_net_cv():
+    x, y = _diabetes()
+    folds = list(KFold(3).split(x))
+    strengths = np.geomspace(0.6, 0.01, 6)
+    # kerasreg's (strength, l1_ratio) for scikit-learn's (alpha, r).
+    ours = {1 / 3: 0.2, 2 / 3: 0.5}
+    result = _cross_validate(x, y, strengths, folds, l1_ratios=list(ours), refit=False)
+    best = (np.inf, None, None)
+    for a, (l1_ratio, r) in enumerate(ours.items()):
+        sk = ElasticNetCV(
+            l1_ratio=r, alphas=strengths / (1 + r), cv=folds, tol=1e-10, max_iter=100_000
+        ).fit(x, y)
+        np.testing.assert_allclose(result.fold_scores[a], sk.mse_path_, rtol=1e-3)
+        i = int(np.argmin(sk.mse_path_.mean(axis=1)))
+        if sk.mse_path_.mean(axis=1)[i] < best[0]:
+            best = (sk.mse_path_.mean(axis=1)[i], l1_ratio, i)
+    assert result.best["l1_ratio"] == pytest.approx(best[1])
+    chosen = int(np.argmin(np.abs(result.strengths - result.best["strength"])))
+    assert abs(chosen - best[2]) <= 1
+    assert len(result.table) == 12
+    assert {row["l1_ratio"] for row in result.table} == set(result.l1_ratios)
+
+
+def test_warm_and_cold_paths_reach_the_same_solutions():
+    x, y = _diabetes()
+    strengths = np.geomspace(1.0, 0.02, 5)
+    paths = {
+        warm: model_selection.regularization_path(
+            _linear_factory(x),
+            x.astype("float32"),
+            y.astype("float32"),
+            strengths,
+            epochs=200,
+            tol=TOL,
+            batch_size="full",
+            repeat=REPEAT,
+            fit_kwargs={"shuffle": False},
+            warm_start=warm,
+        )
+        for warm in (True, False)
+    }
+    for warm, cold in zip(paths[True].weights, paths[False].weights, strict=True):
+        np.testing.assert_allclose(warm[0], cold[0], atol=1e-4)
+        np.testing.assert_array_equal(warm[0] == 0, cold[0] == 0)
+    np.testing.assert_array_equal(paths[True].nonzeros, paths[False].nonzeros)
+    # And each point is scikit-learn's lasso at alpha = strength / 2.
+    for strength, weights in zip(paths[True].strengths, paths[True].weights, strict=True):
+        sk = Lasso(alpha=strength / 2, tol=1e-10, max_iter=100_000).fit(x, y)
+        np.testing.assert_array_equal(weights[0][:, 0] == 0, sk.coef_ == 0)
+        np.testing.assert_allclose(weights[0][:, 0], sk.coef_, atol=1e-3)
+    assert paths[True].nonzeros[0] < paths[True].nonzeros[-1]
+
+
+def _table_result(scores, nonzeros, mode="min"):
+    scores = np.asarray(scores, dtype="float64")[None]
+    nonzeros = np.asarray(nonzeros, dtype="float64")[None]
+    strengths = np.geomspace(1.0, 0.001, scores.shape[1])
+    return model_selection.CrossValidatedPath(
+        strengths, [1.0], scores, nonzeros, np.array([10]), np.ones_like(scores), "mse", mode
+    )
+
+
+def test_best_and_one_standard_error_rules():
+    # Folds x strengths (strength decreasing left to right).
+    scores = [
+        [2.0, 1.2, 1.00, 0.90, 0.95],
+        [2.2, 1.0, 0.90, 0.80, 0.85],
+        [1.8, 1.1, 0.95, 1.00, 1.05],
+    ]
+    scores = np.array(scores).T  # strengths x folds
+    nonzeros = np.array([[1, 1, 1]] * 1 + [[3, 3, 3]] + [[4, 5, 4]] + [[6, 6, 6]] + [[9, 9, 9]])
+    result = _table_result(scores, nonzeros)
+    mean = scores.mean(axis=1)
+    sem = scores.std(axis=1, ddof=1) / np.sqrt(3)
+    assert result.best["strength"] == result.strengths[3]
+    assert result.best["mean"] == pytest.approx(mean[3])
+    assert result.best["sem"] == pytest.approx(sem[3])
+    # Within one SE of 0.9: 0.95 (index 2) and 0.95 (index 4); the sparsest is index 2.
+    assert mean[2] <= mean[3] + sem[3] and mean[1] > mean[3] + sem[3]
+    assert result.one_se["strength"] == result.strengths[2]
+    assert result.one_se["nonzero"] == pytest.approx(13 / 3)
+    # For a score to maximize, the rules mirror.
+    result = _table_result(-scores, nonzeros, mode="max")
+    assert result.best["strength"] == result.strengths[3]
+    assert result.one_se["strength"] == result.strengths[2]
+    # Tidy rows, printable, and a DataFrame.
+    frame = result.to_dataframe()
+    assert list(frame.columns) == [
+        "l1_ratio",
+        "strength",
+        "mean",
+        "std",
+        "sem",
+        "nonzero",
+        "sparsity",
+        "epochs",
+    ]
+    assert len(frame) == 5
+    assert "one SE:" in str(result)
+
+
+def test_plot_like_cv_glmnet():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = np.array([[2.0, 1.2, 1.0, 0.9, 0.95]] * 3).T + np.arange(3) * 0.05
+    nonzeros = np.repeat(np.array([[0], [2], [4], [6], [9]]), 3, axis=1)
+    ax = _table_result(scores, nonzeros).plot()
+    assert ax.get_xscale() == "log"
+    (curve,) = [c for c in ax.containers]  # one errorbar series
+    np.testing.assert_allclose(curve.lines[0].get_ydata(), scores.mean(axis=1))
+    top = [other for other in ax.figure.axes if other is not ax][0]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["0", "2", "4", "6", "9"]
+    styles = sorted(line.get_linestyle() for line in ax.lines if len(line.get_xdata()) == 2)
+    assert styles == ["--", ":"]  # best and one SE
+    plt.close(ax.figure)
+
+
+def test_classification_with_accuracy_and_a_stratified_splitter():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = StandardScaler().fit_transform(x).astype("float32")
+
+    def build_model(regularizer):
+        model = keras.Sequential(
+            [keras.Input((30,)), keras.layers.Dense(1, kernel_regularizer=regularizer)]
+        )
+        model.compile(
+            kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.05)),
+            keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+        return model
+
+    def accuracy(y_true, logits):
+        return np.mean((np.asarray(logits)[:, 0] > 0) == y_true)
+
+    result = model_selection.cross_validate_path(
+        build_model,
+        x,
+        y,
+        [0.3, 0.03, 0.003],
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+        epochs=10,
+        batch_size=64,
+        metric=accuracy,
+        refit=False,
+        seed=0,
+    )
+    assert result.mode == "max" or result.metric == "accuracy"
+    assert result.metric == "accuracy" and result.mode == "max"
+    # Accuracy rises as the penalty weakens; the strongest keeps few features.
+    means = [row["mean"] for row in result.table]
+    assert means[0] < means[-1] and means[-1] > 0.9
+    assert result.table[0]["nonzero"] < result.table[-1]["nonzero"]
+    assert result.best["strength"] < 0.3
+    assert result.best_model is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"strengths": []}, "strengths"),
+        ({"strengths": [0.1, -1.0]}, "strengths"),
+        ({"strengths": [0.1, 0.1]}, "strengths"),
+        ({"l1_ratios": 1.5}, "l1_ratios"),
+        ({"l1_ratios": []}, "l1_ratios"),
+        ({"cv": 1}, "cv"),
+        ({"cv": "five"}, "cv"),
+        ({"epochs": 0}, "epochs"),
+        ({"warm_epochs": 2.5}, "warm_epochs"),
+        ({"tol": -1.0}, "tol"),
+        ({"warm_start": "yes"}, "warm_start"),
+        ({"batch_size": "all"}, "batch_size"),
+        ({"repeat": 0}, "repeat"),
+        ({"metric": 3}, "metric"),
+        ({"mode": "lowest"}, "mode"),
+        ({"fit_kwargs": {"epochs": 3}}, "fit_kwargs"),
+        ({"fit_kwargs": {"validation_split": 0.2}}, "fit_kwargs"),
+        ({"refit": 1}, "refit"),
+        ({"seed": -1}, "seed"),
+        ({"verbose": 2}, "verbose"),
+        ({"build_model": "model"}, "build_model"),
+        ({"y": np.zeros(3)}, "y"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name(kwargs, argument):
+    x = np.zeros((20, 3), "float32")
+    arguments = {"build_model": _linear_factory(np.eye(3)), "x": x, "y": np.zeros(20)}
+    arguments["strengths"] = [1.0, 0.1]
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=f"Invalid value for argument `{argument}`"):
+        model_selection.cross_validate_path(**arguments)
+
+
+def test_the_factory_must_use_the_regularizer_and_proximal_optimizer():
+    x, y = np.zeros((20, 3), "float32"), np.zeros((20, 1), "float32")
+
+    def ignores_it(regularizer):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD()), "mse")
+        return model
+
+    def plain_sgd(regularizer):
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(1, kernel_regularizer=regularizer)]
+        )
+        model.compile(keras.optimizers.SGD(), "mse")
+        return model
+
+    for factory, words in ((ignores_it, "no trainable weight carries"), (plain_sgd, "Proximal")):
+        with pytest.raises(ValueError, match=f"`build_model`.*{words}"):
+            model_selection.regularization_path(factory, x, y, [0.1], epochs=1)
