@@ -24,6 +24,9 @@ def test_quickstart_runs_end_to_end(tmp_path):
         assert layer in result.stdout
     assert "(optimizer: ProximalOptimizer)" in result.stdout
     assert (tmp_path / "lenet_300_100_pruned.keras").exists()
+    # SparsityMonitor's per-layer figures in the progress lines, and the plot.
+    assert "epoch    2/2" in result.stdout and "(fc_300 " in result.stdout
+    assert (tmp_path / "quickstart.png").stat().st_size > 10_000
 
 
 def test_sparsity_benchmark_runs(tmp_path):
@@ -60,3 +63,19 @@ def test_compaction_benchmark_runs(tmp_path):
         assert f"\n{network} " in result.stdout
     # The compacted models predict the labels the trained models predict.
     assert result.stdout.count(" True ") == 2
+
+
+def test_path_benchmark_runs(tmp_path):
+    # Shortened: both paths, warm and cold, on this backend.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_path.py"), "--strengths", "2"]
+        + ["--epochs", "1", "--warm-epochs", "1"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "== lasso" in result.stdout and "== lenet" in result.stdout
+    assert result.stdout.count("cold / warm") == 2
