@@ -18,3 +18,4 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "sparse_model.keras").exists()
     assert "['x0', 'x1', 'x2']" in out
     assert (tmp_path / "small_model.keras").exists()
+    assert "one SE: l1_ratio=" in out
