@@ -35,11 +35,26 @@ __all__ = [
 ]
 
 _MODES = ("auto", "min", "max")
-_GREATER_IS_BETTER = ("acc", "auc", "precision", "recall", "r2")
+_GREATER_IS_BETTER = (
+    "acc",
+    "auc",
+    "precision",
+    "recall",
+    "r2",
+    "f1",
+    "fbeta",
+    "iou",
+    "cosine",
+    "pearson",
+    "correlation",
+)
 _RESERVED_FIT_ARGS = (
     "x",
     "y",
+    "batch_size",
     "epochs",
+    "verbose",
+    "sample_weight",
     "initial_epoch",
     "validation_data",
     "validation_split",
@@ -132,8 +147,9 @@ def _check_fit_kwargs(fit_kwargs):
     if reserved:
         raise ValueError(
             "Invalid value for argument `fit_kwargs`: expected `model.fit` arguments other than "
-            f"{', '.join(_RESERVED_FIT_ARGS)}, which the path sets itself (pass `epochs` and the "
-            f"data to this function). Received: fit_kwargs with {', '.join(reserved)}"
+            f"{', '.join(_RESERVED_FIT_ARGS)}, which the path sets itself (pass `epochs`, "
+            "`batch_size` and the data to this function; per-sample weights are not supported). "
+            f"Received: fit_kwargs={fit_kwargs!r}"
         )
     callbacks = fit_kwargs.get("callbacks")
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
@@ -226,8 +242,13 @@ class _Scorer:
         elif isinstance(metric, str):
             try:
                 function = keras.metrics.get(metric)
-            except ValueError as error:
-                raise _invalid("metric", "the name of a Keras metric or loss", metric) from error
+            except ValueError:
+                try:
+                    function = keras.losses.get(metric)
+                except ValueError as error:
+                    raise _invalid(
+                        "metric", "the name of a Keras metric or loss", metric
+                    ) from error
             name = metric
         else:
             function = metric
@@ -277,22 +298,23 @@ def _build(build_model, regularizer, seed):
         keras.utils.set_random_seed(seed)
     model = build_model(regularizer)
     if not isinstance(model, keras.Model):
-        raise _invalid(
-            "build_model", "a function returning a compiled keras.Model", f"returned {model!r}"
+        raise ValueError(
+            "Invalid value for argument `build_model`: expected a function returning a "
+            f"compiled keras.Model. Received: build_model(regularizer) returned {model!r}"
         )
     optimizer = _proximal_optimizer(model)
     if optimizer is None:
         raise ValueError(
             "Invalid value for argument `build_model`: expected a function returning a model "
             "compiled with `kerasreg.ProximalOptimizer` (its `strength_scale` moves the model "
-            "along the path). Received: a model compiled with "
-            f"optimizer={getattr(model, 'optimizer', None)!r}"
+            "along the path). Received: build_model(regularizer) returned a model compiled "
+            f"with optimizer={getattr(model, 'optimizer', None)!r}"
         )
     if not model.built:
         raise ValueError(
             "Invalid value for argument `build_model`: expected a function returning a built "
             "model (start it with `keras.Input`, or call `model.build`). Received: "
-            f"an unbuilt model {model.name!r}"
+            f"build_model(regularizer) returned the unbuilt model {model.name!r}"
         )
     penalized = [
         v for v in model.trainable_variables if getattr(v, "regularizer", None) is regularizer
@@ -301,7 +323,8 @@ def _build(build_model, regularizer, seed):
         raise ValueError(
             "Invalid value for argument `build_model`: expected a function that puts the "
             "regularizer it receives on some trainable weight (e.g. "
-            "`kernel_regularizer=regularizer`). Received: a model where no trainable weight "
+            "`kernel_regularizer=regularizer`). Received: build_model(regularizer) returned a "
+            "model where no trainable weight "
             f"carries {regularizer!r}"
         )
     if not optimizer.built:
@@ -404,18 +427,22 @@ def _run_path(
     top = float(strengths[0])
     regularizer = _regularizer_for(top, l1_ratio)
     model, optimizer, penalized = _build(build_model, regularizer, seed)
-    scorer.bind(model)
-    initial = None if warm_start else _snapshot(model, optimizer)
+    if validation is not None:
+        scorer.bind(model)
+    # The whole optimizer, a LossScaleOptimizer around it included.
+    initial = None if warm_start else _snapshot(model, model.optimizer)
     callbacks = list(fit_kwargs.pop("callbacks", None) or [])
     predict_batch_size = None if batch_size == "full" else batch_size
     if batch_size == "full":
         batch_size = _n_samples("x", x)
+        # Every batch is the training set itself, also when it is tiled.
+        fit_kwargs.setdefault("shuffle", False)
     if repeat > 1:
         x, y = _tile(x, repeat), _tile(y, repeat)
     fits = []
     for i, strength in enumerate(strengths):
         if i and not warm_start:
-            _restore(model, optimizer, initial)
+            _restore(model, model.optimizer, initial)
         optimizer.strength_scale.assign(float(strength) / top)
         n_epochs = warm_epochs if (i and warm_start) else epochs
         extra = [_Converged(tol)] if tol is not None else []
@@ -600,20 +627,15 @@ class CrossValidatedPath:
         self._sem = self._std / math.sqrt(n_folds)
         self._sizes = sizes
         self.table = self.rows()
-        order = sorted(
-            range(len(self.table)),
-            key=lambda j: (
-                self.table[j]["mean"] if mode == "min" else -self.table[j]["mean"],
-                -self.table[j]["strength"],
-            ),
-        )
-        self.best = self.table[order[0]]
-        limit = self.best["mean"] + (self.best["sem"] if mode == "min" else -self.best["sem"])
-        within = [
-            row
-            for row in self.table
-            if (row["mean"] <= limit if mode == "min" else row["mean"] >= limit)
-        ]
+
+        def loss(row):  # lower is better; a diverged fit (NaN) is the worst
+            value = row["mean"] if mode == "min" else -row["mean"]
+            return value if math.isfinite(value) else math.inf
+
+        self.best = min(self.table, key=lambda row: (loss(row), -row["strength"]))
+        sem = self.best["sem"] if math.isfinite(self.best["sem"]) else 0.0
+        within = [row for row in self.table if loss(row) <= loss(self.best) + sem]
+        within = within or [self.best]
         self.one_se = min(within, key=lambda row: (row["nonzero"], -row["strength"]))
         self.best_model = None
         self.one_se_model = None
@@ -780,8 +802,8 @@ def regularization_path(
             solution (and optimizer state); otherwise every fit starts from
             the model's initial weights. Defaults to `True`.
         batch_size: Passed to `fit` and `predict`; `"full"` for the whole
-            training set in one batch (full-batch training). Defaults to
-            `None` (Keras' 32).
+            training set in one batch (full-batch training, unshuffled).
+            Defaults to `None` (Keras' 32).
         repeat: Passes over the training data per epoch (the arrays are
             tiled). For full-batch fits of small models, where Keras'
             per-epoch overhead would dominate: with `batch_size` = the
@@ -826,7 +848,10 @@ def regularization_path(
     l1_ratio = float(l1_ratio)
     n = _n_samples("x", x)
     if _n_samples("y", y) != n:
-        raise _invalid("y", f"as many samples as `x` ({n})", f"{_n_samples('y', y)} samples")
+        raise ValueError(
+            f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
+            f"Received: y with {_n_samples('y', y)} samples"
+        )
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise _invalid("validation_data", "a tuple (x_val, y_val) or None", validation_data)
@@ -921,11 +946,17 @@ def cross_validate_path(
         repeat: Passes over the training data per epoch (see
             `regularization_path`). Defaults to `1`.
         metric: The validation score: `None` for the compiled loss without
-            the penalty, a Keras metric or loss name, or a callable
+            the penalty, a Keras metric or loss name (`keras.metrics.get`, then
+            `keras.losses.get`; note that `"accuracy"` there is exact
+            equality, so name the one you mean, e.g.
+            `"sparse_categorical_accuracy"`), or a callable
             `(y_true, y_pred) -> float`. Defaults to `None`.
         mode: `"min"`, `"max"` or `"auto"` (`"max"` for names with "acc",
-            "auc", "precision", "recall" or "r2"). Defaults to `"auto"`.
-        fit_kwargs: Other `model.fit` arguments. Defaults to `None`.
+            "auc", "precision", "recall", "r2", "f1", "fbeta", "iou", "cosine",
+            "pearson" or "correlation"; `"min"` otherwise). Defaults to
+            `"auto"`.
+        fit_kwargs: Other `model.fit` arguments (not the data, `epochs`,
+            `batch_size`, `verbose` or `sample_weight`). Defaults to `None`.
         refit: Whether to refit the chosen models on all the data. Defaults
             to `True`.
         seed: Seed set before every model is built, or `None`. Defaults to
@@ -950,7 +981,10 @@ def cross_validate_path(
     l1_ratios = _check_l1_ratios(l1_ratios)
     n = _n_samples("x", x)
     if _n_samples("y", y) != n:
-        raise _invalid("y", f"as many samples as `x` ({n})", f"{_n_samples('y', y)} samples")
+        raise ValueError(
+            f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
+            f"Received: y with {_n_samples('y', y)} samples"
+        )
     epochs = _check_positive_int("epochs", epochs)
     warm_epochs = _check_positive_int("warm_epochs", warm_epochs, allow_none=True) or epochs
     tol = _check_tol(tol)
@@ -971,7 +1005,15 @@ def cross_validate_path(
             "cv", "an int >= 2, a scikit-learn splitter or an iterable of splits", cv
         ) from error
     first = np.asarray(keras.tree.flatten(x)[0])
-    folds = list(splitter.split(first, np.asarray(keras.tree.flatten(y)[0]), groups))
+    try:
+        folds = list(splitter.split(first, np.asarray(keras.tree.flatten(y)[0]), groups))
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid value for argument `cv`: the splitter could not split the data ({error}). "
+            f"Received: cv={cv!r}"
+        ) from error
+    if len(folds) < 2:
+        raise _invalid("cv", "at least 2 splits", cv)
 
     shape = (len(l1_ratios), len(strengths), len(folds))
     scores = np.zeros(shape)

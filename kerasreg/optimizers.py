@@ -130,15 +130,18 @@ def _momentum_factor(optimizer, dtype):
     larger move, and training would minimize data loss + `(1 - b)` times the
     penalty. Scaling the prox step by the same factor keeps the fixed point at
     data loss + penalty, as with no momentum. Nesterov's variant has the same
-    long-run factor. 1 for every other optimizer (Adam-type optimizers
-    average their gradients, which needs no correction).
+    long-run factor. `None` (no scaling) for every other optimizer and
+    without momentum (Adam-type optimizers average their gradients, which
+    needs no correction).
     """
     if not isinstance(optimizer, (keras.optimizers.SGD, keras.optimizers.RMSprop)):
         return None
     momentum = float(optimizer.momentum or 0.0)
-    if momentum == 0.0:
-        return None
+    if momentum <= 0.0:
+        return None  # Keras applies no momentum then
     t = ops.cast(optimizer.iterations, dtype)
+    if momentum >= 1.0:
+        return t  # the limit of (1 - b^t) / (1 - b) as b -> 1
     return (1.0 - ops.power(ops.cast(momentum, dtype), t)) / (1.0 - momentum)
 
 

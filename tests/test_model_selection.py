@@ -15,6 +15,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import ElasticNetCV
 from sklearn.linear_model import Lasso
 from sklearn.linear_model import LassoCV
+from sklearn.model_selection import GroupKFold
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
 
@@ -135,7 +136,7 @@ def test_l1_ratio_grid_matches_elastic_net_cv():
 
 def test_warm_and_cold_paths_reach_the_same_solutions():
     x, y = _diabetes()
-    strengths = np.geomspace(1.0, 0.02, 5)
+    strengths = np.geomspace(0.02, 1.0, 5)  # any order: fitted from the largest down
     paths = {
         warm: model_selection.regularization_path(
             _linear_factory(x),
@@ -155,6 +156,7 @@ def test_warm_and_cold_paths_reach_the_same_solutions():
         np.testing.assert_allclose(warm[0], cold[0], atol=1e-4)
         np.testing.assert_array_equal(warm[0] == 0, cold[0] == 0)
     np.testing.assert_array_equal(paths[True].nonzeros, paths[False].nonzeros)
+    np.testing.assert_allclose(paths[True].strengths, strengths[::-1])
     # And each point is scikit-learn's lasso at alpha = strength / 2.
     for strength, weights in zip(paths[True].strengths, paths[True].weights, strict=True):
         sk = Lasso(alpha=strength / 2, tol=1e-10, max_iter=100_000).fit(x, y)
@@ -211,21 +213,35 @@ def test_best_and_one_standard_error_rules():
     assert "one SE:" in str(result)
 
 
+def test_a_diverged_fit_is_never_chosen():
+    scores = np.array([[1.0, 0.5, np.nan, 0.6]] * 3).T + np.arange(3) * 0.01
+    nonzeros = np.repeat(np.array([[0], [3], [5], [7]]), 3, axis=1)
+    result = _table_result(scores, nonzeros)
+    assert result.best["strength"] == result.strengths[1]
+    assert np.isfinite(result.one_se["mean"])
+
+
 def test_plot_like_cv_glmnet():
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = np.array([[2.0, 1.2, 1.0, 0.9, 0.95]] * 3).T + np.arange(3) * 0.05
+    scores = np.array([[2.0, 1.2, 0.91, 0.9, 0.95]] * 3).T + np.arange(3) * 0.05
     nonzeros = np.repeat(np.array([[0], [2], [4], [6], [9]]), 3, axis=1)
-    ax = _table_result(scores, nonzeros).plot()
+    result = _table_result(scores, nonzeros)
+    assert result.one_se["strength"] == result.strengths[2] != result.best["strength"]
+    ax = result.plot()
     assert ax.get_xscale() == "log"
     (curve,) = [c for c in ax.containers]  # one errorbar series
     np.testing.assert_allclose(curve.lines[0].get_ydata(), scores.mean(axis=1))
     top = [other for other in ax.figure.axes if other is not ax][0]
     assert [t.get_text() for t in top.get_xticklabels()] == ["0", "2", "4", "6", "9"]
-    styles = sorted(line.get_linestyle() for line in ax.lines if len(line.get_xdata()) == 2)
-    assert styles == ["--", ":"]  # best and one SE
+    lines = {
+        line.get_linestyle(): line.get_xdata()[0]
+        for line in ax.lines
+        if line.get_xdata()[0] == line.get_xdata()[-1] and len(line.get_xdata()) == 2
+    }
+    assert lines == {"--": result.best["strength"], ":": result.one_se["strength"]}
     plt.close(ax.figure)
 
 
@@ -261,7 +277,6 @@ def test_classification_with_accuracy_and_a_stratified_splitter():
         refit=False,
         seed=0,
     )
-    assert result.mode == "max" or result.metric == "accuracy"
     assert result.metric == "accuracy" and result.mode == "max"
     # Accuracy rises as the penalty weakens; the strongest keeps few features.
     means = [row["mean"] for row in result.table]
@@ -291,6 +306,10 @@ def test_classification_with_accuracy_and_a_stratified_splitter():
         ({"mode": "lowest"}, "mode"),
         ({"fit_kwargs": {"epochs": 3}}, "fit_kwargs"),
         ({"fit_kwargs": {"validation_split": 0.2}}, "fit_kwargs"),
+        ({"fit_kwargs": {"batch_size": 4}}, "fit_kwargs"),
+        ({"fit_kwargs": {"sample_weight": np.ones(20)}}, "fit_kwargs"),
+        ({"cv": []}, "cv"),
+        ({"cv": GroupKFold(2)}, "cv"),  # needs `groups`
         ({"refit": 1}, "refit"),
         ({"seed": -1}, "seed"),
         ({"verbose": 2}, "verbose"),

@@ -4,7 +4,11 @@ Each notebook runs top to bottom in a new kernel on the backend under test
 (`KERAS_BACKEND` passes to the kernel), offline, on data shipped with
 scikit-learn; the notebooks assert their own claims (e.g. "the same zeros as
 scikit-learn"), so a claim that stops holding fails here. The pruning
-notebook is built on `tf.data` and runs on the TensorFlow backend only.
+notebook is built on `tf.data` and runs on the TensorFlow backend only. The
+cross-validation and compaction notebooks run on TensorFlow and JAX: as eager
+PyTorch steps they take about eight and nine minutes, and what they show is
+tested on PyTorch by `test_model_selection.py`, `test_layers.py`,
+`test_compaction.py` and `test_custom_layers.py`.
 """
 
 import json
@@ -18,7 +22,12 @@ from tests.conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "tutorials").glob("*.ipynb"))
-TENSORFLOW_ONLY = {"02_pruning_lenet.ipynb"}
+SKIPPED = {
+    ("02_pruning_lenet.ipynb", "jax"): "built on tf.data and TensorFlow Datasets",
+    ("02_pruning_lenet.ipynb", "torch"): "built on tf.data and TensorFlow Datasets",
+    ("03_cross_validation.ipynb", "torch"): "about 8 minutes of eager PyTorch steps",
+    ("04_feature_selection_and_compaction.ipynb", "torch"): "about 9 minutes of eager steps",
+}
 
 sys.path.insert(0, str(ROOT / "scripts"))
 run_tutorials = pytest.importorskip("run_tutorials", reason="needs nbclient and nbformat")
@@ -51,8 +60,8 @@ def test_committed_outputs_are_complete_and_clean(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_executes(path, tmp_path, monkeypatch):
-    if path.name in TENSORFLOW_ONLY and BACKEND != "tensorflow":
-        pytest.skip("built on tf.data and TensorFlow Datasets; runs on the TensorFlow backend")
+    if (path.name, BACKEND) in SKIPPED:
+        pytest.skip(f"{SKIPPED[path.name, BACKEND]}; runs on the TensorFlow backend")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.delenv("KERASREG_TFDS", raising=False)  # the offline path
     assert os.environ.get("KERAS_BACKEND", "tensorflow") == BACKEND
