@@ -151,6 +151,199 @@ class Integer:
         return values
 
 
+class Options:
+    """One of a fixed set of strings."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    @property
+    def description(self):
+        if len(self.values) == 1:
+            return repr(self.values[0])
+        return f"one of {list(self.values)}"
+
+    def type_ok(self, value):
+        return isinstance(value, str)
+
+    def value_ok(self, value):
+        return value in self.values
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return ["unknown", self.values[0].upper(), None, 1]
+
+
+class Boolean:
+    """A Python or NumPy bool."""
+
+    description = "a bool"
+
+    def type_ok(self, value):
+        return isinstance(value, (bool, np.bool_))
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return bool(value)
+
+    def invalid_values(self):
+        return [1, "True", None]
+
+
+class String:
+    """A non-empty string."""
+
+    description = "a non-empty string"
+
+    def type_ok(self, value):
+        return isinstance(value, str)
+
+    def value_ok(self, value):
+        return bool(value)
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return ["", None, 1, ["name"]]
+
+
+class Strings:
+    """A list or tuple of strings (a bare string is refused)."""
+
+    description = "a list of strings"
+
+    def type_ok(self, value):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return list(value)
+
+    def invalid_values(self):
+        return ["bias", [1], ("bias", None), {"bias": 1}]
+
+
+class InstanceOf:
+    """An instance of `cls`, described as `description`."""
+
+    def __init__(self, cls, description):
+        self.cls = cls
+        self.description = description
+
+    def type_ok(self, value):
+        return isinstance(value, self.cls)
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return ["adam", None, 0.1, self.cls]
+
+
+class AnyOf:
+    """A value that satisfies one of several constraints (`None` for `None`)."""
+
+    def __init__(self, *constraints):
+        self.constraints = constraints
+
+    def _members(self):
+        return [c for c in self.constraints if c is not None]
+
+    @property
+    def description(self):
+        parts = [c.description for c in self._members()]
+        if None in self.constraints:
+            parts.append("None")
+        return " or ".join(parts)
+
+    def _accepts(self, value):
+        if value is None and None in self.constraints:
+            return True
+        return any(c.type_ok(value) and c.value_ok(value) for c in self._members())
+
+    def type_ok(self, value):
+        if value is None and None in self.constraints:
+            return True
+        return any(c.type_ok(value) for c in self._members())
+
+    def value_ok(self, value):
+        return self._accepts(value)
+
+    def normalize(self, value):
+        if value is None:
+            return None
+        for c in self._members():
+            if c.type_ok(value) and c.value_ok(value):
+                return c.normalize(value)
+        raise AssertionError("normalize() called on a refused value")
+
+    def invalid_values(self):
+        values = []
+        for c in self._members():
+            for value in c.invalid_values():
+                if not self._accepts(value) and not any(
+                    type(value) is type(v) and repr(value) == repr(v) for v in values
+                ):
+                    values.append(value)
+        return values
+
+
+class Identifier:
+    """Anything `getter` turns into an object without raising (a Keras identifier)."""
+
+    def __init__(self, getter, description):
+        self.getter = getter
+        self.description = description
+
+    def type_ok(self, value):
+        try:
+            self.getter(value)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return self.getter(value)
+
+    def invalid_values(self):
+        return ["no_such_identifier", 3.5, [1]]
+
+
+class Indices:
+    """A non-empty sequence of distinct non-negative ints."""
+
+    description = "a non-empty sequence of distinct non-negative ints"
+
+    def type_ok(self, value):
+        if not isinstance(value, (list, tuple, range, np.ndarray)):
+            return False
+        return all(
+            isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in value
+        )
+
+    def value_ok(self, value):
+        return len(value) > 0 and min(value) >= 0 and len(set(int(v) for v in value)) == len(value)
+
+    def normalize(self, value):
+        return [int(v) for v in value]
+
+    def invalid_values(self):
+        return ["01", 3, None, [1.5], [True], [], [-1], [0, 0]]
+
+
 def _format_received(name, value):
     return f"Received: {name}={value!r}"
 

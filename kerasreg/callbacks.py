@@ -25,7 +25,6 @@ the model's name (`kerasreg.sparsity_report(model)` lists them).
 """
 
 import math
-import numbers
 
 import keras
 import numpy as np
@@ -33,8 +32,11 @@ from keras import ops
 
 from kerasreg import optimizers as optimizers_lib
 from kerasreg import sparsity as sparsity_lib
+from kerasreg._validation import AnyOf
+from kerasreg._validation import Boolean
 from kerasreg._validation import Integer
 from kerasreg._validation import Interval
+from kerasreg._validation import Options
 from kerasreg._validation import validate_arguments
 
 __all__ = ["FreezeSparsity", "SparsityMonitor", "TargetSparsity"]
@@ -49,21 +51,6 @@ def _sync_state(model):
         sync()
 
 
-def _check_update_freq(update_freq):
-    if update_freq == "epoch":
-        return update_freq
-    if (
-        isinstance(update_freq, numbers.Integral)
-        and not isinstance(update_freq, (bool, np.bool_))
-        and update_freq >= 1
-    ):
-        return int(update_freq)
-    raise ValueError(
-        "Invalid value for argument `update_freq`: expected 'epoch' or an int "
-        f">= 1 (a number of batches). Received: update_freq={update_freq!r}"
-    )
-
-
 def _proximal_optimizer(model, owner):
     """The model's ProximalOptimizer, under any LossScaleOptimizer."""
     optimizer = getattr(model, "optimizer", None)
@@ -72,8 +59,8 @@ def _proximal_optimizer(model, owner):
     if not isinstance(optimizer, optimizers_lib.ProximalOptimizer):
         raise ValueError(
             f"`{owner}` needs a model compiled with a "
-            "`kerasreg.ProximalOptimizer`. Received: "
-            f"model.optimizer={getattr(model, 'optimizer', None)!r}"
+            "`kerasreg.ProximalOptimizer`. Received: a model whose optimizer is "
+            f"{type(optimizer).__name__ if optimizer is not None else None}"
         )
     return optimizer
 
@@ -187,6 +174,12 @@ class SparsityMonitor(_Config, keras.callbacks.Callback):
     """
 
     _config_names = ("granularity", "update_freq", "include_biases", "print_report")
+    _parameter_constraints = {
+        "granularity": Options(*_GRANULARITIES),
+        "update_freq": AnyOf(Options("epoch"), Integer(1)),
+        "include_biases": Boolean(),
+        "print_report": Boolean(),
+    }
 
     def __init__(
         self,
@@ -196,21 +189,18 @@ class SparsityMonitor(_Config, keras.callbacks.Callback):
         print_report=False,
     ):
         super().__init__()
-        if granularity not in _GRANULARITIES:
-            raise ValueError(
-                "Invalid value for argument `granularity`: expected one of "
-                f"{list(_GRANULARITIES)}. Received: granularity={granularity!r}"
-            )
-        for name, value in (("include_biases", include_biases), ("print_report", print_report)):
-            if not isinstance(value, bool):
-                raise TypeError(
-                    f"Invalid value for argument `{name}`: expected a bool. "
-                    f"Received: {name}={value!r}"
-                )
-        self.granularity = granularity
-        self.update_freq = _check_update_freq(update_freq)
-        self.include_biases = include_biases
-        self.print_report = print_report
+        arguments = validate_arguments(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                granularity=granularity,
+                update_freq=update_freq,
+                include_biases=include_biases,
+                print_report=print_report,
+            ),
+        )
+        for name, value in arguments.items():
+            setattr(self, name, value)
         self._weights = None
         if self.update_freq != "epoch":
             # Defined only when asked for: a batch hook stops Keras from
@@ -248,7 +238,9 @@ class SparsityMonitor(_Config, keras.callbacks.Callback):
         total = int(self._sizes.sum())
         figures = {"sparsity": float(zeros.sum() / total) if total else 0.0}
         for key, members in self._groups.items():
-            figures[key] = float(zeros[members].sum() / self._sizes[members].sum())
+            # An empty weight has no zeros: 0.0, as in `sparsity_report`.
+            size = self._sizes[members].sum()
+            figures[key] = float(zeros[members].sum() / size) if size else 0.0
         if self._scheduled and getattr(self.model, "optimizer", None) is not None:
             iteration = int(ops.convert_to_numpy(self.model.optimizer.iterations))
             sizes = self._sizes[[n for n, _ in self._scheduled]]
@@ -319,8 +311,12 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
 
     Writes `target_sparsity` (the scheduled figure for the epoch; NaN before
     `start_epoch`) and `strength_scale` (the scale the next epoch uses)
-    into `logs`. Each `fit` call starts a new ramp from the sparsity it
-    finds at `start_epoch` (or at its first epoch, if later).
+    into `logs`. A ramp starts from the sparsity found at `start_epoch`, or
+    at the first epoch of a `fit` that begins later. The controller's memory
+    is kept in the optimizer (its `controller_state` variable), so a run
+    restored by `BackupAndRestore`, or loaded from a `.keras` checkpoint and
+    continued with `fit(initial_epoch=...)`, continues its ramp as if it had
+    never stopped.
 
     Args:
         target: Float in (0, 1), the fraction of exact zeros to reach.
@@ -382,17 +378,11 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
             )
         for name, value in arguments.items():
             setattr(self, name, value)
-        self._initial = None
-        self._previous = None
-        self._trend = None
 
     def on_train_begin(self, logs=None):
         self._optimizer = _proximal_optimizer(self.model, type(self).__name__)
         self._variables = None
-        # Each `fit` starts its own ramp from the sparsity it finds.
-        self._initial = None
-        self._previous = None
-        self._trend = None
+        self._first_epoch = True
 
     def _measure(self):
         if self._variables is None:
@@ -403,19 +393,39 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
             self._count_zeros = _zero_counter(self._variables)
         return float(self._count_zeros().sum() / self._size)
 
+    # The controller's memory (the sparsity the ramp starts from, the last
+    # measured sparsity and its smoothed trend) lives in the optimizer's
+    # `controller_state` variable, NaN when unset, so that it is saved with
+    # the optimizer and a run resumed from a checkpoint continues its ramp.
+
+    def _state(self):
+        values = np.asarray(ops.convert_to_numpy(self._optimizer.controller_state), "float64")
+        return [None if math.isnan(v) else float(v) for v in values]
+
+    def _set_state(self, initial, previous, trend):
+        values = [float("nan") if v is None else v for v in (initial, previous, trend)]
+        self._optimizer.controller_state.assign(np.array(values, "float32"))
+
     def scheduled(self, epoch):
         """The sparsity scheduled for the end of `epoch` (NaN before `start_epoch`)."""
         if epoch < self.start_epoch:
             return float("nan")
-        if self._initial is None or epoch + 1 >= self.end_epoch:
+        initial = self._state()[0] if getattr(self, "_optimizer", None) is not None else None
+        if initial is None or epoch + 1 >= self.end_epoch:
             return self.target
         progress = (epoch + 1 - self.start_epoch) / (self.end_epoch - self.start_epoch)
         progress = min(max(progress, 0.0), 1.0)
-        return self.target + (self._initial - self.target) * (1.0 - progress) ** 3
+        return self.target + (initial - self.target) * (1.0 - progress) ** 3
 
     def on_epoch_begin(self, epoch, logs=None):
-        if epoch >= self.start_epoch and self._initial is None:
-            self._initial = min(self._measure(), self.target)
+        first_epoch, self._first_epoch = self._first_epoch, False
+        if epoch < self.start_epoch:
+            return
+        # A ramp starts at `start_epoch`, or at the first epoch of a `fit`
+        # that begins later, unless the optimizer holds one in progress
+        # (`fit(initial_epoch=...)` after a restore continues it).
+        if epoch == self.start_epoch or (first_epoch and self._state()[0] is None):
+            self._set_state(min(self._measure(), self.target), None, None)
 
     def on_epoch_end(self, epoch, logs=None):
         scale_variable = self._optimizer.strength_scale
@@ -423,22 +433,25 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
         frozen = float(ops.convert_to_numpy(self._optimizer.zeros_frozen)) > 0.5
         target = self.scheduled(epoch)
         if epoch >= self.start_epoch and not frozen:
+            initial, previous, trend = self._state()
             measured = self._measure()
             # The plant integrates: above its equilibrium strength, zeros
             # keep appearing for many epochs after the strength stops
             # rising. The error is taken on the sparsity extrapolated
             # `horizon` epochs ahead along its smoothed trend (the epoch to
             # epoch flicker averages out of the trend).
-            if self._previous is not None:
-                rise = measured - self._previous
-                self._trend = rise if self._trend is None else 0.7 * self._trend + 0.3 * rise
-            self._previous = measured
-            predicted = measured + self.horizon * (self._trend or 0.0)
+            if previous is not None:
+                rise = measured - previous
+                trend = rise if trend is None else 0.7 * trend + 0.3 * rise
+            self._set_state(initial, measured, trend)
+            # Read back: the controller computes with what a checkpoint holds.
+            _, measured, trend = self._state()
+            predicted = measured + self.horizon * (trend or 0.0)
             change = self.gain * (target - predicted)
             bound = math.log(self.max_change)
             change = min(max(change, -bound), bound)
-            scale = scale * math.exp(change)
-            scale_variable.assign(scale)
+            scale_variable.assign(scale * math.exp(change))
+            scale = float(ops.convert_to_numpy(scale_variable))
         if logs is not None:
             logs["target_sparsity"] = target
             logs["strength_scale"] = scale
@@ -509,16 +522,20 @@ class FreezeSparsity(_Config, keras.callbacks.Callback):
 
     _config_names = ("start_epoch", "sparsity")
 
+    _parameter_constraints = {
+        "start_epoch": Integer(0),
+        "sparsity": AnyOf(Interval(0.0, 1.0, closed="left"), None),
+    }
+
     def __init__(self, start_epoch, sparsity=None):
         super().__init__()
-        constraints = {"start_epoch": Integer(0)}
-        arguments = {"start_epoch": start_epoch}
-        if sparsity is not None:
-            constraints["sparsity"] = Interval(0.0, 1.0, closed="left")
-            arguments["sparsity"] = sparsity
-        arguments = validate_arguments(type(self).__name__, constraints, arguments)
+        arguments = validate_arguments(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(start_epoch=start_epoch, sparsity=sparsity),
+        )
         self.start_epoch = arguments["start_epoch"]
-        self.sparsity = arguments.get("sparsity")
+        self.sparsity = arguments["sparsity"]
 
     def on_train_begin(self, logs=None):
         self._optimizer = _proximal_optimizer(self.model, type(self).__name__)

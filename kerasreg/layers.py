@@ -16,7 +16,11 @@ from keras import ops
 
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
+from kerasreg._validation import AnyOf
 from kerasreg._validation import Axes
+from kerasreg._validation import Identifier
+from kerasreg._validation import Indices
+from kerasreg._validation import Strings
 from kerasreg._validation import validate_arguments
 
 __all__ = ["FeatureGate", "SelectFeatures"]
@@ -111,6 +115,16 @@ class FeatureGate(keras.layers.Layer):
     ['age', 'bp']
     """
 
+    _parameter_constraints = {
+        "axis": Axes(),
+        "regularizer": Identifier(_get_regularizer, "a regularizer, its name or config, or None"),
+        "initializer": Identifier(keras.initializers.get, "an initializer, its name or config"),
+        "constraint": Identifier(
+            keras.constraints.get, "a constraint, its name or config, or None"
+        ),
+        "feature_names": AnyOf(Strings(), None),
+    }
+
     def __init__(
         self,
         axis=-1,
@@ -121,26 +135,27 @@ class FeatureGate(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.axis = validate_arguments(type(self).__name__, {"axis": Axes()}, {"axis": axis})[
-            "axis"
-        ]
-        if isinstance(self.axis, tuple) and not self.axis:
+        arguments = validate_arguments(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                axis=axis,
+                regularizer=regularizer,
+                initializer=initializer,
+                constraint=constraint,
+                feature_names=feature_names,
+            ),
+        )
+        if isinstance(arguments["axis"], tuple) and not arguments["axis"]:
             raise ValueError(
                 "Invalid value for argument `axis`: expected at least one "
                 f"feature axis. Received: axis={axis!r}"
             )
-        self.regularizer = _get_regularizer(regularizer)
-        self.initializer = keras.initializers.get(initializer)
-        self.constraint = keras.constraints.get(constraint)
-        if feature_names is not None:
-            if isinstance(feature_names, str) or not all(
-                isinstance(name, str) for name in feature_names
-            ):
-                raise TypeError(
-                    "Invalid value for argument `feature_names`: expected a "
-                    f"sequence of strings. Received: feature_names={feature_names!r}"
-                )
-            feature_names = list(feature_names)
+        self.axis = arguments["axis"]
+        self.regularizer = arguments["regularizer"]
+        self.initializer = arguments["initializer"]
+        self.constraint = arguments["constraint"]
+        feature_names = arguments["feature_names"]
         self.feature_names = feature_names
         self.supports_masking = True
 
@@ -255,23 +270,13 @@ class SelectFeatures(keras.layers.Layer):
     [[1.0, 3.0]]
     """
 
+    _parameter_constraints = {"indices": Indices()}
+
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
-        message = (
-            "Invalid value for argument `indices`: expected a non-empty "
-            f"sequence of distinct non-negative ints. Received: indices={indices!r}"
-        )
-        if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
-            raise TypeError(message)
-        indices = list(indices)
-        if not all(
-            isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in indices
-        ):
-            raise TypeError(message)
-        indices = [int(i) for i in indices]
-        if not indices or min(indices) < 0 or len(set(indices)) != len(indices):
-            raise ValueError(message)
-        self.indices = indices
+        self.indices = validate_arguments(
+            type(self).__name__, self._parameter_constraints, {"indices": indices}
+        )["indices"]
 
     def build(self, input_shape):
         width = input_shape[-1]

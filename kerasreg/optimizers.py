@@ -15,6 +15,13 @@ from keras import ops
 
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
+from kerasreg._validation import AnyOf
+from kerasreg._validation import Boolean
+from kerasreg._validation import InstanceOf
+from kerasreg._validation import Options
+from kerasreg._validation import String
+from kerasreg._validation import Strings
+from kerasreg._validation import validate_arguments
 
 __all__ = ["ProximalOptimizer"]
 
@@ -200,7 +207,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     Works with `model.fit`, custom training loops (`apply_gradients` /
     `apply`), JAX's `stateless_apply`, `jit_compile=True`, TensorFlow's
     `MirroredStrategy` (each replica's loss holds the penalty divided by the
-    number of replicas, as Keras computes it), learning-rate schedules, gradient
+    number of replicas, as Keras computes it), `keras.distribution` on JAX
+    (`DataParallel`, `ModelParallel`), learning-rate schedules, gradient
     accumulation (the prox runs only on steps where the inner optimizer
     updates) and mixed precision (`LossScaleOptimizer`, which `compile` adds
     for `mixed_float16`, wraps this optimizer). With `use_ema=True` on the
@@ -214,6 +222,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     regularizer's strength (`TargetSparsity` adapts it to reach a sparsity;
     the loss still shows the penalty at its nominal strength), and
     `zeros_frozen`, set by `freeze_zeros()`, holds the sparsity pattern.
+    A third, `controller_state`, holds the memory of `TargetSparsity`'s
+    controller (NaN when unset), so that a run restored from a checkpoint
+    continues its ramp where it stopped.
     Regularizers whose prox has a state (`MagnitudePruning`'s schedule and
     mask) get it as optimizer variables too.
 
@@ -249,6 +260,16 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
     7
     """
 
+    _parameter_constraints = {
+        "inner_optimizer": InstanceOf(
+            keras.optimizers.Optimizer, "a `keras.optimizers.Optimizer` instance"
+        ),
+        "mode": Options(*_MODES),
+        "penalty_in_loss": Boolean(),
+        "exclude_names": AnyOf(Strings(), None),
+        "name": String(),
+    }
+
     def __init__(
         self,
         inner_optimizer,
@@ -258,12 +279,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         name="proximal",
         **kwargs,
     ):
-        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                "Invalid value for argument `inner_optimizer`: expected a "
-                "`keras.optimizers.Optimizer` instance. "
-                f"Received: inner_optimizer={inner_optimizer!r}"
-            )
+        arguments = validate_arguments(
+            type(self).__name__,
+            self._parameter_constraints,
+            dict(
+                inner_optimizer=inner_optimizer,
+                mode=mode,
+                penalty_in_loss=penalty_in_loss,
+                exclude_names=exclude_names,
+                name=name,
+            ),
+        )
+        exclude_names = arguments["exclude_names"]
+        penalty_in_loss = arguments["penalty_in_loss"]
         if isinstance(inner_optimizer, ProximalOptimizer):
             raise ValueError(
                 "Invalid value for argument `inner_optimizer`: expected an "
@@ -277,23 +305,6 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 "`LossScaleOptimizer` instead (compile does so for the "
                 "mixed_float16 policy). "
                 f"Received: inner_optimizer={inner_optimizer!r}"
-            )
-        if mode not in _MODES:
-            raise ValueError(
-                f"Invalid value for argument `mode`: expected one of {list(_MODES)}. "
-                f"Received: mode={mode!r}"
-            )
-        if not isinstance(penalty_in_loss, bool):
-            raise TypeError(
-                "Invalid value for argument `penalty_in_loss`: expected a bool. "
-                f"Received: penalty_in_loss={penalty_in_loss!r}"
-            )
-        if exclude_names is not None and (
-            isinstance(exclude_names, str) or not all(isinstance(n, str) for n in exclude_names)
-        ):
-            raise TypeError(
-                "Invalid value for argument `exclude_names`: expected a list of "
-                f"strings or None. Received: exclude_names={exclude_names!r}"
             )
         for arg in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
             if kwargs.get(arg) is not None:
@@ -342,6 +353,13 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             dtype="float32",
             aggregation="only_first_replica",
             name="zeros_frozen",
+        )
+        self.controller_state = self.add_variable(
+            shape=(3,),
+            initializer=keras.initializers.Constant(float("nan")),
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="controller_state",
         )
 
     # Delegation to the inner optimizer, as LossScaleOptimizer does.

@@ -74,6 +74,13 @@ def _as_compute_tensor(x):
     """Returns (`x` as a tensor in its compute dtype, the original dtype)."""
     x = ops.convert_to_tensor(x)
     dtype = keras.backend.standardize_dtype(x.dtype)
+    if not dtype.startswith(("float", "bfloat")):
+        # An integer weight would get an integer strength (0 for 0.1): a
+        # silent zero penalty. Keras only trains floating-point weights.
+        raise TypeError(
+            "Invalid weight for a kerasreg regularizer: expected a "
+            f"floating-point weight. Received: a weight of dtype {dtype}"
+        )
     if dtype in _HALF_DTYPES:
         return ops.cast(x, "float32"), dtype
     return x, dtype

@@ -1,0 +1,78 @@
+"""Every bad input in `tests/reliability.py` is refused or handled as stated,
+and `docs/reliability.md` is what those cases produce."""
+
+import inspect
+from pathlib import Path
+
+import keras
+import pytest
+
+import kerasreg
+from tests import reliability
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+
+
+def _public_classes():
+    classes = set()
+    for module in (kerasreg, kerasreg.regularizers, kerasreg.callbacks, kerasreg.layers):
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            if inspect.isclass(value) and value is not kerasreg.ProximalRegularizer:
+                classes.add(value)
+    return classes
+
+
+def test_every_public_class_is_tried():
+    assert {cls for cls, _ in reliability.CLASSES} == _public_classes()
+
+
+@pytest.mark.parametrize("cls", [c for c, _ in reliability.CLASSES], ids=lambda c: c.__name__)
+def test_constraint_table_covers_the_signature(cls):
+    parameters = inspect.signature(cls.__init__).parameters
+    arguments = [
+        name
+        for name, p in parameters.items()
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    assert sorted(cls._parameter_constraints) == sorted(arguments)
+
+
+def test_every_generated_invalid_value_is_refused_naming_its_argument():
+    count = 0
+    for cls, name, value, error in reliability.constraint_cases():
+        assert error is not None, f"{cls.__name__}({name}={value!r}) was accepted"
+        message = str(error)
+        assert message.startswith(f"Invalid value for argument `{name}`: expected "), message
+        assert message.endswith(f"Received: {name}={value!r}"), message
+        count += 1
+    assert count > 200
+
+
+def test_from_config_refuses_what_init_refuses():
+    # A tampered config reaches `from_config`, as `load_model` calls it.
+    for cls, name, value, error in reliability.constraint_cases():
+        if cls is kerasreg.ProximalOptimizer and name == "inner_optimizer":
+            continue  # a config holds it serialized; Keras resolves it first
+        required = dict(reliability.CLASSES)[cls]
+        config = cls(**required).get_config()
+        config[name] = value
+        with pytest.raises((TypeError, ValueError)) as info:
+            cls.from_config(config)
+        # Keras' `Layer.from_config` re-raises as TypeError with its own
+        # context around our message; the others raise as `__init__` does.
+        if not issubclass(cls, keras.layers.Layer):
+            assert type(info.value) is type(error)
+        assert str(error) in str(info.value)
+
+
+@pytest.mark.parametrize("title", list(reliability.SCENARIOS))
+def test_scenario(title):
+    outcome = reliability.SCENARIOS[title]()
+    assert outcome
+
+
+def test_reliability_page_is_current():
+    assert DOC.read_text() == reliability.render(), (
+        "docs/reliability.md is out of date: run `python scripts/reliability_table.py`"
+    )
