@@ -570,52 +570,6 @@ def test_optimizer_config_round_trip():
     assert restored.mode == "plain"
 
 
-MIRRORED_SCRIPT = """
-import os
-os.environ["KERAS_BACKEND"] = "tensorflow"
-import tensorflow as tf
-cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-import json, keras, numpy as np, kerasreg
-data = np.load(os.environ["KERASREG_DATA"])
-x, y, lr, l1 = data["x"], data["y"], float(data["lr"]), float(data["l1"])
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    model = keras.Sequential([
-        keras.Input((x.shape[1],)),
-        keras.layers.Dense(1, kernel_regularizer=kerasreg.L1(l1), kernel_initializer="zeros"),
-    ])
-    model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.SGD(lr)), loss="mse")
-model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(1500), verbose=0)
-w = keras.ops.convert_to_numpy(model.layers[0].kernel)[:, 0]
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "w": w.tolist()}))
-"""
-
-
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TensorFlow's")
-def test_mirrored_strategy_on_two_devices_matches_scikit_learn(tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    x, y = _diabetes()
-    x, y = x[:440], y[:440]  # an even global batch for two replicas
-    alpha = 0.03
-    sk = Lasso(alpha=alpha, tol=1e-12, max_iter=100_000).fit(*_float64(x, y))
-    np.savez(tmp_path / "data.npz", x=x, y=y, lr=_lipschitz_step(x), l1=2 * alpha)
-    env = dict(os.environ, KERASREG_DATA=str(tmp_path / "data.npz"))
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["replicas"] == 2
-    w = np.array(report["w"])
-    np.testing.assert_array_equal(w == 0, sk.coef_ == 0)
-    np.testing.assert_allclose(w, sk.coef_, atol=1e-3)
-
-
 def test_reported_loss_still_includes_the_penalty():
     x, y = _small_problem()
     model, history, _ = _train_small(

@@ -1,4 +1,9 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written.
+
+Blocks fenced as ```python run here. The examples that need several devices
+or machines are fenced as ```py and do not; tests/test_distributed.py runs
+their equivalents.
+"""
 
 import re
 from pathlib import Path
