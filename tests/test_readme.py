@@ -1,8 +1,9 @@
 """The README's Python examples run as written.
 
-Blocks fenced as ```python run here. The examples that need several devices
-or machines are fenced as ```py and do not; tests/test_distributed.py runs
-their equivalents.
+Blocks fenced as ```python run here. Fragments fenced as ```py do not: the
+examples that need several devices or machines (tests/test_distributed.py
+runs their equivalents) and the crash-safe callback list
+(tests/test_crash_safety.py runs it, killed and resumed).
 """
 
 import re
