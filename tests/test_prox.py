@@ -1,10 +1,14 @@
 """Proximal operators against closed forms, optimality conditions and scipy."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
 import scipy.optimize
+from hypothesis import example
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -278,21 +282,6 @@ def test_project_sparsity_matches_numpy(rng, shape, dtype, sparsity):
     assert np.count_nonzero(z == 0) == round(sparsity * x.size)
 
 
-def test_project_sparsity_is_the_nearest_sparse_tensor(rng):
-    # Brute force over every support of size k: the projection is optimal.
-    import itertools
-
-    x = rng.normal(size=6)
-    for k in range(7):
-        best = min(
-            np.sum(np.delete(x, list(support)) ** 2)
-            for support in itertools.combinations(range(6), k)
-        )
-        z = to_numpy(prox.project_sparsity(x, (6 - k) / 6))
-        assert np.count_nonzero(z) <= k
-        np.testing.assert_allclose(np.sum((z - x) ** 2), best, rtol=1e-12)
-
-
 def test_project_sparsity_ties_and_tensor_levels():
     x = np.array([0.0, 0.0, 1.0, -1.0, 2.0], "float32")
     # Removing 3 entries: both magnitudes 1.0 tie with the third; both go.
@@ -306,3 +295,186 @@ def test_project_sparsity_ties_and_tensor_levels():
             prox.project_sparsity(x, bad)
     empty = np.zeros((0, 3), "float32")
     assert to_numpy(prox.project_sparsity(empty, 0.5)).shape == (0, 3)
+
+
+# Hypothesis properties. Each operator is the argmin of the objective its
+# docstring states: scipy minimizes that objective numerically (in NumPy,
+# independently of kerasreg) and the operator's output must do at least as
+# well. The objectives of the convex operators are 1-strongly convex (in the
+# norm of their metric), so the numerical point must also be as close to the
+# operator's output as its excess objective allows. Shapes are fixed so that
+# JAX compiles each operator once.
+
+
+def separable_argmin(x, a, b, weights=1.0):
+    r"""Numerical argmin of a separable objective, by scipy.
+
+    Minimizes :math:`\sum_i w_i (z_i - x_i)^2 / 2 + a_i |z_i| + b_i z_i^2`.
+    Smooth reformulation: :math:`z = u - v` with :math:`u, v \ge 0` and
+    :math:`|z_i|` replaced by :math:`u_i + v_i` (equal at the optimum), a
+    bound-constrained quadratic program, solved by SLSQP from two starts.
+    """
+    shape = np.shape(x)
+    x, a, b, w = (
+        np.broadcast_to(np.asarray(v, "float64"), shape).ravel() for v in (x, a, b, weights)
+    )
+    n = x.size
+
+    def objective(uv):
+        u, v = uv[:n], uv[n:]
+        z = u - v
+        gradient = w * (z - x) + 2.0 * b * z
+        value = 0.5 * np.sum(w * (z - x) ** 2) + a @ (u + v) + b @ z**2
+        return value, np.concatenate([gradient + a, a - gradient])
+
+    best = None
+    for start in (x, np.zeros(n)):
+        result = scipy.optimize.minimize(
+            objective,
+            np.concatenate([np.maximum(start, 0.0), np.maximum(-start, 0.0)]),
+            jac=True,
+            method="SLSQP",
+            bounds=[(0.0, None)] * (2 * n),
+            options={"ftol": 1e-15, "maxiter": 500},
+        )
+        if best is None or result.fun < best.fun:
+            best = result
+    return (best.x[:n] - best.x[n:]).reshape(shape)
+
+
+def group_argmin(x, threshold, axis, weights=1.0):
+    r"""Numerical argmin of a group-lasso objective, by scipy.
+
+    Minimizes :math:`\sum_i w_i (z_i - x_i)^2 / 2 + \sum_g t_g \|z_g\|_2`,
+    whose groups are the slices of `x` over `axis`, as `numpy.sum` reduces.
+    The objective splits over groups; within one it is smooth except at
+    :math:`z_g = 0`, so its minimizer is either that point or where BFGS,
+    started from :math:`x_g`, converges: of these two starts, the better
+    end point is kept.
+    """
+    weights = np.broadcast_to(np.asarray(weights, "float64"), x.shape)
+    norm_shape = np.sum(x, axis=axis, keepdims=True).shape
+    threshold = np.broadcast_to(np.asarray(threshold, "float64"), norm_shape).ravel()
+    labels = np.broadcast_to(np.arange(threshold.size).reshape(norm_shape), x.shape)
+    z = np.zeros_like(x)
+    for group, t in enumerate(threshold):
+        members = labels == group
+        x_g, w_g = x[members], weights[members]
+
+        def objective(v, x_g=x_g, w_g=w_g, t=t):
+            norm = np.linalg.norm(v)
+            gradient = w_g * (v - x_g) + (t * v / norm if norm > 0 else 0.0)
+            return 0.5 * np.sum(w_g * (v - x_g) ** 2) + t * norm, gradient
+
+        # Where the minimizer is zero, BFGS circles the kink: `maxiter` ends it.
+        result = scipy.optimize.minimize(
+            objective, x_g, jac=True, method="BFGS", options={"gtol": 1e-13, "maxiter": 60}
+        )
+        if result.fun < objective(np.zeros_like(x_g))[0]:
+            z[members] = result.x
+    return z
+
+
+def group_objective(z, x, threshold, axis, weights=1.0):
+    """`sum(weights (z - x)^2) / 2 + sum_g t_g |z_g|`, groups over `axis`."""
+    norms = np.sqrt(np.sum(z**2, axis=axis, keepdims=True))
+    return 0.5 * np.sum(weights * (z - x) ** 2) + np.sum(threshold * norms)
+
+
+def assert_is_the_argmin(objective, z, numerical, weights=1.0):
+    r"""`z` minimizes `objective`, 1-strongly convex in the norm :math:`\sum_i w_i v_i^2`.
+
+    For its minimizer :math:`z` and any point :math:`y`, such an objective
+    has :math:`F(y) \ge F(z) + \tfrac12 \sum_i w_i (y_i - z_i)^2`. So `z`
+    cannot be beaten by the numerical point, which must lie as close to `z`
+    as its excess objective allows. `eps` covers float64 rounding of `F`.
+    """
+    f_z, f_numerical = objective(z), objective(numerical)
+    eps = 1e-12 * (1.0 + abs(f_numerical))
+    assert f_z <= f_numerical + eps
+    assert np.sum(weights * (numerical - z) ** 2) <= 2.0 * (f_numerical - f_z) + eps
+
+
+def arrays(shape, low=-5.0, high=5.0):
+    """Float64 arrays of a fixed shape (so that JAX compiles once)."""
+    return hnp.arrays("float64", shape, elements=st.floats(low, high))
+
+
+# Steps that differ by four orders of magnitude, as an adaptive optimizer's can.
+diagonal_steps = hnp.arrays("float64", (2, 3), elements=st.floats(-3.0, 1.0).map(lambda e: 10.0**e))
+group_axes = st.sampled_from([None, 0, 1])
+
+
+def per_group(thresholds, axis):
+    """One threshold per group of a (2, 3) array: slices of a (2, 3) draw."""
+    norm_shape = np.sum(thresholds, axis=axis, keepdims=True).shape
+    return thresholds[tuple(slice(0, n) for n in norm_shape)]
+
+
+@settings(max_examples=30)
+@given(x=arrays((2, 3)), t=arrays((2, 3), 0.0, 3.0))
+def test_soft_threshold_is_the_argmin(x, t):
+    z = to_numpy(prox.soft_threshold(x, t))
+    objective = lambda v: 0.5 * np.sum((v - x) ** 2) + np.sum(t * np.abs(v))
+    assert_is_the_argmin(objective, z, separable_argmin(x, t, 0.0))
+
+
+@settings(max_examples=30)
+@given(x=arrays((2, 3)), t=arrays((2, 3), 0.0, 3.0))
+def test_prox_squared_l2_is_the_argmin(x, t):
+    # The threshold multiplies z^2, not z^2 / 2: z = x / (1 + 2 t).
+    z = to_numpy(prox.prox_squared_l2(x, t))
+    objective = lambda v: 0.5 * np.sum((v - x) ** 2) + np.sum(t * v**2)
+    assert_is_the_argmin(objective, z, separable_argmin(x, 0.0, t))
+
+
+@settings(max_examples=30)
+@given(x=arrays((2, 3)), a=arrays((2, 3), 0.0, 3.0), b=arrays((2, 3), 0.0, 3.0))
+def test_prox_elastic_net_is_the_argmin(x, a, b):
+    z = to_numpy(prox.prox_elastic_net(x, a, b))
+    objective = lambda v: 0.5 * np.sum((v - x) ** 2) + np.sum(a * np.abs(v) + b * v**2)
+    assert_is_the_argmin(objective, z, separable_argmin(x, a, b))
+
+
+@settings(max_examples=25)
+@given(x=arrays((2, 3)), thresholds=arrays((2, 3), 0.0, 4.0), axis=group_axes)
+def test_block_soft_threshold_is_the_argmin(x, thresholds, axis):
+    t = per_group(thresholds, axis)
+    z = to_numpy(prox.block_soft_threshold(x, t, axis=axis))
+    objective = lambda v: group_objective(v, x, t, axis)
+    assert_is_the_argmin(objective, z, group_argmin(x, t, axis))
+
+
+@settings(max_examples=20)
+@given(x=arrays((2, 3)), t=st.floats(0.0, 4.0), s=diagonal_steps, axis=st.sampled_from([0, 1]))
+def test_block_soft_threshold_diagonal_is_the_argmin_in_its_metric(x, t, s, axis):
+    # The objective is sum((z - x)^2 / (2 s)) + t sum_g |z_g|: 1-strongly
+    # convex in the norm weighted by 1 / s.
+    z = to_numpy(prox.block_soft_threshold_diagonal(x, t, s, axis=axis))
+    objective = lambda v: group_objective(v, x, t, axis, 1.0 / s)
+    assert_is_the_argmin(objective, z, group_argmin(x, t, axis, 1.0 / s), 1.0 / s)
+
+
+@settings(max_examples=25)
+@given(x=arrays(6, -4.0, 4.0))
+@example(x=np.array([0.3, -1.2, 2.5, -0.7, 1.9, 0.05]))
+def test_project_sparsity_is_the_nearest_sparse_tensor(x):
+    # Brute force over every support of size k: the projection is optimal.
+    # Drawn vectors include ties and zeros; the docstring removes magnitudes
+    # tied with the last one removed together, and only then is it not the
+    # nearest point.
+    magnitudes = np.sort(np.abs(x))
+    for k in range(7):
+        best = min(
+            np.sum(np.delete(x, list(support)) ** 2)
+            for support in itertools.combinations(range(6), k)
+        )
+        z = to_numpy(prox.project_sparsity(x, (6 - k) / 6))
+        assert np.count_nonzero(z) <= k
+        assert np.all((z == x) | (z == 0))
+        kept, removed = np.abs(x[z != 0]), np.abs(x[z == 0])
+        assert kept.size == 0 or kept.min() > removed.max(initial=0.0)
+        removed_count = 6 - k
+        cut = magnitudes[removed_count - 1] if 0 < removed_count < 6 else None
+        if cut is None or cut == 0 or cut < magnitudes[removed_count]:
+            np.testing.assert_allclose(np.sum((z - x) ** 2), best, rtol=1e-12, atol=0)

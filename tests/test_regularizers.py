@@ -1,11 +1,16 @@
 """Regularizers: penalties against NumPy and Keras, prox, validation, `get`."""
 
 import inspect
+import itertools
 import math
 
 import keras
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import kerasreg
 from kerasreg import prox
@@ -13,6 +18,9 @@ from kerasreg import regularizers
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 from tests.conftest import value_and_grad
+from tests.test_prox import assert_is_the_argmin
+from tests.test_prox import group_argmin
+from tests.test_prox import separable_argmin
 
 SHAPES = [(5,), (4, 3), (3, 3, 2, 4)]
 DTYPES = ["float32", "float64"]
@@ -536,3 +544,172 @@ def test_magnitude_pruning_one_shot_and_applied_sparsity(rng):
     assert [reg.applied_sparsity(n) for n in (0, 10)] == [0.0, 0.0]
     for n, turn in ((11, 10), (15, 10), (16, 15), (25, 20), (26, 25), (100, 25)):
         assert reg.applied_sparsity(n) == reg.sparsity_at(turn), n
+
+
+# Hypothesis properties of every regularizer, with hyperparameters drawn in
+# their valid ranges. The numerical oracles are scipy minimizers in NumPy
+# (see `tests/test_prox.py`); objectives are evaluated with each class's own
+# penalty, `__call__`, so that each prox is tied to the penalty it claims.
+
+strengths = st.floats(0.0, 5.0)
+
+
+def convex_regularizers(group_axes=(-1, 0, (), (0, 1))):
+    """L1, L2, ElasticNet and GroupLasso, hyperparameters in their valid ranges.
+
+    `group_axes` are GroupLasso's layouts on a matrix; by default columns,
+    rows, the whole weight and each entry (plain L1).
+    """
+    return st.one_of(
+        st.builds(regularizers.L1, l1=strengths),
+        st.builds(regularizers.L2, l2=strengths),
+        st.builds(regularizers.ElasticNet, strength=strengths, l1_ratio=st.floats(0.0, 1.0)),
+        st.builds(
+            regularizers.GroupLasso, strength=strengths, group_axis=st.sampled_from(group_axes)
+        ),
+    )
+
+
+# MagnitudePruning is a constraint (at most k non-zeros, a non-convex set):
+# its penalty is zero and its prox is the projection onto that set.
+every_regularizer = st.one_of(
+    convex_regularizers(),
+    st.builds(regularizers.MagnitudePruning, final_sparsity=st.floats(0.0, 1.0)),
+)
+matrices = hnp.arrays("float64", (2, 3), elements=st.floats(-5.0, 5.0))
+# A scalar step, or one step per coordinate (as adaptive optimizers give).
+prox_steps = st.one_of(
+    st.floats(0.0, 3.0),
+    hnp.arrays("float64", (2, 3), elements=st.floats(0.05, 3.0)),
+)
+
+
+def group_reduce_axes(group_axis, ndim):
+    """The axes each group spans: all but `group_axis`."""
+    axes = (group_axis,) if isinstance(group_axis, int) else group_axis
+    keep = {a % ndim for a in axes}
+    return tuple(a for a in range(ndim) if a not in keep)
+
+
+def numerical_prox(reg, x, scale, weights):
+    r"""Numerical :math:`\operatorname{argmin}_z \sum_i w_i (z_i - x_i)^2 / 2 + c R(z)`.
+
+    :math:`R` transcribed from the class docstrings, with its
+    hyperparameters; `scale` is :math:`c`, `weights` :math:`w`.
+    """
+    config = reg.get_config()
+    if isinstance(reg, regularizers.L1):
+        return separable_argmin(x, scale * config["l1"], 0.0, weights)
+    if isinstance(reg, regularizers.L2):
+        return separable_argmin(x, 0.0, scale * config["l2"], weights)
+    if isinstance(reg, regularizers.ElasticNet):
+        strength, ratio = config["strength"], config["l1_ratio"]
+        return separable_argmin(
+            x, scale * strength * ratio, scale * strength * (1.0 - ratio), weights
+        )
+    axes = group_reduce_axes(config["group_axis"], x.ndim)
+    size = math.prod(x.shape[a] for a in axes)
+    return group_argmin(x, scale * config["strength"] * math.sqrt(size), axes, weights)
+
+
+def metric(step):
+    """(weights, scale) of the prox objective `sum(w (z - x)^2) / 2 + c R(z)`.
+
+    A scalar step s gives |z - x|^2 / 2 + s R(z); one step per coordinate
+    gives the objective in the metric diag(s)^-1, sum((z - x)^2 / (2 s)) + R(z)
+    (for the separable penalties, the same argmin as a threshold s_i per
+    coordinate).
+    """
+    if np.ndim(step) == 0:
+        return 1.0, step
+    return 1.0 / step, 1.0
+
+
+@settings(max_examples=30)
+@given(reg=convex_regularizers(), x=matrices, step=prox_steps)
+def test_prox_is_the_argmin_of_its_own_penalty(reg, x, step):
+    weights, scale = metric(step)
+    z = to_numpy(reg.prox(x, step))
+
+    def objective(v):
+        return 0.5 * np.sum(weights * (v - x) ** 2) + scale * float(to_numpy(reg(v)))
+
+    assert_is_the_argmin(objective, z, numerical_prox(reg, x, scale, weights), weights)
+
+
+@settings(max_examples=20)
+@given(
+    final_sparsity=st.floats(0.0, 1.0),
+    x=hnp.arrays("float64", 6, elements=st.floats(-4.0, 4.0), unique=True),
+    step=st.floats(0.0, 3.0),
+)
+def test_magnitude_pruning_prox_is_the_nearest_sparse_weight(final_sparsity, x, step):
+    # Its penalty is zero, so "argmin of |z - x|^2 / 2 + step R(z)" would be
+    # x; the prox is instead the projection onto the final sparsity, for any
+    # step. Brute force over supports (distinct values; the operator's ties
+    # are tested in `tests/test_prox.py`).
+    reg = regularizers.MagnitudePruning(final_sparsity)
+    keep = 6 - round(final_sparsity * 6)
+    z = to_numpy(reg.prox(x, step))
+    assert np.count_nonzero(z) <= keep
+    best = min(
+        np.sum(np.delete(x, list(support)) ** 2)
+        for support in itertools.combinations(range(6), keep)
+    )
+    if len(np.unique(np.abs(x))) == 6:
+        np.testing.assert_allclose(np.sum((z - x) ** 2), best, rtol=1e-12, atol=0)
+
+
+@settings(max_examples=30)
+@given(reg=convex_regularizers(), a=matrices, b=matrices, step=prox_steps)
+def test_prox_is_non_expansive(reg, a, b, step):
+    # In the metric of the step: Euclidean for a scalar step, diag(s)^-1 for
+    # one step per coordinate. (MagnitudePruning's projection onto a
+    # non-convex set is not: it jumps where two magnitudes swap ranks.)
+    weights, _ = metric(step)
+
+    def distance(u, v):
+        return np.sqrt(np.sum(weights * (u - v) ** 2))
+
+    za, zb = to_numpy(reg.prox(a, step)), to_numpy(reg.prox(b, step))
+    assert distance(za, zb) <= distance(a, b) * (1 + 1e-12) + 1e-12
+
+
+@settings(max_examples=40)
+@given(
+    # Group columns only: every operator in float32 without compiling each
+    # group layout again (JAX); the layouts are covered in float64 above.
+    reg=convex_regularizers(group_axes=(-1,)),
+    x=hnp.arrays("float64", (2, 3), elements=st.floats(-5.0, 5.0, width=32)),
+    step=st.one_of(
+        st.floats(0.0, 3.0, width=32),
+        hnp.arrays("float64", (2, 3), elements=st.floats(0.0625, 3.0, width=32)),
+    ),
+)
+def test_prox_in_float32_agrees_with_float64(reg, x, step):
+    # The same float32 values in both dtypes. Each prox shrinks its input and
+    # is 1-Lipschitz, so float32 rounding moves it by a few float32 ulps of
+    # the input's magnitude (plus the smallest normal float32, for results
+    # flushed to zero). MagnitudePruning's projection is exact in every
+    # dtype: see `test_project_sparsity_matches_numpy` in test_prox.py.
+    z32 = to_numpy(reg.prox(x.astype("float32"), step))
+    z64 = to_numpy(reg.prox(x, step))
+    assert z32.dtype == np.float32 and z64.dtype == np.float64
+    f32 = np.finfo("float32")
+    atol = 4 * f32.eps * np.max(np.abs(x)) + f32.tiny
+    np.testing.assert_allclose(z32, z64, rtol=0, atol=atol)
+
+
+@given(reg=every_regularizer, a=matrices, b=matrices, theta=st.floats(0.0, 1.0))
+def test_penalties_are_non_negative_and_convex(reg, a, b, theta):
+    # For MagnitudePruning the penalty is identically zero (the constraint
+    # is enforced by its prox, not by the loss), which passes trivially; the
+    # constraint set itself is not convex, and no penalty claims it is.
+    def penalty(w):
+        return float(to_numpy(reg(w)))
+
+    assert penalty(np.zeros((2, 3))) == 0.0
+    r_a, r_b = penalty(a), penalty(b)
+    assert r_a >= 0.0 and r_b >= 0.0
+    bound = theta * r_a + (1.0 - theta) * r_b
+    assert penalty(theta * a + (1.0 - theta) * b) <= bound + 1e-12 * (1.0 + bound)
