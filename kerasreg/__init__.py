@@ -20,6 +20,7 @@ from kerasreg import optimizers
 from kerasreg import prox
 from kerasreg import regularizers
 from kerasreg import sparsity
+from kerasreg._validation import InvalidArgumentError
 from kerasreg.callbacks import FreezeSparsity
 from kerasreg.callbacks import SparsityMonitor
 from kerasreg.callbacks import TargetSparsity
@@ -41,6 +42,7 @@ __all__ = [
     "FeatureGate",
     "FreezeSparsity",
     "GroupLasso",
+    "InvalidArgumentError",
     "L1",
     "L2",
     "MagnitudePruning",

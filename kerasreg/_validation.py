@@ -1,23 +1,44 @@
-"""Argument constraints shared by every public kerasreg class.
+"""The one argument layer of kerasreg: constraint tables, checked once.
 
-Each class declares one table, ``_parameter_constraints``, mapping each
-``__init__`` argument to the constraint it must satisfy (the scikit-learn
+Each public class declares one table, ``_parameter_constraints``, mapping
+each ``__init__`` argument to the constraint it must satisfy, and each public
+function is decorated with ``@validate_params(table)`` (the scikit-learn
 pattern). The same table validates ``__init__`` (and therefore
-``from_config``), and lets the test suite generate invalid values for every
-argument instead of listing them by hand.
+``from_config``) or the call, and lets the test suite generate invalid values
+for every argument instead of listing them by hand.
 
-Every error has one shape, naming the argument, what was expected and what
-was received::
+Every refusal is an `InvalidArgumentError` (a `ValueError` and a `TypeError`
+at once, so callers' existing ``except`` clauses keep working) with one
+message shape, naming the argument, what was expected and what was
+received::
 
     Invalid value for argument `l1_ratio`: expected a float in [0, 1].
     Received: l1_ratio=1.5
 """
 
+import functools
+import inspect
 import math
 import numbers
 import operator
 
 import numpy as np
+
+
+class InvalidArgumentError(ValueError, TypeError):
+    """An argument of a kerasreg class or function has a wrong type or value.
+
+    It is both a `ValueError` and a `TypeError`, so code written against
+    either keeps catching it. The message names the argument, what was
+    expected and what was received.
+    """
+
+
+def invalid_argument(name, expected, value):
+    """The `InvalidArgumentError` for argument `name`, expected `expected`."""
+    return InvalidArgumentError(
+        f"Invalid value for argument `{name}`: expected {expected}. {_format_received(name, value)}"
+    )
 
 
 def _is_real_number(value):
@@ -344,6 +365,169 @@ class Indices:
         return ["01", 3, None, [1.5], [True], [], [-1], [0, 0]]
 
 
+class Callable:
+    """A callable, described as `description`."""
+
+    def __init__(self, description):
+        self.description = description
+
+    def type_ok(self, value):
+        return callable(value)
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return ["model", None, 3]
+
+
+class Strengths:
+    """A non-empty 1-D sequence of distinct positive finite floats, sorted decreasing."""
+
+    description = "a non-empty 1-D sequence of distinct positive finite floats"
+
+    def type_ok(self, value):
+        if isinstance(value, (str, bytes)):
+            return False
+        try:
+            values = np.asarray(value)
+        except (TypeError, ValueError):
+            return False
+        return values.dtype.kind in "iuf" and values.ndim == 1
+
+    def value_ok(self, value):
+        values = np.asarray(value, dtype="float64")
+        return (
+            values.size > 0
+            and bool(np.all(np.isfinite(values)) and np.all(values > 0))
+            and len(np.unique(values)) == len(values)
+        )
+
+    def normalize(self, value):
+        # Decreasing: a path starts where the penalty is strongest and the
+        # solution sparsest, as glmnet's does.
+        return np.sort(np.asarray(value, dtype="float64"))[::-1]
+
+    def invalid_values(self):
+        return ["0.1", None, 0.1, [], [0.1, -1.0], [0.1, 0.1], [[0.1]], [0.1, float("nan")]]
+
+
+class Ratios:
+    """A float in [0, 1], or a non-empty sequence of distinct ones (as a list)."""
+
+    description = "a float in [0, 1] or a non-empty sequence of distinct ones"
+
+    def _values(self, value):
+        return [value] if _is_real_number(value) else list(value)
+
+    def type_ok(self, value):
+        if _is_real_number(value):
+            return True
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            return False
+        return all(_is_real_number(v) for v in value)
+
+    def value_ok(self, value):
+        values = [float(v) for v in self._values(value)]
+        return (
+            bool(values)
+            and all(0.0 <= v <= 1.0 for v in values)
+            and len(set(values)) == len(values)
+        )
+
+    def normalize(self, value):
+        return [float(v) for v in self._values(value)]
+
+    def invalid_values(self):
+        return ["1", None, 1.5, [], [0.5, 0.5], [0.5, 2.0], [True]]
+
+
+class Samples:
+    """An array, or a nested structure of arrays, with one leading sample axis."""
+
+    description = "an array or a nested structure of arrays with the same number of samples"
+
+    def _sizes(self, value):
+        import keras
+
+        leaves = keras.tree.flatten(value)
+        return [np.shape(leaf)[0] if np.shape(leaf) else None for leaf in leaves]
+
+    def type_ok(self, value):
+        if value is None or isinstance(value, (str, bytes)):
+            return False
+        try:
+            return bool(self._sizes(value))
+        except (TypeError, ValueError):
+            return False
+
+    def value_ok(self, value):
+        sizes = self._sizes(value)
+        return None not in sizes and len(set(sizes)) == 1
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return [None, "x", 3.0, [np.zeros(2), np.zeros(3)]]
+
+
+class DataPair:
+    """A pair `(x, y)` of `Samples` with the same number of samples."""
+
+    description = "a tuple (x, y) of arrays with the same number of samples"
+
+    def type_ok(self, value):
+        return isinstance(value, (tuple, list)) and len(value) == 2
+
+    def value_ok(self, value):
+        samples = Samples()
+        if not all(samples.type_ok(v) and samples.value_ok(v) for v in value):
+            return False
+        return len({samples._sizes(v)[0] for v in value}) == 1
+
+    def normalize(self, value):
+        return tuple(value)
+
+    def invalid_values(self):
+        return [np.zeros(3), (np.zeros(3),), (np.zeros(3), np.zeros(4))]
+
+
+class FitKwargs:
+    """A dict of `model.fit` arguments other than `reserved` (`None`: `{}`)."""
+
+    def __init__(self, reserved):
+        self.reserved = tuple(reserved)
+        self.description = (
+            f"a dict of `model.fit` arguments other than {', '.join(self.reserved)} "
+            "(the caller sets those), with `callbacks` a list, or None"
+        )
+
+    def type_ok(self, value):
+        return value is None or isinstance(value, dict)
+
+    def value_ok(self, value):
+        if value is None:
+            return True
+        callbacks = value.get("callbacks")
+        return not set(value) & set(self.reserved) and (
+            callbacks is None or isinstance(callbacks, (list, tuple))
+        )
+
+    def normalize(self, value):
+        return dict(value or {})
+
+    def invalid_values(self):
+        return (
+            ["epochs", [("shuffle", True)]]
+            + [{name: 1} for name in self.reserved[:3]]
+            + [{"callbacks": "history"}]
+        )
+
+
 def _format_received(name, value):
     return f"Received: {name}={value!r}"
 
@@ -352,36 +536,112 @@ def validate_arguments(owner, constraints, arguments):
     """Checks `arguments` against `constraints` and returns normalized values.
 
     Args:
-        owner: Name of the class being configured, used in messages about
-            unexpected arguments.
+        owner: Name of the class or function being called, used in messages
+            about unexpected arguments.
         constraints: Dict mapping each argument name to its constraint.
         arguments: Dict mapping argument names to the received values.
 
     Returns:
         A dict with the same keys, each value normalized (floats as Python
-        floats, axes as an int or a tuple of ints).
+        floats, axes as an int or a tuple of ints, ...).
 
     Raises:
-        TypeError: If an argument is not of the expected type, or if an
-            argument is unknown.
-        ValueError: If an argument has the right type but an invalid value.
+        InvalidArgumentError: If an argument is unknown, of the wrong type or
+            has an invalid value.
     """
     unknown = sorted(set(arguments) - set(constraints))
     if unknown:
-        raise TypeError(
+        raise InvalidArgumentError(
             f"Invalid arguments for `{owner}`: unexpected argument(s) "
             f"{unknown}. Expected only {sorted(constraints)}."
         )
     normalized = {}
     for name, value in arguments.items():
         constraint = constraints[name]
-        message = (
-            f"Invalid value for argument `{name}`: expected "
-            f"{constraint.description}. {_format_received(name, value)}"
-        )
-        if not constraint.type_ok(value):
-            raise TypeError(message)
-        if not constraint.value_ok(value):
-            raise ValueError(message)
+        if not (constraint.type_ok(value) and constraint.value_ok(value)):
+            raise invalid_argument(name, constraint.description, value)
         normalized[name] = constraint.normalize(value)
     return normalized
+
+
+def validate_params(constraints):
+    """Decorates a function so that its arguments are checked against `constraints`.
+
+    Every parameter of the function (but a method's `self`) must have a
+    constraint, checked when the function is decorated. The function
+    receives the normalized values, its defaults included; the table is kept
+    as `fn._parameter_constraints`, so the tests can generate invalid values
+    for each argument.
+
+    Args:
+        constraints: Dict mapping each parameter name to its constraint.
+
+    Returns:
+        The decorator.
+    """
+
+    def decorator(function):
+        signature = inspect.signature(function)
+        names = [name for name in signature.parameters if name != "self"]
+        if set(names) != set(constraints):
+            raise AssertionError(
+                f"The constraint table of `{function.__name__}` does not match its "
+                f"signature: {sorted(constraints)} vs {sorted(names)}"
+            )
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise InvalidArgumentError(f"`{function.__name__}`: {error}") from None
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            owner = arguments.pop("self", None)
+            arguments = validate_arguments(function.__name__, constraints, arguments)
+            if owner is not None:
+                return function(owner, **arguments)
+            return function(**arguments)
+
+        wrapper._parameter_constraints = constraints
+        return wrapper
+
+    return decorator
+
+
+class Configurable:
+    """Arguments from a constraint table: set, validated, configured, printed.
+
+    A subclass declares `_parameter_constraints` (one entry per `__init__`
+    argument, in the signature's order) and calls `self._set_arguments(...)`
+    in `__init__`. It gets:
+
+    - each normalized argument stored under its own name;
+    - `get_config()` from the table's keys, and a `from_config` that refuses
+      what `__init__` refuses, with the same message, so a tampered `.keras`
+      file never loads silently;
+    - a `repr` that lists the configuration.
+
+    Keras layers and optimizers keep their base class's `get_config` and
+    `from_config` (which carry the base arguments) and use only
+    `_set_arguments`; put `Configurable` after the Keras base class.
+    """
+
+    _parameter_constraints = {}
+
+    def _set_arguments(self, **arguments):
+        values = validate_arguments(type(self).__name__, self._parameter_constraints, arguments)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def get_config(self):
+        return {name: getattr(self, name) for name in self._parameter_constraints}
+
+    @classmethod
+    def from_config(cls, config):
+        validate_arguments(cls.__name__, cls._parameter_constraints, dict(config))
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"

@@ -8,8 +8,6 @@ what `kerasreg.compact` inserts in front of a layer whose unused inputs it
 removes.
 """
 
-import numbers
-
 import keras
 import numpy as np
 from keras import ops
@@ -18,10 +16,13 @@ from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import AnyOf
 from kerasreg._validation import Axes
+from kerasreg._validation import Configurable
 from kerasreg._validation import Identifier
 from kerasreg._validation import Indices
+from kerasreg._validation import Interval
+from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import Strings
-from kerasreg._validation import validate_arguments
+from kerasreg._validation import validate_params
 
 __all__ = ["FeatureGate", "SelectFeatures"]
 
@@ -37,7 +38,7 @@ def _get_regularizer(regularizer):
             return keras.regularizers.get(regularizer)
     if callable(regularizer):
         return regularizer
-    raise TypeError(
+    raise InvalidArgumentError(
         "Invalid value for argument `regularizer`: expected a regularizer, "
         f"its name or config, or None. Received: regularizer={regularizer!r}"
     )
@@ -47,7 +48,7 @@ def _normalize_axes(axis, rank, owner):
     """`axis` as a sorted tuple of non-negative, non-batch axes of `rank`."""
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if not axes or any(not -rank < a < rank or a % rank == 0 for a in axes):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Invalid value for argument `axis`: expected non-batch axes of "
             f"the input of `{owner}`, of rank {rank}. Received: axis={axis!r}"
         )
@@ -55,7 +56,7 @@ def _normalize_axes(axis, rank, owner):
 
 
 @register_serializable
-class FeatureGate(keras.layers.Layer):
+class FeatureGate(keras.layers.Layer, Configurable):
     r"""Multiplies each input feature by a trainable gate, for feature selection.
 
     .. math::
@@ -135,28 +136,18 @@ class FeatureGate(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        arguments = validate_arguments(
-            type(self).__name__,
-            self._parameter_constraints,
-            dict(
-                axis=axis,
-                regularizer=regularizer,
-                initializer=initializer,
-                constraint=constraint,
-                feature_names=feature_names,
-            ),
+        self._set_arguments(
+            axis=axis,
+            regularizer=regularizer,
+            initializer=initializer,
+            constraint=constraint,
+            feature_names=feature_names,
         )
-        if isinstance(arguments["axis"], tuple) and not arguments["axis"]:
-            raise ValueError(
+        if isinstance(self.axis, tuple) and not self.axis:
+            raise InvalidArgumentError(
                 "Invalid value for argument `axis`: expected at least one "
                 f"feature axis. Received: axis={axis!r}"
             )
-        self.axis = arguments["axis"]
-        self.regularizer = arguments["regularizer"]
-        self.initializer = arguments["initializer"]
-        self.constraint = arguments["constraint"]
-        feature_names = arguments["feature_names"]
-        self.feature_names = feature_names
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -170,7 +161,7 @@ class FeatureGate(keras.layers.Layer):
             )
         size = int(np.prod(gate_shape))
         if self.feature_names is not None and len(self.feature_names) != size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Invalid value for argument `feature_names`: expected one name "
                 f"per gate ({size} for input shape {tuple(input_shape)} and "
                 f"axis={self.axis!r}). Received {len(self.feature_names)} names."
@@ -191,18 +182,9 @@ class FeatureGate(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    @validate_params({"tolerance": Interval(0.0, None)})
     def selection_mask(self, tolerance=0.0):
         """Boolean array in the gates' shape: `True` where `|gate| > tolerance`."""
-        if not isinstance(tolerance, numbers.Real) or isinstance(tolerance, bool):
-            raise TypeError(
-                "Invalid value for argument `tolerance`: expected a non-negative "
-                f"float. Received: tolerance={tolerance!r}"
-            )
-        if not tolerance >= 0:
-            raise ValueError(
-                "Invalid value for argument `tolerance`: expected a non-negative "
-                f"float. Received: tolerance={tolerance!r}"
-            )
         if not self.built:
             raise ValueError(f"`FeatureGate` layer '{self.name}' has no gates before it is built.")
         return np.abs(np.asarray(ops.convert_to_numpy(self.gates))) > tolerance
@@ -249,7 +231,7 @@ class FeatureGate(keras.layers.Layer):
 
 
 @register_serializable
-class SelectFeatures(keras.layers.Layer):
+class SelectFeatures(keras.layers.Layer, Configurable):
     """Keeps the features at fixed indices of the last axis, in order.
 
     `kerasreg.compact` puts one in front of a layer whose unused input
@@ -274,14 +256,12 @@ class SelectFeatures(keras.layers.Layer):
 
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
-        self.indices = validate_arguments(
-            type(self).__name__, self._parameter_constraints, {"indices": indices}
-        )["indices"]
+        self._set_arguments(indices=indices)
 
     def build(self, input_shape):
         width = input_shape[-1]
         if width is not None and max(self.indices) >= width:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Invalid value for argument `indices`: index {max(self.indices)} "
                 f"is out of range for inputs with {width} features. "
                 f"Received: indices={self.indices!r}"

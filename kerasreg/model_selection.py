@@ -18,14 +18,30 @@ need matplotlib.
 
 import dataclasses
 import math
-import numbers
 import time
 
 import keras
 import numpy as np
 
-from kerasreg import optimizers as optimizers_lib
+from kerasreg import _tables
 from kerasreg import regularizers as regularizers_lib
+from kerasreg._training import proximal_optimizer_of
+from kerasreg._training import sync_variables
+from kerasreg._validation import AnyOf
+from kerasreg._validation import Boolean
+from kerasreg._validation import Callable
+from kerasreg._validation import DataPair
+from kerasreg._validation import FitKwargs
+from kerasreg._validation import Integer
+from kerasreg._validation import Interval
+from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import Options
+from kerasreg._validation import Ratios
+from kerasreg._validation import Samples
+from kerasreg._validation import Strengths
+from kerasreg._validation import String
+from kerasreg._validation import invalid_argument
+from kerasreg._validation import validate_params
 
 __all__ = [
     "CrossValidatedPath",
@@ -62,132 +78,72 @@ _RESERVED_FIT_ARGS = (
 )
 
 
-# Argument checks. One message shape: the argument, what was expected, what
-# was received.
+# The arguments both path functions take, checked by one table.
+_PATH_CONSTRAINTS = {
+    "build_model": Callable("a callable (regularizer) -> compiled keras.Model"),
+    "x": Samples(),
+    "y": Samples(),
+    "strengths": Strengths(),
+    "epochs": Integer(1),
+    "warm_epochs": AnyOf(Integer(1), None),
+    "tol": AnyOf(Interval(0.0, None, closed="neither"), None),
+    "warm_start": Boolean(),
+    "batch_size": AnyOf(Integer(1), Options("full"), None),
+    "repeat": Integer(1),
+    "metric": AnyOf(String(), Callable("a callable (y_true, y_pred) -> float"), None),
+    "fit_kwargs": FitKwargs(_RESERVED_FIT_ARGS),
+    "seed": AnyOf(Integer(0), None),
+    "verbose": Integer(0, 1),
+}
 
 
-def _invalid(name, expected, value):
-    return ValueError(
-        f"Invalid value for argument `{name}`: expected {expected}. Received: {name}={value!r}"
-    )
+class _Splits:
+    """A scikit-learn splitter, or an iterable of `(train, validation)` index arrays."""
+
+    description = "a scikit-learn splitter or an iterable of (train, validation) splits"
+
+    def type_ok(self, value):
+        if isinstance(value, (list, tuple)):
+            return True
+        return not isinstance(value, str) and callable(getattr(value, "split", None))
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return ["five", None, 1.5]
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+@dataclasses.dataclass(frozen=True)
+class _PathOptions:
+    """How each fit along a path runs: the arguments the two path functions share."""
+
+    epochs: int
+    warm_epochs: int | None
+    tol: float | None
+    warm_start: bool
+    batch_size: int | str | None
+    repeat: int
+    fit_kwargs: dict
+    seed: int | None
+    verbose: int
+
+    @classmethod
+    def pick(cls, arguments):
+        """The options among a function's `arguments` (its `locals()`)."""
+        return cls(**{field.name: arguments[field.name] for field in dataclasses.fields(cls)})
 
 
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_strengths(strengths):
-    try:
-        values = np.asarray(strengths, dtype="float64")
-    except (TypeError, ValueError):
-        values = None
-    if (
-        values is None
-        or values.ndim != 1
-        or values.size == 0
-        or not np.all(np.isfinite(values))
-        or np.any(values <= 0)
-    ):
-        raise _invalid("strengths", "a non-empty 1-D sequence of positive finite floats", strengths)
-    if len(np.unique(values)) != len(values):
-        raise _invalid("strengths", "distinct values", strengths)
-    # Decreasing: the path starts where the penalty is strongest and the
-    # solution sparsest, as glmnet's does.
-    return np.sort(values)[::-1]
-
-
-def _check_l1_ratios(l1_ratios):
-    values = [l1_ratios] if _is_real(l1_ratios) else l1_ratios
-    try:
-        values = list(values)
-    except TypeError:
-        values = []
-    if not values or not all(_is_real(r) and 0.0 <= r <= 1.0 for r in values):
-        raise _invalid("l1_ratios", "a float in [0, 1] or a non-empty sequence of them", l1_ratios)
-    values = [float(r) for r in values]
-    if len(set(values)) != len(values):
-        raise _invalid("l1_ratios", "distinct values", l1_ratios)
-    return values
-
-
-def _check_positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if not _is_int(value) or value < 1:
-        raise _invalid(name, "an int >= 1" + (" or None" if allow_none else ""), value)
-    return int(value)
-
-
-def _check_batch_size(batch_size):
-    if batch_size is None or batch_size == "full":
-        return batch_size
-    if not _is_int(batch_size) or batch_size < 1:
-        raise _invalid("batch_size", "an int >= 1, 'full' or None", batch_size)
-    return int(batch_size)
-
-
-def _check_tol(tol):
-    if tol is None:
-        return None
-    if not _is_real(tol) or not math.isfinite(tol) or tol <= 0:
-        raise _invalid("tol", "a positive finite float or None", tol)
-    return float(tol)
-
-
-def _check_fit_kwargs(fit_kwargs):
-    if fit_kwargs is None:
-        return {}
-    if not isinstance(fit_kwargs, dict):
-        raise _invalid("fit_kwargs", "a dict of `model.fit` arguments or None", fit_kwargs)
-    reserved = sorted(set(fit_kwargs) & set(_RESERVED_FIT_ARGS))
-    if reserved:
-        raise ValueError(
-            "Invalid value for argument `fit_kwargs`: expected `model.fit` arguments other than "
-            f"{', '.join(_RESERVED_FIT_ARGS)}, which the path sets itself (pass `epochs`, "
-            "`batch_size` and the data to this function; per-sample weights are not supported). "
-            f"Received: fit_kwargs={fit_kwargs!r}"
+def _check_same_samples(x, y):
+    n, m = (np.shape(keras.tree.flatten(v)[0])[0] for v in (x, y))
+    if n != m:
+        raise InvalidArgumentError(
+            f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
+            f"Received: y with {m} samples"
         )
-    callbacks = fit_kwargs.get("callbacks")
-    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
-        raise _invalid("fit_kwargs['callbacks']", "a list of callbacks", callbacks)
-    return dict(fit_kwargs)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise _invalid(name, "a bool", value)
-    return bool(value)
-
-
-def _check_seed(seed):
-    if seed is not None and (not _is_int(seed) or seed < 0):
-        raise _invalid("seed", "a non-negative int or None", seed)
-    return seed
-
-
-def _check_verbose(verbose):
-    if not _is_int(verbose) or verbose not in (0, 1):
-        raise _invalid("verbose", "0 (silent) or 1 (a line per fit)", verbose)
-    return int(verbose)
-
-
-def _n_samples(name, data):
-    leaves = keras.tree.flatten(data)
-    if not leaves:
-        raise _invalid(name, "an array or a nested structure of arrays", data)
-    sizes = set()
-    for leaf in leaves:
-        shape = np.shape(leaf)
-        if not shape:
-            raise _invalid(name, "arrays with a leading sample axis", data)
-        sizes.add(shape[0])
-    if len(sizes) != 1:
-        raise _invalid(name, "arrays with the same number of samples", data)
-    return sizes.pop()
 
 
 def _tile(data, repeat):
@@ -206,15 +162,6 @@ def _take(data, indices):
 
 class _Scorer:
     def __init__(self, metric, mode):
-        if metric is not None and not isinstance(metric, str) and not callable(metric):
-            raise _invalid(
-                "metric",
-                "None (the compiled loss, penalty excluded), the name of a Keras metric or "
-                "loss, or a callable (y_true, y_pred) -> float",
-                metric,
-            )
-        if mode not in _MODES:
-            raise _invalid("mode", f"one of {_MODES}", mode)
         self.metric = metric
         self.mode = mode
         self.name = None
@@ -234,7 +181,7 @@ class _Scorer:
             elif callable(loss):
                 function, name = loss, getattr(loss, "__name__", "loss")
             else:
-                raise ValueError(
+                raise InvalidArgumentError(
                     "Invalid value for argument `metric`: the model's loss "
                     f"({loss!r}) is not one loss function, so pass `metric` (a Keras metric "
                     "name or a callable (y_true, y_pred) -> float). Received: metric=None"
@@ -246,7 +193,7 @@ class _Scorer:
                 try:
                     function = keras.losses.get(metric)
                 except ValueError as error:
-                    raise _invalid(
+                    raise invalid_argument(
                         "metric", "the name of a Keras metric or loss", metric
                     ) from error
             name = metric
@@ -286,32 +233,25 @@ def _regularizer_for(strength, l1_ratio):
     return regularizers_lib.ElasticNet(strength=strength, l1_ratio=l1_ratio)
 
 
-def _proximal_optimizer(model):
-    optimizer = getattr(model, "optimizer", None)
-    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
-    return optimizer if isinstance(optimizer, optimizers_lib.ProximalOptimizer) else None
-
-
 def _build(build_model, regularizer, seed):
     if seed is not None:
         keras.utils.set_random_seed(seed)
     model = build_model(regularizer)
     if not isinstance(model, keras.Model):
-        raise ValueError(
+        raise InvalidArgumentError(
             "Invalid value for argument `build_model`: expected a function returning a "
             f"compiled keras.Model. Received: build_model(regularizer) returned {model!r}"
         )
-    optimizer = _proximal_optimizer(model)
+    optimizer = proximal_optimizer_of(model)
     if optimizer is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             "Invalid value for argument `build_model`: expected a function returning a model "
             "compiled with `kerasreg.ProximalOptimizer` (its `strength_scale` moves the model "
             "along the path). Received: build_model(regularizer) returned a model compiled "
             f"with optimizer={getattr(model, 'optimizer', None)!r}"
         )
     if not model.built:
-        raise ValueError(
+        raise InvalidArgumentError(
             "Invalid value for argument `build_model`: expected a function returning a built "
             "model (start it with `keras.Input`, or call `model.build`). Received: "
             f"build_model(regularizer) returned the unbuilt model {model.name!r}"
@@ -320,7 +260,7 @@ def _build(build_model, regularizer, seed):
         v for v in model.trainable_variables if getattr(v, "regularizer", None) is regularizer
     ]
     if not penalized:
-        raise ValueError(
+        raise InvalidArgumentError(
             "Invalid value for argument `build_model`: expected a function that puts the "
             "regularizer it receives on some trainable weight (e.g. "
             "`kernel_regularizer=regularizer`). Received: build_model(regularizer) returned a "
@@ -346,12 +286,6 @@ def _restore(model, optimizer, snapshot):
         variable.assign(value)
 
 
-def _sync(model):
-    sync = getattr(model, "jax_state_sync", None)
-    if sync is not None and keras.backend.backend() == "jax":
-        sync()
-
-
 class _Converged(keras.callbacks.Callback):
     """Stops `fit` once no trainable weight moved more than `tol` in an epoch.
 
@@ -365,7 +299,7 @@ class _Converged(keras.callbacks.Callback):
         self._last = None
 
     def _values(self):
-        _sync(self.model)
+        sync_variables(self.model)
         return [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.trainable_variables]
 
     def on_train_begin(self, logs=None):
@@ -403,49 +337,33 @@ class _Fit:
 
 
 def _run_path(
-    build_model,
-    x,
-    y,
-    strengths,
-    l1_ratio,
-    *,
-    validation,
-    scorer,
-    epochs,
-    warm_epochs,
-    tol,
-    warm_start,
-    batch_size,
-    repeat,
-    fit_kwargs,
-    keep_weights,
-    seed,
-    verbose,
-    label="",
+    build_model, x, y, strengths, l1_ratio, options, validation, scorer, keep_weights, label=""
 ):
     """Fits `strengths` (decreasing) in order; returns one `_Fit` per strength."""
     top = float(strengths[0])
     regularizer = _regularizer_for(top, l1_ratio)
-    model, optimizer, penalized = _build(build_model, regularizer, seed)
+    model, optimizer, penalized = _build(build_model, regularizer, options.seed)
     if validation is not None:
         scorer.bind(model)
+    warm_start, batch_size = options.warm_start, options.batch_size
     # The whole optimizer, a LossScaleOptimizer around it included.
     initial = None if warm_start else _snapshot(model, model.optimizer)
+    fit_kwargs = dict(options.fit_kwargs)
     callbacks = list(fit_kwargs.pop("callbacks", None) or [])
     predict_batch_size = None if batch_size == "full" else batch_size
     if batch_size == "full":
-        batch_size = _n_samples("x", x)
+        batch_size = np.shape(keras.tree.flatten(x)[0])[0]
         # Every batch is the training set itself, also when it is tiled.
         fit_kwargs.setdefault("shuffle", False)
-    if repeat > 1:
-        x, y = _tile(x, repeat), _tile(y, repeat)
+    if options.repeat > 1:
+        x, y = _tile(x, options.repeat), _tile(y, options.repeat)
     fits = []
     for i, strength in enumerate(strengths):
         if i and not warm_start:
             _restore(model, model.optimizer, initial)
         optimizer.strength_scale.assign(float(strength) / top)
-        n_epochs = warm_epochs if (i and warm_start) else epochs
-        extra = [_Converged(tol)] if tol is not None else []
+        n_epochs = (options.warm_epochs or options.epochs) if (i and warm_start) else options.epochs
+        extra = [_Converged(options.tol)] if options.tol is not None else []
         start = time.perf_counter()
         history = model.fit(
             x,
@@ -457,7 +375,7 @@ def _run_path(
             **fit_kwargs,
         )
         seconds = time.perf_counter() - start
-        _sync(model)
+        sync_variables(model)
         nonzero, size = _count_nonzero(penalized)
         score = None
         if validation is not None:
@@ -474,7 +392,7 @@ def _run_path(
                 weights=[np.array(w) for w in model.get_weights()] if keep_weights else None,
             )
         )
-        if verbose:
+        if options.verbose:
             scored = "" if score is None else f", {scorer.name} {score:.4g}"
             print(
                 f"{label}l1_ratio {l1_ratio:g}, strength {strength:.4g}: {nonzero}/{size} "
@@ -492,27 +410,6 @@ def _rebuild(build_model, strength, l1_ratio, weights, seed):
 
 
 # Results.
-
-
-def _format_table(rows, columns):
-    cells = [[title for title, _, _ in columns]]
-    for row in rows:
-        cells.append(["-" if row[key] is None else fmt.format(row[key]) for _, key, fmt in columns])
-    widths = [max(len(line[j]) for line in cells) for j in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
-def _to_dataframe(rows, owner):
-    try:
-        import pandas as pd
-    except ImportError as error:
-        raise ImportError(
-            f"`{owner}.to_dataframe()` needs pandas, which kerasreg does not install. Install "
-            "it with `pip install pandas`, or use `.rows()`."
-        ) from error
-    return pd.DataFrame(rows)
 
 
 class RegularizationPath:
@@ -571,10 +468,10 @@ class RegularizationPath:
 
     def to_dataframe(self):
         """The rows as a `pandas.DataFrame`."""
-        return _to_dataframe(self.rows(), "RegularizationPath")
+        return _tables.to_dataframe(self.rows(), "RegularizationPath")
 
     def __str__(self):
-        return _format_table(self.rows(), self._COLUMNS)
+        return _tables.format_table(self.rows(), self._COLUMNS)
 
     def __repr__(self):
         return (
@@ -663,7 +560,7 @@ class CrossValidatedPath:
 
     def to_dataframe(self):
         """The table as a `pandas.DataFrame`."""
-        return _to_dataframe(self.table, "CrossValidatedPath")
+        return _tables.to_dataframe(self.table, "CrossValidatedPath")
 
     def plot(self, ax=None, l1_ratio=None):
         """Mean validation score with one-standard-error bars against the strength.
@@ -683,7 +580,7 @@ class CrossValidatedPath:
         import matplotlib.pyplot as plt
 
         if l1_ratio is not None and l1_ratio not in self.l1_ratios:
-            raise _invalid("l1_ratio", f"one of {self.l1_ratios}", l1_ratio)
+            raise invalid_argument("l1_ratio", f"one of {self.l1_ratios}", l1_ratio)
         ratios = self.l1_ratios if l1_ratio is None else [l1_ratio]
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4.5))
@@ -727,7 +624,7 @@ class CrossValidatedPath:
         return ax
 
     def __str__(self):
-        text = _format_table(self.table, self._COLUMNS)
+        text = _tables.format_table(self.table, self._COLUMNS)
         best, one_se = self.best, self.one_se
         return (
             f"{text}\nscore: validation {self.metric} ({self.mode}), mean over "
@@ -746,13 +643,14 @@ class CrossValidatedPath:
         )
 
 
-def _check_build_model(build_model):
-    if not callable(build_model):
-        raise _invalid(
-            "build_model", "a callable (regularizer) -> compiled keras.Model", build_model
-        )
-
-
+@validate_params(
+    {
+        **_PATH_CONSTRAINTS,
+        "l1_ratio": Interval(0.0, 1.0),
+        "validation_data": AnyOf(DataPair(), None),
+        "keep_weights": Boolean(),
+    }
+)
 def regularization_path(
     build_model,
     x,
@@ -841,53 +739,32 @@ def regularization_path(
     >>> path.nonzeros.tolist()  # the largest strength zeroes every weight
     [0, 2, 2]
     """
-    _check_build_model(build_model)
-    strengths = _check_strengths(strengths)
-    if not _is_real(l1_ratio) or not 0.0 <= l1_ratio <= 1.0:
-        raise _invalid("l1_ratio", "a float in [0, 1]", l1_ratio)
-    l1_ratio = float(l1_ratio)
-    n = _n_samples("x", x)
-    if _n_samples("y", y) != n:
-        raise ValueError(
-            f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
-            f"Received: y with {_n_samples('y', y)} samples"
-        )
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise _invalid("validation_data", "a tuple (x_val, y_val) or None", validation_data)
-    epochs = _check_positive_int("epochs", epochs)
-    warm_epochs = _check_positive_int("warm_epochs", warm_epochs, allow_none=True) or epochs
-    tol = _check_tol(tol)
-    warm_start = _check_bool("warm_start", warm_start)
-    batch_size = _check_batch_size(batch_size)
-    repeat = _check_positive_int("repeat", repeat)
+    _check_same_samples(x, y)
     scorer = _Scorer(metric, "auto")
-    fit_kwargs = _check_fit_kwargs(fit_kwargs)
-    keep_weights = _check_bool("keep_weights", keep_weights)
-    seed = _check_seed(seed)
-    verbose = _check_verbose(verbose)
     fits = _run_path(
         build_model,
         x,
         y,
         strengths,
         l1_ratio,
-        validation=tuple(validation_data) if validation_data is not None else None,
-        scorer=scorer,
-        epochs=epochs,
-        warm_epochs=warm_epochs,
-        tol=tol,
-        warm_start=warm_start,
-        batch_size=batch_size,
-        repeat=repeat,
-        fit_kwargs=fit_kwargs,
-        keep_weights=keep_weights,
-        seed=seed,
-        verbose=verbose,
+        _PathOptions.pick(locals()),
+        validation_data,
+        scorer,
+        keep_weights,
     )
     return RegularizationPath(fits, l1_ratio, scorer.name if validation_data is not None else None)
 
 
+@validate_params(
+    {
+        **_PATH_CONSTRAINTS,
+        "l1_ratios": Ratios(),
+        "cv": AnyOf(Integer(2), _Splits()),
+        "groups": AnyOf(Samples(), None),
+        "mode": Options(*_MODES),
+        "refit": Boolean(),
+    }
+)
 def cross_validate_path(
     build_model,
     x,
@@ -976,44 +853,22 @@ def cross_validate_path(
             "`cross_validate_path` takes its folds from scikit-learn, which kerasreg does not "
             "install. Install it with `pip install scikit-learn`."
         ) from error
-    _check_build_model(build_model)
-    strengths = _check_strengths(strengths)
-    l1_ratios = _check_l1_ratios(l1_ratios)
-    n = _n_samples("x", x)
-    if _n_samples("y", y) != n:
-        raise ValueError(
-            f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
-            f"Received: y with {_n_samples('y', y)} samples"
-        )
-    epochs = _check_positive_int("epochs", epochs)
-    warm_epochs = _check_positive_int("warm_epochs", warm_epochs, allow_none=True) or epochs
-    tol = _check_tol(tol)
-    warm_start = _check_bool("warm_start", warm_start)
-    batch_size = _check_batch_size(batch_size)
-    repeat = _check_positive_int("repeat", repeat)
+    _check_same_samples(x, y)
+    options = _PathOptions.pick(locals())
     scorer = _Scorer(metric, mode)
-    fit_kwargs = _check_fit_kwargs(fit_kwargs)
-    refit = _check_bool("refit", refit)
-    seed = _check_seed(seed)
-    verbose = _check_verbose(verbose)
-    if _is_int(cv) and cv < 2:
-        raise _invalid("cv", "an int >= 2, a scikit-learn splitter or an iterable of splits", cv)
     try:
         splitter = check_cv(cv)
     except ValueError as error:
-        raise _invalid(
-            "cv", "an int >= 2, a scikit-learn splitter or an iterable of splits", cv
-        ) from error
+        raise invalid_argument("cv", _Splits.description, cv) from error
     first = np.asarray(keras.tree.flatten(x)[0])
     try:
         folds = list(splitter.split(first, np.asarray(keras.tree.flatten(y)[0]), groups))
     except ValueError as error:
-        raise ValueError(
-            f"Invalid value for argument `cv`: the splitter could not split the data ({error}). "
-            f"Received: cv={cv!r}"
+        raise invalid_argument(
+            "cv", f"a splitter that can split the data (it said: {error})", cv
         ) from error
     if len(folds) < 2:
-        raise _invalid("cv", "at least 2 splits", cv)
+        raise invalid_argument("cv", "at least 2 splits", cv)
 
     shape = (len(l1_ratios), len(strengths), len(folds))
     scores = np.zeros(shape)
@@ -1029,18 +884,10 @@ def cross_validate_path(
                 _take(y, train),
                 strengths,
                 l1_ratio,
-                validation=(_take(x, held_out), _take(y, held_out)),
-                scorer=scorer,
-                epochs=epochs,
-                warm_epochs=warm_epochs,
-                tol=tol,
-                warm_start=warm_start,
-                batch_size=batch_size,
-                repeat=repeat,
-                fit_kwargs=dict(fit_kwargs),
+                options,
+                (_take(x, held_out), _take(y, held_out)),
+                scorer,
                 keep_weights=False,
-                seed=seed,
-                verbose=verbose,
                 label=f"fold {k + 1}/{len(folds)}: ",
             )
             scores[a, :, k] = [f.score for f in fits]
@@ -1052,29 +899,11 @@ def cross_validate_path(
     )
     result.seconds = time.perf_counter() - start
     if refit:
-        _refit(
-            result,
-            build_model,
-            x,
-            y,
-            strengths,
-            scorer,
-            dict(
-                epochs=epochs,
-                warm_epochs=warm_epochs,
-                tol=tol,
-                warm_start=warm_start,
-                batch_size=batch_size,
-                repeat=repeat,
-                seed=seed,
-                verbose=verbose,
-            ),
-            fit_kwargs,
-        )
+        _refit(result, build_model, x, y, strengths, scorer, options)
     return result
 
 
-def _refit(result, build_model, x, y, strengths, scorer, options, fit_kwargs):
+def _refit(result, build_model, x, y, strengths, scorer, options):
     """Refits `best` and `one_se` on all the data, along the same path."""
     chosen = {}
     for name in ("best", "one_se"):
@@ -1082,26 +911,14 @@ def _refit(result, build_model, x, y, strengths, scorer, options, fit_kwargs):
         chosen.setdefault(row["l1_ratio"], []).append((name, row["strength"]))
     for l1_ratio, wanted in chosen.items():
         lowest = min(strength for _, strength in wanted)
-        if options["warm_start"]:
+        if options.warm_start:
             path = strengths[strengths >= lowest]
         else:
             path = np.array(sorted({s for _, s in wanted}, reverse=True))
         fits = _run_path(
-            build_model,
-            x,
-            y,
-            path,
-            l1_ratio,
-            validation=None,
-            scorer=scorer,
-            fit_kwargs=dict(fit_kwargs),
-            keep_weights=True,
-            label="refit: ",
-            **options,
+            build_model, x, y, path, l1_ratio, options, None, scorer, True, label="refit: "
         )
         by_strength = {f.strength: f.weights for f in fits}
         for name, strength in wanted:
-            model = _rebuild(
-                build_model, strength, l1_ratio, by_strength[strength], options["seed"]
-            )
+            model = _rebuild(build_model, strength, l1_ratio, by_strength[strength], options.seed)
             setattr(result, f"{name}_model", model)

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasreg._validation import InvalidArgumentError
+
 __all__ = [
     "soft_threshold",
     "prox_squared_l2",
@@ -365,9 +367,9 @@ def project_sparsity(x, sparsity):
         f"a scalar tensor. Received: sparsity={sparsity!r}"
     )
     if isinstance(sparsity, (bool, np.bool_, str, bytes)):
-        raise TypeError(message)
+        raise InvalidArgumentError(message)
     if isinstance(sparsity, numbers.Real) and not 0.0 <= sparsity <= 1.0:
-        raise ValueError(message)
+        raise InvalidArgumentError(message)
     if int(np.prod(x.shape)) == 0:
         return x
     mask = _sparsity_mask(x, sparsity)

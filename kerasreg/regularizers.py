@@ -19,8 +19,10 @@ package: once `kerasreg` is imported, models that use them save to `.keras`
 and load with plain `keras.models.load_model`.
 """
 
+import inspect
 import math
 import numbers
+import re
 
 import keras
 import numpy as np
@@ -29,9 +31,10 @@ from keras import ops
 from kerasreg import prox as prox_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import Axes
+from kerasreg._validation import Configurable
 from kerasreg._validation import Integer
 from kerasreg._validation import Interval
-from kerasreg._validation import validate_arguments
+from kerasreg._validation import InvalidArgumentError
 
 __all__ = [
     "ProximalRegularizer",
@@ -55,7 +58,7 @@ def _threshold(step, coefficient, x):
     """
     if isinstance(step, numbers.Real) and not isinstance(step, bool):
         if not step >= 0:  # also refuses NaN
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Invalid value for argument `step`: expected a non-negative "
                 f"float. Received: step={step!r}"
             )
@@ -77,7 +80,7 @@ def _as_compute_tensor(x):
     if not dtype.startswith(("float", "bfloat")):
         # An integer weight would get an integer strength (0 for 0.1): a
         # silent zero penalty. Keras only trains floating-point weights.
-        raise TypeError(
+        raise InvalidArgumentError(
             "Invalid weight for a kerasreg regularizer: expected a "
             f"floating-point weight. Received: a weight of dtype {dtype}"
         )
@@ -86,23 +89,19 @@ def _as_compute_tensor(x):
     return x, dtype
 
 
-class ProximalRegularizer(keras.regularizers.Regularizer):
+class ProximalRegularizer(Configurable, keras.regularizers.Regularizer):
     """Base class of regularizers that know their proximal operator.
 
     A subclass declares its `__init__` arguments and their constraints in
-    `_parameter_constraints`, stores each argument under its own name, and
+    `_parameter_constraints`, sets them with `self._set_arguments(...)`, and
     implements `__call__(x)` (the penalty) and `prox(x, step)`. Validation,
-    `get_config`, `from_config`, equality and `repr` come from this class.
-    To be saved in `.keras` files, a subclass must also be registered with
-    `keras.saving.register_keras_serializable`.
+    `get_config`, `from_config` and `repr` come from `Configurable`; equality
+    (same class, same configuration) from this class. To be saved in
+    `.keras` files, a subclass must also be registered with
+    `keras.saving.register_keras_serializable`; `kerasreg.regularizers.get`
+    knows every registered subclass by its class name and its snake-case
+    name.
     """
-
-    _parameter_constraints = {}
-
-    def _set_arguments(self, **arguments):
-        values = validate_arguments(type(self).__name__, self._parameter_constraints, arguments)
-        for name, value in values.items():
-            setattr(self, name, value)
 
     def __call__(self, x):
         """Returns the penalty `R(x)`, a scalar in the dtype of `x`."""
@@ -153,16 +152,6 @@ class ProximalRegularizer(keras.regularizers.Regularizer):
         """
         return self.prox(x, step), state
 
-    def get_config(self):
-        return {name: getattr(self, name) for name in self._parameter_constraints}
-
-    @classmethod
-    def from_config(cls, config):
-        # Refuses unknown keys and invalid values with the same message shape
-        # as `__init__`, so a tampered `.keras` file never loads silently.
-        validate_arguments(cls.__name__, cls._parameter_constraints, dict(config))
-        return cls(**config)
-
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented
@@ -170,10 +159,6 @@ class ProximalRegularizer(keras.regularizers.Regularizer):
 
     def __hash__(self):
         return hash((type(self), tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({arguments})"
 
 
 @register_serializable
@@ -410,7 +395,7 @@ class GroupLasso(ProximalRegularizer):
         rank = len(shape)
         axes = (self.group_axis,) if isinstance(self.group_axis, int) else self.group_axis
         if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) < len(axes):
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Invalid value for argument `group_axis`: expected distinct axes "
                 f"of a weight of rank {rank} (shape {tuple(shape)}). "
                 f"Received: group_axis={self.group_axis!r}"
@@ -546,12 +531,12 @@ class MagnitudePruning(ProximalRegularizer):
             power=power,
         )
         if self.end_step < self.begin_step:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Invalid value for argument `end_step`: expected an int >= "
                 f"begin_step={self.begin_step}. Received: end_step={end_step!r}"
             )
         if self.initial_sparsity > self.final_sparsity:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Invalid value for argument `initial_sparsity`: expected a float "
                 f"<= final_sparsity={self.final_sparsity}. "
                 f"Received: initial_sparsity={initial_sparsity!r}"
@@ -616,15 +601,16 @@ class MagnitudePruning(ProximalRegularizer):
         return ops.where(mask > 0, x, ops.zeros_like(x)), (mask,)
 
 
+def _snake_case(name):
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", name).lower()
+
+
+# Every regularizer by its class name and snake-case name ("ElasticNet",
+# "elastic_net"), derived from the classes, so a new one is known at once.
 _BY_NAME = {
-    "l1": L1,
-    "l2": L2,
-    "elastic_net": ElasticNet,
-    "group_lasso": GroupLasso,
-    "L1": L1,
-    "L2": L2,
-    "ElasticNet": ElasticNet,
-    "GroupLasso": GroupLasso,
+    key: cls
+    for cls in (L1, L2, ElasticNet, GroupLasso, MagnitudePruning)
+    for key in (cls.__name__, _snake_case(cls.__name__))
 }
 
 
@@ -668,7 +654,8 @@ def get(identifier):
             - a `keras.regularizers.L1`, `L2` or `L1L2` instance;
             - a name: `"l1"`, `"l2"`, `"elastic_net"`, `"group_lasso"` (or the
               class name), built with default arguments, or a name Keras
-              knows, such as `"L1L2"`;
+              knows, such as `"L1L2"` (`"magnitude_pruning"` has a required
+              argument: pass an instance);
             - a serialized config dict, as `keras.saving.serialize_keras_object`
               writes it.
 
@@ -696,7 +683,21 @@ def get(identifier):
     obj = identifier
     if isinstance(identifier, str):
         if identifier in _BY_NAME:
-            return _BY_NAME[identifier]()
+            cls = _BY_NAME[identifier]
+            required = [
+                name
+                for name, parameter in inspect.signature(cls).parameters.items()
+                if parameter.default is parameter.empty
+            ]
+            if required:
+                raise InvalidArgumentError(
+                    f"Invalid value for argument `identifier`: expected a name of a "
+                    f"regularizer with default arguments; {cls.__name__} needs "
+                    f"{', '.join(required)}, so pass an instance, e.g. "
+                    f"kerasreg.{cls.__name__}({required[0]}=...). "
+                    f"Received: identifier={identifier!r}"
+                )
+            return cls()
         try:
             obj = keras.regularizers.get(identifier)
         except ValueError:
@@ -708,7 +709,7 @@ def get(identifier):
     mapped = _from_keras(obj) if isinstance(obj, keras.regularizers.Regularizer) else None
     if mapped is not None:
         return mapped
-    raise ValueError(
+    raise InvalidArgumentError(
         "Invalid value for argument `identifier`: expected a regularizer with a "
         "proximal operator (a kerasreg regularizer, keras.regularizers.L1, L2 "
         f"or L1L2, or their name or config). Received: identifier={identifier!r}"

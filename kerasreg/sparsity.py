@@ -9,11 +9,16 @@ This module only reads weights; it never trains.
 """
 
 import dataclasses
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
+
+from kerasreg import _tables
+from kerasreg._validation import Boolean
+from kerasreg._validation import InstanceOf
+from kerasreg._validation import Interval
+from kerasreg._validation import validate_params
 
 __all__ = ["SparsityReport", "WeightSparsity", "sparsity_report"]
 
@@ -139,37 +144,12 @@ class SparsityReport:
 
     def to_dataframe(self):
         """The figures as a `pandas.DataFrame`, one row per weight."""
-        try:
-            import pandas as pd
-        except ImportError as error:
-            raise ImportError(
-                "`SparsityReport.to_dataframe()` needs pandas, which kerasreg "
-                "does not install. Install it with `pip install pandas`, or "
-                "use `report.rows()`."
-            ) from error
-        return pd.DataFrame(self.rows())
+        return _tables.to_dataframe(self.rows(), "SparsityReport")
 
     def __str__(self):
-        cells = [[title for title, _, _ in _COLUMNS]]
-        for weight in self.weights:
-            row = []
-            for _, attribute, fmt in _COLUMNS:
-                value = getattr(weight, attribute)
-                row.append("-" if value is None else fmt.format(value))
-            cells.append(row)
-        cells.append(
-            ["total", "", f"{self.size:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", "", ""]
-        )
-        widths = [max(len(row[j]) for row in cells) for j in range(len(_COLUMNS))]
-        lines = []
-        for n, row in enumerate(cells):
-            line = "  ".join(
-                cell.ljust(width) if j == 0 else cell.rjust(width)
-                for j, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-            lines.append(line.rstrip())
-            if n == 0 or n == len(cells) - 2:
-                lines.append("-" * len(lines[0]))
+        total = ["total", "", f"{self.size:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", "", ""]
+        table = _tables.format_table(self.rows(), _COLUMNS, total=total, first_left=True)
+        lines = [table]
         if self.tolerance:
             lines.append(
                 f"entries with |w| <= {self.tolerance:g}: {self.below_tolerance:,} "
@@ -213,16 +193,6 @@ def _reported_weights(model_or_layer, include_biases=False):
     Returns:
         A list of `(key, layer, variable)` tuples.
     """
-    if not isinstance(model_or_layer, keras.layers.Layer):
-        raise TypeError(
-            "Invalid value for argument `model_or_layer`: expected a keras.Model "
-            f"or keras.layers.Layer. Received: model_or_layer={model_or_layer!r}"
-        )
-    if not isinstance(include_biases, bool):
-        raise TypeError(
-            "Invalid value for argument `include_biases`: expected a bool. "
-            f"Received: include_biases={include_biases!r}"
-        )
     root = model_or_layer.name + "/"
     seen = set()
     keys = set()
@@ -267,6 +237,13 @@ def _figures(key, layer, variable, tolerance):
     return WeightSparsity(**figures)
 
 
+@validate_params(
+    {
+        "model_or_layer": InstanceOf(keras.layers.Layer, "a keras.Model or keras.layers.Layer"),
+        "tolerance": Interval(0.0, None),
+        "include_biases": Boolean(),
+    }
+)
 def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
     """Counts the exact zeros of every weight of a model or layer.
 
@@ -307,16 +284,8 @@ def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
     ----------------------------------------------------------------------
     total                      6      4    66.67%
     """
-    message = (
-        "Invalid value for argument `tolerance`: expected a non-negative "
-        f"finite float. Received: tolerance={tolerance!r}"
-    )
-    if not isinstance(tolerance, numbers.Real) or isinstance(tolerance, bool):
-        raise TypeError(message)
-    if not 0.0 <= tolerance < float("inf"):
-        raise ValueError(message)
     weights = [
-        _figures(key, layer, variable, float(tolerance))
+        _figures(key, layer, variable, tolerance)
         for key, layer, variable in _reported_weights(model_or_layer, include_biases)
     ]
-    return SparsityReport(weights, float(tolerance))
+    return SparsityReport(weights, tolerance)

@@ -4,8 +4,9 @@ Two catalogues, both run by `tests/test_reliability.py` and written out as
 `docs/reliability.md` by `scripts/reliability_table.py`:
 
 - `constraint_cases()`: every invalid value of every argument of every
-  public class, generated from the class's `_parameter_constraints` table
-  (each constraint lists the values it must refuse), not listed by hand.
+  public class and function, generated from its `_parameter_constraints`
+  table (each constraint lists the values it must refuse), not listed by
+  hand.
 - `SCENARIOS`: misuse that no single argument describes: wrong objects
   given to the wrapper and the callbacks, integer, frozen and empty
   weights, NaN and Inf in weights and gradients, tampered `.keras` files.
@@ -40,6 +41,39 @@ CLASSES = [
 ]
 
 
+def _never_called(regularizer):
+    raise AssertionError("a refused argument must stop the path before any model is built")
+
+
+def _built_gate():
+    gate = kerasreg.FeatureGate()
+    gate.build((None, 3))
+    return gate
+
+
+_PATH_DATA = {
+    "build_model": _never_called,
+    "x": np.zeros((4, 2), "float32"),
+    "y": np.zeros(4, "float32"),
+    "strengths": [1.0],
+}
+
+# Every public function (methods included) that takes Python arguments, with
+# its required arguments. The proximal operators in `kerasreg.prox` take
+# tensors and are left out; `kerasreg.regularizers.get` resolves any
+# identifier and refuses the rest itself.
+FUNCTIONS = [
+    (kerasreg.model_selection.regularization_path, _PATH_DATA),
+    (kerasreg.model_selection.cross_validate_path, _PATH_DATA),
+    (kerasreg.sparsity_report, {"model_or_layer": keras.layers.Dense(1)}),
+    (kerasreg.FeatureGate.selection_mask, {"self": _built_gate()}),
+]
+
+
+def _name(fn):
+    return fn.__qualname__
+
+
 def _outcome(error):
     """One line: the exception's type and the message kerasreg wrote.
 
@@ -55,22 +89,23 @@ def _outcome(error):
 
 
 def constraint_cases():
-    """Yields `(cls, argument, value, error)` for each generated invalid value.
+    """Yields `(fn, argument, value, error)` for each generated invalid value.
 
-    `error` is the exception raised by `cls(**required, argument=value)`, or
-    `None` if the value was accepted (which the tests treat as a failure).
+    `fn` is a public class or function; `error` is the exception raised by
+    `fn(**required, argument=value)`, or `None` if the value was accepted
+    (which the tests treat as a failure).
     """
-    for cls, required in CLASSES:
-        for name, constraint in cls._parameter_constraints.items():
+    for fn, required in CLASSES + FUNCTIONS:
+        for name, constraint in fn._parameter_constraints.items():
             for value in constraint.invalid_values():
                 arguments = dict(required)
                 arguments[name] = value
                 try:
-                    cls(**arguments)
+                    fn(**arguments)
                 except (TypeError, ValueError) as error:
-                    yield cls, name, value, error
+                    yield fn, name, value, error
                 else:
-                    yield cls, name, value, None
+                    yield fn, name, value, None
 
 
 # Scenarios. Each returns the outcome line; an assertion inside states what
@@ -390,34 +425,35 @@ def render():
         "argument (or the weight) at fault; nothing is accepted silently, and no",
         "file needs `safe_mode=False`.",
         "",
-        "## Invalid arguments of every public class",
+        "## Invalid arguments of every public class and function",
         "",
-        "Generated from each class's `_parameter_constraints` table: each",
-        "constraint lists the values it must refuse (wrong types, non-finite",
-        "numbers, values out of range), and each is tried, with the class's other",
-        "arguments valid. `from_config` (and so `load_model`) validates exactly",
-        "as `__init__`.",
+        "Generated from each class's and function's `_parameter_constraints`",
+        "table: each constraint lists the values it must refuse (wrong types,",
+        "non-finite numbers, values out of range), and each is tried, with the",
+        "other arguments valid. Every refusal is a `kerasreg.InvalidArgumentError`,",
+        "which is both a `TypeError` and a `ValueError`. `from_config` (and so",
+        "`load_model`) validates exactly as `__init__`.",
         "",
-        "| class | argument | expected | refused with `TypeError` | refused with `ValueError` |",
+        "| class or function | argument | expected | refused: wrong type | refused: wrong value |",
         "| --- | --- | --- | --- | --- |",
     ]
     grouped = {}
     accepted = []
-    for cls, name, value, error in constraint_cases():
-        row = grouped.setdefault((cls.__name__, name), {"TypeError": [], "ValueError": []})
+    for fn, name, value, error in constraint_cases():
+        row = grouped.setdefault((fn, name), {"type": [], "value": []})
         if error is None:
-            accepted.append((cls.__name__, name, value))
+            accepted.append((_name(fn), name, value))
         else:
-            row[type(error).__name__].append(_show(value))
-    for (owner, name), row in grouped.items():
-        cls = next(c for c, _ in CLASSES if c.__name__ == owner)
-        expected = cls._parameter_constraints[name].description
+            kind = "type" if not fn._parameter_constraints[name].type_ok(value) else "value"
+            row[kind].append(_show(value))
+    for (fn, name), row in grouped.items():
+        expected = fn._parameter_constraints[name].description
         lines.append(
-            f"| `{owner}` | `{name}` | {_cell(expected)} | "
-            f"{_cell(', '.join(f'`{v}`' for v in row['TypeError']))} | "
-            f"{_cell(', '.join(f'`{v}`' for v in row['ValueError']))} |"
+            f"| `{_name(fn)}` | `{name}` | {_cell(expected)} | "
+            f"{_cell(', '.join(f'`{v}`' for v in row['type']))} | "
+            f"{_cell(', '.join(f'`{v}`' for v in row['value']))} |"
         )
-    total = sum(len(r["TypeError"]) + len(r["ValueError"]) for r in grouped.values())
+    total = sum(len(r["type"]) + len(r["value"]) for r in grouped.values())
     lines += [
         "",
         f"{total} values tried, {len(accepted)} accepted. Every message has one shape, e.g.:",

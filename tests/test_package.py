@@ -20,6 +20,7 @@ def test_public_surface_is_pinned():
         "FeatureGate",
         "FreezeSparsity",
         "GroupLasso",
+        "InvalidArgumentError",
         "L1",
         "L2",
         "MagnitudePruning",
