@@ -629,9 +629,13 @@ class Configurable:
 
     _parameter_constraints = {}
 
+    @classmethod
+    def _check_arguments(cls, **arguments):
+        """The normalized `arguments`, or an `InvalidArgumentError`."""
+        return validate_arguments(cls.__name__, cls._parameter_constraints, arguments)
+
     def _set_arguments(self, **arguments):
-        values = validate_arguments(type(self).__name__, self._parameter_constraints, arguments)
-        for name, value in values.items():
+        for name, value in self._check_arguments(**arguments).items():
             setattr(self, name, value)
 
     def get_config(self):
@@ -639,9 +643,17 @@ class Configurable:
 
     @classmethod
     def from_config(cls, config):
-        validate_arguments(cls.__name__, cls._parameter_constraints, dict(config))
+        cls._check_arguments(**config)
         return cls(**config)
 
     def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        arguments = ", ".join(
+            f"{name}={_short_repr(getattr(self, name))}" for name in self._parameter_constraints
+        )
         return f"{type(self).__name__}({arguments})"
+
+
+def _short_repr(value):
+    """`repr` of plain values; `<ClassName>` for objects (an inner optimizer)."""
+    plain = (str, numbers.Number, type(None), list, tuple, dict)
+    return repr(value) if isinstance(value, plain) else f"<{type(value).__name__}>"

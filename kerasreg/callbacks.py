@@ -34,10 +34,11 @@ from kerasreg import optimizers as optimizers_lib
 from kerasreg import sparsity as sparsity_lib
 from kerasreg._validation import AnyOf
 from kerasreg._validation import Boolean
+from kerasreg._validation import Configurable
 from kerasreg._validation import Integer
 from kerasreg._validation import Interval
 from kerasreg._validation import Options
-from kerasreg._validation import validate_arguments
+from kerasreg._validation import invalid_argument
 
 __all__ = ["FreezeSparsity", "SparsityMonitor", "TargetSparsity"]
 
@@ -108,24 +109,7 @@ def _zero_counter(variables):
     return count
 
 
-class _Config:
-    """`get_config` from `_config_names` and a matching `repr`."""
-
-    _config_names = ()
-
-    def get_config(self):
-        return {name: getattr(self, name) for name in self._config_names}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({arguments})"
-
-
-class SparsityMonitor(_Config, keras.callbacks.Callback):
+class SparsityMonitor(Configurable, keras.callbacks.Callback):
     """Writes the sparsity of the model into `logs` during training.
 
     At the end of every epoch (and every `update_freq` batches if asked), it
@@ -173,7 +157,6 @@ class SparsityMonitor(_Config, keras.callbacks.Callback):
     0.875
     """
 
-    _config_names = ("granularity", "update_freq", "include_biases", "print_report")
     _parameter_constraints = {
         "granularity": Options(*_GRANULARITIES),
         "update_freq": AnyOf(Options("epoch"), Integer(1)),
@@ -189,18 +172,12 @@ class SparsityMonitor(_Config, keras.callbacks.Callback):
         print_report=False,
     ):
         super().__init__()
-        arguments = validate_arguments(
-            type(self).__name__,
-            self._parameter_constraints,
-            dict(
-                granularity=granularity,
-                update_freq=update_freq,
-                include_biases=include_biases,
-                print_report=print_report,
-            ),
+        self._set_arguments(
+            granularity=granularity,
+            update_freq=update_freq,
+            include_biases=include_biases,
+            print_report=print_report,
         )
-        for name, value in arguments.items():
-            setattr(self, name, value)
         self._weights = None
         if self.update_freq != "epoch":
             # Defined only when asked for: a batch hook stops Keras from
@@ -263,7 +240,7 @@ class SparsityMonitor(_Config, keras.callbacks.Callback):
             print(sparsity_lib.sparsity_report(self.model, include_biases=self.include_biases))
 
 
-class TargetSparsity(_Config, keras.callbacks.Callback):
+class TargetSparsity(Configurable, keras.callbacks.Callback):
     r"""Adapts the regularization strength so the model reaches a sparsity.
 
     Users think in "95% sparse", not in strengths. This controller scales
@@ -339,7 +316,6 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
     TargetSparsity(target=0.9, end_epoch=30, start_epoch=0, gain=3.0, horizon=4.0, max_change=2.0)
     """
 
-    _config_names = ("target", "end_epoch", "start_epoch", "gain", "horizon", "max_change")
     _parameter_constraints = {
         "target": Interval(0.0, 1.0, closed="neither"),
         "end_epoch": Integer(1),
@@ -359,25 +335,16 @@ class TargetSparsity(_Config, keras.callbacks.Callback):
         max_change=2.0,
     ):
         super().__init__()
-        arguments = validate_arguments(
-            type(self).__name__,
-            self._parameter_constraints,
-            dict(
-                target=target,
-                end_epoch=end_epoch,
-                start_epoch=start_epoch,
-                gain=gain,
-                horizon=horizon,
-                max_change=max_change,
-            ),
+        self._set_arguments(
+            target=target,
+            end_epoch=end_epoch,
+            start_epoch=start_epoch,
+            gain=gain,
+            horizon=horizon,
+            max_change=max_change,
         )
-        if arguments["end_epoch"] <= arguments["start_epoch"]:
-            raise ValueError(
-                "Invalid value for argument `end_epoch`: expected an int > "
-                f"start_epoch={start_epoch}. Received: end_epoch={end_epoch!r}"
-            )
-        for name, value in arguments.items():
-            setattr(self, name, value)
+        if self.end_epoch <= self.start_epoch:
+            raise invalid_argument("end_epoch", f"an int > start_epoch={start_epoch}", end_epoch)
 
     def on_train_begin(self, logs=None):
         self._optimizer = _proximal_optimizer(self.model, type(self).__name__)
@@ -491,7 +458,7 @@ def _complete_sparsity(variables, sparsity):
         variable.assign(np.where(np.abs(value) <= threshold, np.zeros_like(value), value))
 
 
-class FreezeSparsity(_Config, keras.callbacks.Callback):
+class FreezeSparsity(Configurable, keras.callbacks.Callback):
     """Freezes the sparsity pattern from an epoch on, for debiasing.
 
     L1-type penalties shrink the weights they keep as well as zeroing the
@@ -520,8 +487,6 @@ class FreezeSparsity(_Config, keras.callbacks.Callback):
     FreezeSparsity(start_epoch=150, sparsity=None)
     """
 
-    _config_names = ("start_epoch", "sparsity")
-
     _parameter_constraints = {
         "start_epoch": Integer(0),
         "sparsity": AnyOf(Interval(0.0, 1.0, closed="left"), None),
@@ -529,13 +494,7 @@ class FreezeSparsity(_Config, keras.callbacks.Callback):
 
     def __init__(self, start_epoch, sparsity=None):
         super().__init__()
-        arguments = validate_arguments(
-            type(self).__name__,
-            self._parameter_constraints,
-            dict(start_epoch=start_epoch, sparsity=sparsity),
-        )
-        self.start_epoch = arguments["start_epoch"]
-        self.sparsity = arguments["sparsity"]
+        self._set_arguments(start_epoch=start_epoch, sparsity=sparsity)
 
     def on_train_begin(self, logs=None):
         self._optimizer = _proximal_optimizer(self.model, type(self).__name__)

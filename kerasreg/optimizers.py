@@ -17,15 +17,28 @@ from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import AnyOf
 from kerasreg._validation import Boolean
+from kerasreg._validation import Configurable
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import Options
 from kerasreg._validation import String
 from kerasreg._validation import Strings
-from kerasreg._validation import validate_arguments
+from kerasreg._validation import invalid_argument
+from kerasreg._validation import validate_params
 
 __all__ = ["ProximalOptimizer"]
 
 _MODES = ("auto", "plain", "preconditioned")
+# Base optimizer arguments that belong on the inner optimizer, which applies
+# them; given to the wrapper they would do nothing.
+_INNER_ONLY = (
+    "weight_decay",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "gradient_accumulation_steps",
+    "loss_scale_factor",
+)
 
 
 def _penalty_gradient(regularizer, value):
@@ -171,7 +184,7 @@ def _preconditioner_for(optimizer):
 
 
 @register_serializable
-class ProximalOptimizer(keras.optimizers.Optimizer):
+class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     r"""Wraps any Keras optimizer and applies each variable's proximal operator.
 
     After every step of `inner_optimizer`, each trainable variable whose
@@ -279,64 +292,48 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         name="proximal",
         **kwargs,
     ):
-        arguments = validate_arguments(
-            type(self).__name__,
-            self._parameter_constraints,
-            dict(
-                inner_optimizer=inner_optimizer,
-                mode=mode,
-                penalty_in_loss=penalty_in_loss,
-                exclude_names=exclude_names,
-                name=name,
-            ),
-        )
-        exclude_names = arguments["exclude_names"]
-        penalty_in_loss = arguments["penalty_in_loss"]
         if isinstance(inner_optimizer, ProximalOptimizer):
-            raise ValueError(
-                "Invalid value for argument `inner_optimizer`: expected an "
-                "optimizer that is not already a ProximalOptimizer. "
-                f"Received: inner_optimizer={inner_optimizer!r}"
+            raise invalid_argument(
+                "inner_optimizer",
+                "an optimizer that is not already a ProximalOptimizer",
+                inner_optimizer,
             )
         if isinstance(inner_optimizer, keras.optimizers.LossScaleOptimizer):
-            raise ValueError(
-                "Invalid value for argument `inner_optimizer`: expected an "
-                "optimizer without loss scaling; wrap the ProximalOptimizer in "
-                "`LossScaleOptimizer` instead (compile does so for the "
-                "mixed_float16 policy). "
-                f"Received: inner_optimizer={inner_optimizer!r}"
+            raise invalid_argument(
+                "inner_optimizer",
+                "an optimizer without loss scaling; wrap the ProximalOptimizer in "
+                "`LossScaleOptimizer` instead (compile does so for the mixed_float16 policy)",
+                inner_optimizer,
             )
-        for arg in ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm"):
-            if kwargs.get(arg) is not None:
-                raise ValueError(
-                    f"Invalid value for argument `{arg}`: expected it on the "
-                    "inner optimizer, not on ProximalOptimizer. "
-                    f"Received: {arg}={kwargs[arg]!r}"
-                )
-        for arg in ("use_ema", "gradient_accumulation_steps", "loss_scale_factor"):
-            if kwargs.get(arg):
-                raise ValueError(
-                    f"Invalid value for argument `{arg}`: expected it on the "
-                    "inner optimizer, not on ProximalOptimizer. "
-                    f"Received: {arg}={kwargs[arg]!r}"
+        for arg in _INNER_ONLY:
+            if kwargs.get(arg) not in (None, False):
+                raise invalid_argument(
+                    arg, "it on the inner optimizer, not on ProximalOptimizer", kwargs[arg]
                 )
         kwargs = {k: v for k, v in kwargs.items() if k != "learning_rate"}
+        arguments = self._check_arguments(
+            inner_optimizer=inner_optimizer,
+            mode=mode,
+            penalty_in_loss=penalty_in_loss,
+            exclude_names=exclude_names,
+            name=name,
+        )
+        # Keras refuses attributes set before its `__init__`.
         super().__init__(learning_rate=0.0, name=name, **kwargs)
-        self.inner_optimizer = inner_optimizer
+        self._set_arguments(**arguments)
         preconditioner = _preconditioner_for(inner_optimizer)
-        if mode == "auto":
-            mode = "plain" if preconditioner is None else "preconditioned"
-        if mode == "preconditioned" and preconditioner is None:
-            raise ValueError(
-                "Invalid value for argument `mode`: expected 'plain' or 'auto' "
-                f"for {type(inner_optimizer).__name__}, whose per-coordinate "
-                "step kerasreg does not know (it knows Adam, AdamW, Nadam, "
-                "Adamax, RMSprop and Adagrad). Received: mode='preconditioned'"
+        if self.mode == "auto":
+            self.mode = "plain" if preconditioner is None else "preconditioned"
+        if self.mode == "preconditioned" and preconditioner is None:
+            raise invalid_argument(
+                "mode",
+                f"'plain' or 'auto' for {type(inner_optimizer).__name__}, whose per-coordinate "
+                "step kerasreg does not know (it knows Adam, AdamW, Nadam, Adamax, RMSprop and "
+                "Adagrad)",
+                mode,
             )
-        self.mode = mode
-        self._preconditioner = preconditioner if mode == "preconditioned" else None
-        self.penalty_in_loss = penalty_in_loss
-        self.exclude_names = list(exclude_names) if exclude_names else None
+        self._preconditioner = preconditioner if self.mode == "preconditioned" else None
+        self.exclude_names = self.exclude_names or None
         self._excluded_keys = set()
         self._proximal = {}
         self._prox_states = {}
@@ -446,6 +443,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 self._prox_states[key] = states
         self.built = True
 
+    @validate_params({"frozen": Boolean()})
     def freeze_zeros(self, frozen=True):
         """Holds the sparsity pattern: zeros stay zero, survivors train freely.
 
@@ -461,10 +459,6 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         Args:
             frozen: Bool. Defaults to `True`.
         """
-        if not isinstance(frozen, bool):
-            raise TypeError(
-                f"Invalid value for argument `frozen`: expected a bool. Received: frozen={frozen!r}"
-            )
         self.zeros_frozen.assign(1.0 if frozen else 0.0)
 
     def proximal_regularizer(self, variable):
@@ -552,13 +546,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         self._iterations.assign_add(1)
 
     def get_config(self):
-        return {
-            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
-            "mode": self.mode,
-            "penalty_in_loss": self.penalty_in_loss,
-            "exclude_names": self.exclude_names,
-            "name": self.name,
-        }
+        config = Configurable.get_config(self)
+        config["inner_optimizer"] = keras.saving.serialize_keras_object(self.inner_optimizer)
+        return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -67,6 +67,10 @@ FUNCTIONS = [
     (kerasreg.model_selection.cross_validate_path, _PATH_DATA),
     (kerasreg.sparsity_report, {"model_or_layer": keras.layers.Dense(1)}),
     (kerasreg.FeatureGate.selection_mask, {"self": _built_gate()}),
+    (
+        kerasreg.ProximalOptimizer.freeze_zeros,
+        {"self": kerasreg.ProximalOptimizer(keras.optimizers.SGD())},
+    ),
 ]
 
 

@@ -114,30 +114,27 @@ def _tamper(path, edit):
 
 
 @pytest.mark.parametrize(
-    "edit, error, message",
+    "edit, message",
     [
         (
             lambda c: c.update(strength=-1.0),
-            ValueError,
             "Invalid value for argument `strength`: expected a non-negative finite float. "
             "Received: strength=-1.0",
         ),
         (
             lambda c: c.update(l1_ratio="0.5"),
-            TypeError,
             "Invalid value for argument `l1_ratio`: expected a float in [0, 1]. "
             "Received: l1_ratio='0.5'",
         ),
         (
             lambda c: c.update(l1=0.1),
-            TypeError,
             "Invalid arguments for `ElasticNet`: unexpected argument(s) ['l1']. "
             "Expected only ['l1_ratio', 'strength'].",
         ),
     ],
     ids=["negative_strength", "wrong_type", "unknown_argument"],
 )
-def test_tampered_files_are_refused(tmp_path, edit, error, message):
+def test_tampered_files_are_refused(tmp_path, edit, message):
     model = _model(kerasreg.ElasticNet(0.1, 0.5))
     path = tmp_path / "model.keras"
     model.save(path)
@@ -149,6 +146,6 @@ def test_tampered_files_are_refused(tmp_path, edit, error, message):
     while exc is not None:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    assert any(type(e) is error and str(e) == message for e in chain), [
+    assert any(type(e) is kerasreg.InvalidArgumentError and str(e) == message for e in chain), [
         (type(e).__name__, str(e)) for e in chain
     ]
