@@ -25,6 +25,7 @@ the model's name (`kerasreg.sparsity_report(model)` lists them).
 """
 
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -240,6 +241,87 @@ class SparsityMonitor(Configurable, keras.callbacks.Callback):
             print(sparsity_lib.sparsity_report(self.model, include_biases=self.include_biases))
 
 
+class ControllerState(NamedTuple):
+    r"""The memory of `TargetSparsity`'s controller; NaN marks a figure not yet set.
+
+    The optimizer holds it (`_load_state`, `_store_state`): the first three
+    figures in its float32 `controller_state` variable, the scale in
+    `strength_scale`, so it is saved with the optimizer and a run resumed
+    from a checkpoint continues its ramp.
+
+    Attributes:
+        initial: The sparsity the ramp starts from.
+        previous: The sparsity measured at the end of the last epoch.
+        trend: The smoothed epoch-to-epoch change of the sparsity,
+            :math:`\bar\Delta`.
+        scale: The strength scale :math:`c`.
+    """
+
+    initial: float = math.nan
+    previous: float = math.nan
+    trend: float = math.nan
+    scale: float = 1.0
+
+
+def _load_state(optimizer):
+    memory = np.asarray(ops.convert_to_numpy(optimizer.controller_state), "float64")
+    return ControllerState(*memory.tolist(), float(ops.convert_to_numpy(optimizer.strength_scale)))
+
+
+def _store_state(optimizer, state):
+    optimizer.controller_state.assign(np.array(state[:3], "float32"))
+    optimizer.strength_scale.assign(state.scale)
+
+
+def _float32(value):
+    return float(np.float32(value))
+
+
+def _scheduled_sparsity(epoch, initial, target, start_epoch, end_epoch):
+    """The sparsity due at the end of `epoch` on the cubic ramp from `initial` to `target`.
+
+    NaN before `start_epoch`; `target` from the end of epoch `end_epoch - 1`
+    on, or at once if `initial` is NaN (unset).
+    """
+    if epoch < start_epoch:
+        return math.nan
+    if math.isnan(initial) or epoch + 1 >= end_epoch:
+        return target
+    progress = (epoch + 1 - start_epoch) / (end_epoch - start_epoch)
+    return target + (initial - target) * (1.0 - progress) ** 3
+
+
+def _update_controller(state, sparsity, target, gain, horizon, max_change):
+    r"""One step of `TargetSparsity`'s control law, a pure function of its inputs.
+
+    Args:
+        state: The `ControllerState` before the step.
+        sparsity: The sparsity measured at the end of the epoch, :math:`s_e`.
+        target: The sparsity scheduled for it, :math:`s^\ast_e`.
+        gain: :math:`g`.
+        horizon: :math:`h`, in epochs.
+        max_change: :math:`m`, the largest factor of change of the scale.
+
+    Returns:
+        The `ControllerState` after the step, its figures rounded to float32
+        as the optimizer holds them (so a resumed run computes the same).
+    """
+    # The plant integrates: above its equilibrium strength, zeros keep
+    # appearing for many epochs after the strength stops rising. The error
+    # is taken on the sparsity extrapolated `horizon` epochs ahead along its
+    # smoothed trend (the epoch to epoch flicker averages out of the trend).
+    trend = state.trend
+    if not math.isnan(state.previous):
+        rise = sparsity - state.previous
+        trend = rise if math.isnan(trend) else 0.7 * trend + 0.3 * rise
+    # Rounded first: the law computes with what a checkpoint holds.
+    previous, trend = _float32(sparsity), _float32(trend)
+    predicted = previous + horizon * (0.0 if math.isnan(trend) else trend)
+    bound = math.log(max_change)
+    change = min(max(gain * (target - predicted), -bound), bound)
+    return ControllerState(state.initial, previous, trend, _float32(state.scale * math.exp(change)))
+
+
 class TargetSparsity(Configurable, keras.callbacks.Callback):
     r"""Adapts the regularization strength so the model reaches a sparsity.
 
@@ -360,29 +442,11 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
             self._count_zeros = _zero_counter(self._variables)
         return float(self._count_zeros().sum() / self._size)
 
-    # The controller's memory (the sparsity the ramp starts from, the last
-    # measured sparsity and its smoothed trend) lives in the optimizer's
-    # `controller_state` variable, NaN when unset, so that it is saved with
-    # the optimizer and a run resumed from a checkpoint continues its ramp.
-
-    def _state(self):
-        values = np.asarray(ops.convert_to_numpy(self._optimizer.controller_state), "float64")
-        return [None if math.isnan(v) else float(v) for v in values]
-
-    def _set_state(self, initial, previous, trend):
-        values = [float("nan") if v is None else v for v in (initial, previous, trend)]
-        self._optimizer.controller_state.assign(np.array(values, "float32"))
-
     def scheduled(self, epoch):
         """The sparsity scheduled for the end of `epoch` (NaN before `start_epoch`)."""
-        if epoch < self.start_epoch:
-            return float("nan")
-        initial = self._state()[0] if getattr(self, "_optimizer", None) is not None else None
-        if initial is None or epoch + 1 >= self.end_epoch:
-            return self.target
-        progress = (epoch + 1 - self.start_epoch) / (self.end_epoch - self.start_epoch)
-        progress = min(max(progress, 0.0), 1.0)
-        return self.target + (initial - self.target) * (1.0 - progress) ** 3
+        optimizer = getattr(self, "_optimizer", None)
+        initial = _load_state(optimizer).initial if optimizer is not None else math.nan
+        return _scheduled_sparsity(epoch, initial, self.target, self.start_epoch, self.end_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         first_epoch, self._first_epoch = self._first_epoch, False
@@ -391,37 +455,25 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
         # A ramp starts at `start_epoch`, or at the first epoch of a `fit`
         # that begins later, unless the optimizer holds one in progress
         # (`fit(initial_epoch=...)` after a restore continues it).
-        if epoch == self.start_epoch or (first_epoch and self._state()[0] is None):
-            self._set_state(min(self._measure(), self.target), None, None)
+        state = _load_state(self._optimizer)
+        if epoch == self.start_epoch or (first_epoch and math.isnan(state.initial)):
+            initial = min(self._measure(), self.target)
+            _store_state(self._optimizer, ControllerState(initial, scale=state.scale))
 
     def on_epoch_end(self, epoch, logs=None):
-        scale_variable = self._optimizer.strength_scale
-        scale = float(ops.convert_to_numpy(scale_variable))
+        state = _load_state(self._optimizer)
+        target = _scheduled_sparsity(
+            epoch, state.initial, self.target, self.start_epoch, self.end_epoch
+        )
         frozen = float(ops.convert_to_numpy(self._optimizer.zeros_frozen)) > 0.5
-        target = self.scheduled(epoch)
         if epoch >= self.start_epoch and not frozen:
-            initial, previous, trend = self._state()
-            measured = self._measure()
-            # The plant integrates: above its equilibrium strength, zeros
-            # keep appearing for many epochs after the strength stops
-            # rising. The error is taken on the sparsity extrapolated
-            # `horizon` epochs ahead along its smoothed trend (the epoch to
-            # epoch flicker averages out of the trend).
-            if previous is not None:
-                rise = measured - previous
-                trend = rise if trend is None else 0.7 * trend + 0.3 * rise
-            self._set_state(initial, measured, trend)
-            # Read back: the controller computes with what a checkpoint holds.
-            _, measured, trend = self._state()
-            predicted = measured + self.horizon * (trend or 0.0)
-            change = self.gain * (target - predicted)
-            bound = math.log(self.max_change)
-            change = min(max(change, -bound), bound)
-            scale_variable.assign(scale * math.exp(change))
-            scale = float(ops.convert_to_numpy(scale_variable))
+            state = _update_controller(
+                state, self._measure(), target, self.gain, self.horizon, self.max_change
+            )
+            _store_state(self._optimizer, state)
         if logs is not None:
             logs["target_sparsity"] = target
-            logs["strength_scale"] = scale
+            logs["strength_scale"] = state.scale
 
 
 def _regularized_variables(model, optimizer, owner):

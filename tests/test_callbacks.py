@@ -3,13 +3,20 @@
 import csv
 import glob
 import importlib.util
+import math
 
 import keras
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
 import kerasreg
+from kerasreg.callbacks import ControllerState
+from kerasreg.callbacks import _load_state
+from kerasreg.callbacks import _scheduled_sparsity
+from kerasreg.callbacks import _update_controller
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
@@ -275,6 +282,173 @@ def test_target_sparsity_reaches_its_target(digits, target):
     assert len(scales) == 60 and scales[-1] > 2.0
     # The scale the logs report is the one the optimizer holds.
     assert scales[-1] == pytest.approx(float(to_numpy(model.optimizer.strength_scale)))
+
+
+# The control law alone, on a synthetic plant: no model is trained.
+
+
+def _plant_run(target, epochs=120, start_epoch=0, end_epoch=30, horizon=4.0, flicker=0.0):
+    """`TargetSparsity`'s law steering a plant with the lag of real training.
+
+    The plant's sparsity relaxes towards an equilibrium that rises
+    monotonically with the log-strength (a logistic curve, half sparse at
+    scale e^2), rising at 15% and falling at 3% of the gap per epoch: zeros
+    keep appearing long after the strength stops rising and are slow to
+    leave, as under an L1 prox. `flicker` adds alternating measurement noise.
+    Returns the plant's sparsity and the scale after each epoch.
+    """
+    sparsity, state, sparsities, scales = 0.05, ControllerState(), [], []
+    for epoch in range(epochs):
+        if epoch == start_epoch:  # as `TargetSparsity.on_epoch_begin` does
+            state = ControllerState(min(sparsity, target), scale=state.scale)
+        equilibrium = 1.0 / (1.0 + math.exp(-1.5 * (math.log(state.scale) - 2.0)))
+        rate = 0.15 if equilibrium > sparsity else 0.03
+        sparsity += rate * (equilibrium - sparsity)
+        scheduled = _scheduled_sparsity(epoch, state.initial, target, start_epoch, end_epoch)
+        if epoch >= start_epoch:
+            measured = sparsity + flicker * (-1) ** epoch
+            state = _update_controller(state, measured, scheduled, 3.0, horizon, 2.0)
+        sparsities.append(sparsity)
+        scales.append(state.scale)
+    return np.array(sparsities), np.array(scales)
+
+
+@pytest.mark.parametrize("flicker", [0.0, 0.01])
+@pytest.mark.parametrize("target", [0.3, 0.8, 0.95, 0.98])
+def test_control_law_reaches_holds_and_does_not_overrun(target, flicker):
+    sparsity, scales = _plant_run(target, flicker=flicker)
+    # It ends the ramp (epoch 29) a few points short, approaching from below...
+    assert 0.0 <= target - sparsity[29] <= 0.05
+    # ... is within a point of the target 15 epochs later and stays there,
+    assert np.abs(sparsity[45:] - target).max() <= 0.01
+    assert abs(sparsity[-1] - target) <= 0.001
+    # and never overruns it by more than 0.1 point, flicker included.
+    assert sparsity.max() <= target + 0.001
+    # The scale moves by at most `max_change` per epoch, never more.
+    steps = np.abs(np.diff(np.log(np.concatenate([[1.0], scales]))))
+    assert steps.max() <= math.log(2.0) + 1e-6
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95])
+def test_control_law_without_horizon_overruns(target):
+    # Plain integral control (horizon 0) on the same plant shoots past a
+    # high target by points, which the extrapolation along the trend prevents.
+    sparsity, _ = _plant_run(target, horizon=0.0)
+    assert sparsity.max() > target + 0.02
+
+
+def test_control_law_starts_late():
+    sparsity, scales = _plant_run(0.9, start_epoch=10, end_epoch=40)
+    assert (scales[:10] == 1.0).all()  # nothing moves before `start_epoch`
+    assert np.abs(sparsity[55:] - 0.9).max() <= 0.01
+    assert sparsity.max() <= 0.901
+
+
+def test_schedule_is_a_cubic_ramp():
+    # Zhu and Gupta's cubic from 0.2 to 0.8 over epochs 2 to 5; NaN before.
+    ramp = [_scheduled_sparsity(e, 0.2, 0.8, 2, 6) for e in range(8)]
+    np.testing.assert_equal(ramp[:2], [math.nan] * 2)
+    expected = [0.8 - 0.6 * 0.75**3, 0.8 - 0.6 * 0.5**3, 0.8 - 0.6 * 0.25**3, 0.8, 0.8, 0.8]
+    np.testing.assert_allclose(ramp[2:], expected, rtol=1e-15)
+    # An unset start (NaN) schedules the target at once.
+    assert [_scheduled_sparsity(e, math.nan, 0.8, 2, 6) for e in range(2, 4)] == [0.8, 0.8]
+
+
+def test_control_law_known_steps():
+    # From an unset state: no trend yet, the error is on the measurement.
+    state = _update_controller(ControllerState(), 0.25, 0.5, 1.0, 4.0, 2.0)
+    np.testing.assert_equal(state[:3], (math.nan, 0.25, math.nan))
+    assert state.scale == float(np.float32(math.exp(0.25)))
+    # The trend starts as the first change, then averages with weight 0.3;
+    # the scale moves by the error on the sparsity predicted 4 epochs ahead.
+    state = ControllerState(0.1, 0.5, math.nan, 1.0)
+    for measured, trend, predicted in [(0.6, 0.1, 1.0), (0.7, 0.1, 1.1), (0.6, 0.04, 0.76)]:
+        new = _update_controller(state, measured, 0.9, 1.0, 4.0, 2.0)
+        assert new.initial == 0.1
+        assert new.trend == pytest.approx(trend, rel=1e-6)
+        assert math.log(new.scale / state.scale) == pytest.approx(0.9 - predicted, abs=1e-6)
+        state = new
+    # Far from the target the change is clipped to `max_change`.
+    assert _update_controller(ControllerState(scale=1.5), 0.0, 0.9, 10.0, 0.0, 2.0).scale == 3.0
+    assert _update_controller(ControllerState(scale=1.5), 0.9, 0.0, 10.0, 0.0, 2.0).scale == 0.75
+
+
+_unit = st.floats(0.0, 1.0)
+
+
+@given(
+    previous=st.one_of(st.just(math.nan), _unit),
+    trend=st.one_of(st.just(math.nan), st.floats(-0.2, 0.2)),
+    scale=st.floats(1e-3, 1e3),
+    sparsity=_unit,
+    target=st.floats(0.01, 0.99),
+    gain=st.floats(0.1, 100.0),
+    horizon=st.floats(0.0, 20.0),
+    max_change=st.floats(1.01, 10.0),
+)
+def test_control_law_properties(
+    previous, trend, scale, sparsity, target, gain, horizon, max_change
+):
+    initial = float(np.float32(0.1))  # as loaded from the optimizer
+    state = ControllerState(
+        initial, previous, trend if not math.isnan(previous) else math.nan, scale
+    )
+    new = _update_controller(state, sparsity, target, gain, horizon, max_change)
+    # What the optimizer's float32 variables hold, NaN for unset.
+    assert new.initial == initial and new.previous == float(np.float32(sparsity))
+    assert all(math.isnan(v) or v == float(np.float32(v)) for v in new)
+    assert math.isnan(new.trend) == math.isnan(previous)
+    # The scale moves towards the target, by at most `max_change`.
+    predicted = new.previous + horizon * (0.0 if math.isnan(new.trend) else new.trend)
+    change = math.log(new.scale / scale)
+    assert abs(change) <= math.log(max_change) + 1e-6
+    assert change * (target - predicted) >= -1e-6
+    expected = min(max(gain * (target - predicted), -math.log(max_change)), math.log(max_change))
+    assert change == pytest.approx(expected, abs=1e-6)
+
+
+def test_hooks_apply_the_law_to_what_the_optimizer_holds():
+    # The callback driven by hand, without training: sparsity 0.5.
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(2, kernel_regularizer=kerasreg.L1(0.1))]
+    )
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD()), "mse")
+    model.layers[0].kernel.assign(np.array([[0, 1], [0, 2], [3, 0], [4, 0]], "float32"))
+    optimizer = model.optimizer
+    controller = kerasreg.TargetSparsity(0.9, end_epoch=10, start_epoch=1)
+    controller.set_model(model)
+    stale = np.array([0.2, 0.3, 0.05], "float32")  # a ramp of an earlier run
+    optimizer.controller_state.assign(stale)
+    controller.on_train_begin()
+    controller.on_epoch_begin(0)
+    logs = {}
+    controller.on_epoch_end(0, logs)  # before `start_epoch`: nothing moves
+    np.testing.assert_array_equal(to_numpy(optimizer.controller_state), stale)
+    assert math.isnan(logs["target_sparsity"]) and logs["strength_scale"] == 1.0
+    controller.on_epoch_begin(1)  # a new ramp starts from the measured 0.5
+    np.testing.assert_equal(_load_state(optimizer), (0.5, math.nan, math.nan, 1.0))
+    controller.on_epoch_end(1, logs)
+    scheduled = _scheduled_sparsity(1, 0.5, 0.9, 1, 10)
+    expected = _update_controller(ControllerState(0.5), 0.5, scheduled, 3.0, 4.0, 2.0)
+    np.testing.assert_equal(_load_state(optimizer), expected)
+    assert expected.scale > 1.0
+    assert logs == {"target_sparsity": scheduled, "strength_scale": expected.scale}
+    held = to_numpy(optimizer.controller_state)
+    assert held.dtype == np.float32 and held.shape == (3,)
+    # Frozen: the state and the scale stay as they are.
+    optimizer.freeze_zeros(True)
+    controller.on_epoch_begin(2)
+    controller.on_epoch_end(2, logs)
+    np.testing.assert_equal(_load_state(optimizer), expected)
+    assert logs["strength_scale"] == expected.scale
+    # A later `fit` continues a ramp the optimizer holds, or starts one.
+    controller.on_train_begin()
+    controller.on_epoch_begin(5)
+    np.testing.assert_equal(_load_state(optimizer), expected)
+    optimizer.controller_state.assign(np.full(3, np.nan, "float32"))
+    controller.on_train_begin()
+    controller.on_epoch_begin(5)
+    np.testing.assert_equal(_load_state(optimizer), (0.5, math.nan, math.nan, expected.scale))
 
 
 def test_freeze_keeps_every_zero(digits):
