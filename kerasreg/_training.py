@@ -2,6 +2,8 @@
 
 import keras
 
+from kerasreg.optimizers import ProximalOptimizer
+
 __all__ = ["proximal_optimizer_of", "sync_variables"]
 
 
@@ -14,8 +16,6 @@ def sync_variables(model):
 
 def proximal_optimizer_of(model):
     """The model's `ProximalOptimizer`, under any `LossScaleOptimizer`, or `None`."""
-    from kerasreg.optimizers import ProximalOptimizer
-
     optimizer = getattr(model, "optimizer", None)
     while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = optimizer.inner_optimizer

@@ -31,8 +31,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasreg import optimizers as optimizers_lib
 from kerasreg import sparsity as sparsity_lib
+from kerasreg._training import proximal_optimizer_of
+from kerasreg._training import sync_variables
 from kerasreg._validation import AnyOf
 from kerasreg._validation import Boolean
 from kerasreg._validation import Configurable
@@ -46,23 +47,14 @@ __all__ = ["FreezeSparsity", "SparsityMonitor", "TargetSparsity"]
 _GRANULARITIES = ("model", "layer", "weight")
 
 
-def _sync_state(model):
-    """Makes the model's variables current (JAX keeps them apart during fit)."""
-    sync = getattr(model, "jax_state_sync", None)
-    if sync is not None and keras.backend.backend() == "jax":
-        sync()
-
-
 def _proximal_optimizer(model, owner):
-    """The model's ProximalOptimizer, under any LossScaleOptimizer."""
-    optimizer = getattr(model, "optimizer", None)
-    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
-    if not isinstance(optimizer, optimizers_lib.ProximalOptimizer):
+    """The model's ProximalOptimizer, or an error naming the callback."""
+    optimizer = proximal_optimizer_of(model)
+    if optimizer is None:
+        found = getattr(model, "optimizer", None)
         raise ValueError(
-            f"`{owner}` needs a model compiled with a "
-            "`kerasreg.ProximalOptimizer`. Received: a model whose optimizer is "
-            f"{type(optimizer).__name__ if optimizer is not None else None}"
+            f"`{owner}` needs a model compiled with a `kerasreg.ProximalOptimizer`. Received: "
+            f"a model whose optimizer is {type(found).__name__ if found is not None else None}"
         )
     return optimizer
 
@@ -228,7 +220,7 @@ class SparsityMonitor(Configurable, keras.callbacks.Callback):
 
     def _on_train_batch_end(self, batch, logs=None):
         if logs is not None and (batch + 1) % self.update_freq == 0:
-            _sync_state(self.model)
+            sync_variables(self.model)
             logs.update(self.figures())
 
     def on_epoch_end(self, epoch, logs=None):
@@ -237,7 +229,7 @@ class SparsityMonitor(Configurable, keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self.print_report:
-            _sync_state(self.model)
+            sync_variables(self.model)
             print(sparsity_lib.sparsity_report(self.model, include_biases=self.include_biases))
 
 
