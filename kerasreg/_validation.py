@@ -41,6 +41,29 @@ def invalid_argument(name, expected, value):
     )
 
 
+class Constraint:
+    """What one argument must be: `type_ok`, then `value_ok`, then `normalize`.
+
+    A subclass sets `description` (the words after "expected") and lists in
+    `invalid_values()` values that it must refuse, from which the tests are
+    generated.
+    """
+
+    description = "a valid value"
+
+    def type_ok(self, value):
+        raise NotImplementedError
+
+    def value_ok(self, value):
+        return True
+
+    def normalize(self, value):
+        return value
+
+    def invalid_values(self):
+        return []
+
+
 def _is_real_number(value):
     """True for Python and NumPy real scalars, but not for booleans."""
     if isinstance(value, (bool, np.bool_)):
@@ -48,7 +71,7 @@ def _is_real_number(value):
     return isinstance(value, numbers.Real)
 
 
-class Interval:
+class Interval(Constraint):
     """A finite real number in an interval.
 
     Args:
@@ -110,7 +133,7 @@ class Interval:
         return values
 
 
-class Axes:
+class Axes(Constraint):
     """An integer axis or a tuple of distinct integer axes (possibly empty)."""
 
     description = "an int or a tuple of distinct ints"
@@ -141,7 +164,7 @@ class Axes:
         return ["-1", None, True, 1.0, (0, 0), (0, 1.5), (True,)]
 
 
-class Integer:
+class Integer(Constraint):
     """An integer in the closed interval [`low`, `high`] (`None`: unbounded)."""
 
     def __init__(self, low=None, high=None):
@@ -172,7 +195,7 @@ class Integer:
         return values
 
 
-class Options:
+class Options(Constraint):
     """One of a fixed set of strings."""
 
     def __init__(self, *values):
@@ -190,23 +213,17 @@ class Options:
     def value_ok(self, value):
         return value in self.values
 
-    def normalize(self, value):
-        return value
-
     def invalid_values(self):
         return ["unknown", self.values[0].upper(), None, 1]
 
 
-class Boolean:
+class Boolean(Constraint):
     """A Python or NumPy bool."""
 
     description = "a bool"
 
     def type_ok(self, value):
         return isinstance(value, (bool, np.bool_))
-
-    def value_ok(self, value):
-        return True
 
     def normalize(self, value):
         return bool(value)
@@ -215,7 +232,7 @@ class Boolean:
         return [1, "True", None]
 
 
-class String:
+class String(Constraint):
     """A non-empty string."""
 
     description = "a non-empty string"
@@ -226,23 +243,17 @@ class String:
     def value_ok(self, value):
         return bool(value)
 
-    def normalize(self, value):
-        return value
-
     def invalid_values(self):
         return ["", None, 1, ["name"]]
 
 
-class Strings:
+class Strings(Constraint):
     """A list or tuple of strings (a bare string is refused)."""
 
     description = "a list of strings"
 
     def type_ok(self, value):
         return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-
-    def value_ok(self, value):
-        return True
 
     def normalize(self, value):
         return list(value)
@@ -251,7 +262,7 @@ class Strings:
         return ["bias", [1], ("bias", None), {"bias": 1}]
 
 
-class InstanceOf:
+class InstanceOf(Constraint):
     """An instance of `cls`, described as `description`."""
 
     def __init__(self, cls, description):
@@ -261,17 +272,11 @@ class InstanceOf:
     def type_ok(self, value):
         return isinstance(value, self.cls)
 
-    def value_ok(self, value):
-        return True
-
-    def normalize(self, value):
-        return value
-
     def invalid_values(self):
         return ["adam", None, 0.1, self.cls]
 
 
-class AnyOf:
+class AnyOf(Constraint):
     """A value that satisfies one of several constraints (`None` for `None`)."""
 
     def __init__(self, *constraints):
@@ -319,7 +324,7 @@ class AnyOf:
         return values
 
 
-class Identifier:
+class Identifier(Constraint):
     """Anything `getter` turns into an object without raising (a Keras identifier)."""
 
     def __init__(self, getter, description):
@@ -333,9 +338,6 @@ class Identifier:
             return False
         return True
 
-    def value_ok(self, value):
-        return True
-
     def normalize(self, value):
         return self.getter(value)
 
@@ -343,7 +345,7 @@ class Identifier:
         return ["no_such_identifier", 3.5, [1]]
 
 
-class Indices:
+class Indices(Constraint):
     """A non-empty sequence of distinct non-negative ints."""
 
     description = "a non-empty sequence of distinct non-negative ints"
@@ -365,7 +367,7 @@ class Indices:
         return ["01", 3, None, [1.5], [True], [], [-1], [0, 0]]
 
 
-class Callable:
+class Callable(Constraint):
     """A callable, described as `description`."""
 
     def __init__(self, description):
@@ -374,17 +376,11 @@ class Callable:
     def type_ok(self, value):
         return callable(value)
 
-    def value_ok(self, value):
-        return True
-
-    def normalize(self, value):
-        return value
-
     def invalid_values(self):
         return ["model", None, 3]
 
 
-class Strengths:
+class Strengths(Constraint):
     """A non-empty 1-D sequence of distinct positive finite floats, sorted decreasing."""
 
     description = "a non-empty 1-D sequence of distinct positive finite floats"
@@ -415,7 +411,7 @@ class Strengths:
         return ["0.1", None, 0.1, [], [0.1, -1.0], [0.1, 0.1], [[0.1]], [0.1, float("nan")]]
 
 
-class Ratios:
+class Ratios(Constraint):
     """A float in [0, 1], or a non-empty sequence of distinct ones (as a list)."""
 
     description = "a float in [0, 1] or a non-empty sequence of distinct ones"
@@ -445,7 +441,7 @@ class Ratios:
         return ["1", None, 1.5, [], [0.5, 0.5], [0.5, 2.0], [True]]
 
 
-class Samples:
+class Samples(Constraint):
     """An array, or a nested structure of arrays, with one leading sample axis."""
 
     description = "an array or a nested structure of arrays with the same number of samples"
@@ -468,14 +464,11 @@ class Samples:
         sizes = self._sizes(value)
         return None not in sizes and len(set(sizes)) == 1
 
-    def normalize(self, value):
-        return value
-
     def invalid_values(self):
         return [None, "x", 3.0, [np.zeros(2), np.zeros(3)]]
 
 
-class DataPair:
+class DataPair(Constraint):
     """A pair `(x, y)` of `Samples` with the same number of samples."""
 
     description = "a tuple (x, y) of arrays with the same number of samples"
@@ -496,7 +489,7 @@ class DataPair:
         return [np.zeros(3), (np.zeros(3),), (np.zeros(3), np.zeros(4))]
 
 
-class FitKwargs:
+class FitKwargs(Constraint):
     """A dict of `model.fit` arguments other than `reserved` (`None`: `{}`)."""
 
     def __init__(self, reserved):

@@ -30,6 +30,7 @@ from kerasreg._training import sync_variables
 from kerasreg._validation import AnyOf
 from kerasreg._validation import Boolean
 from kerasreg._validation import Callable
+from kerasreg._validation import Constraint
 from kerasreg._validation import DataPair
 from kerasreg._validation import FitKwargs
 from kerasreg._validation import Integer
@@ -97,7 +98,7 @@ _PATH_CONSTRAINTS = {
 }
 
 
-class _Splits:
+class _Splits(Constraint):
     """A scikit-learn splitter, or an iterable of `(train, validation)` index arrays."""
 
     description = "a scikit-learn splitter or an iterable of (train, validation) splits"
@@ -106,12 +107,6 @@ class _Splits:
         if isinstance(value, (list, tuple)):
             return True
         return not isinstance(value, str) and callable(getattr(value, "split", None))
-
-    def value_ok(self, value):
-        return True
-
-    def normalize(self, value):
-        return value
 
     def invalid_values(self):
         return ["five", None, 1.5]
