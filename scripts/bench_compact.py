@@ -36,20 +36,13 @@ import time
 
 import keras
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import kerasreg
 
+from _digits import load_data
+
 BATCH_SIZE = 64
 INFERENCE_ROWS = 4096
-
-
-def load_data(seed):
-    digits = load_digits()
-    x = (digits.data / 16.0).astype("float32")
-    y = digits.target.astype("int32")
-    return train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
 
 
 def mlp(regularizer):

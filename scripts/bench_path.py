@@ -23,13 +23,14 @@ import time
 import keras
 import numpy as np
 from sklearn.datasets import load_diabetes
-from sklearn.datasets import load_digits
 from sklearn.linear_model import Lasso
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 import kerasreg
 from kerasreg import model_selection
+
+from _digits import lenet_300_100
+from _digits import load_data
 
 REPEAT = 10  # full-batch steps per epoch on the linear path
 
@@ -55,14 +56,7 @@ def lasso_factory(x):
 
 
 def lenet_factory(regularizer):
-    model = keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(300, "relu", kernel_regularizer=regularizer),
-            keras.layers.Dense(100, "relu", kernel_regularizer=regularizer),
-            keras.layers.Dense(10, kernel_regularizer=regularizer),
-        ]
-    )
+    model = lenet_300_100(regularizer)
     model.compile(
         kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -106,12 +100,7 @@ def run_lasso(args):
 
 
 def run_lenet(args):
-    digits = load_digits()
-    x = (digits.data / 16.0).astype("float32")
-    y = digits.target.astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.25, random_state=0, stratify=y
-    )
+    x_train, x_test, y_train, y_test = load_data(0)
     strengths = np.geomspace(3e-3, 1e-4, args.strengths)
     paths = {}
     for warm in (True, False):

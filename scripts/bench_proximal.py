@@ -21,29 +21,11 @@ import time
 
 import keras
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import kerasreg
 
-
-def load_data(seed=0):
-    digits = load_digits()
-    x = (digits.data / 16.0).astype("float32")
-    return train_test_split(
-        x, digits.target, test_size=0.25, random_state=seed, stratify=digits.target
-    )
-
-
-def lenet(regularizer=None):
-    return keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(300, "relu", kernel_regularizer=regularizer),
-            keras.layers.Dense(100, "relu", kernel_regularizer=regularizer),
-            keras.layers.Dense(10, kernel_regularizer=regularizer),
-        ]
-    )
+from _digits import lenet_300_100
+from _digits import load_data
 
 
 def compile_model(model, optimizer, jit_compile, steps_per_execution=1):
@@ -76,7 +58,7 @@ def step_times(optimizers, data, jit_compile, epochs, batch_size):
     models = []
     for make_optimizer in optimizers:
         keras.utils.set_random_seed(0)
-        model = compile_model(lenet(kerasreg.L1(1e-4)), make_optimizer(), jit_compile)
+        model = compile_model(lenet_300_100(kerasreg.L1(1e-4)), make_optimizer(), jit_compile)
         model.fit(x_train, y_train, batch_size=batch_size, epochs=2, verbose=0)  # warm-up
         models.append(model)
     timers = [EpochTimer() for _ in models]
@@ -105,7 +87,7 @@ def train(regularizer, optimizer, data, epochs, seed=0):
     # Several steps per call where the backend allows: same maths, less
     # Python overhead per step.
     steps = 1 if keras.backend.backend() == "torch" else 11
-    model = compile_model(lenet(regularizer), optimizer, "auto", steps_per_execution=steps)
+    model = compile_model(lenet_300_100(regularizer), optimizer, "auto", steps_per_execution=steps)
     model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0)
     return model
 
@@ -122,7 +104,7 @@ def main(argv=None):
 
     backend = keras.backend.backend()
     print(f"kerasreg {kerasreg.__version__}, Keras {keras.__version__}, backend {backend}")
-    data = load_data()
+    data = load_data(0)
 
     print("\n1. Training-step time, ProximalOptimizer(Adam) / Adam (same model and data)")
     if backend == "tensorflow":

@@ -21,31 +21,13 @@ import time
 
 import keras
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 import kerasreg
 
+from _digits import lenet_300_100
+from _digits import load_data
+
 TOLERANCE = 1e-3
-
-
-def load_data(seed):
-    digits = load_digits()
-    x = (digits.data / 16.0).astype("float32")
-    y = digits.target.astype("int32")
-    return train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
-
-
-def lenet_300_100(regularizer=None):
-    return keras.Sequential(
-        [
-            keras.Input((64,)),
-            keras.layers.Dense(300, "relu", kernel_regularizer=regularizer, name="fc_300"),
-            keras.layers.Dense(100, "relu", kernel_regularizer=regularizer, name="fc_100"),
-            keras.layers.Dense(10, kernel_regularizer=regularizer, name="logits"),
-        ],
-        name="lenet_300_100",
-    )
 
 
 def progress_printer(epochs):

@@ -4,10 +4,16 @@ The Keras backend is chosen by the `KERAS_BACKEND` environment variable before
 the run (`KERAS_BACKEND=jax python -m pytest`); nothing here changes it.
 """
 
+import functools
+import warnings
+
 import keras
 import numpy as np
 import pytest
 from hypothesis import settings
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 # Eager Keras ops cost tens of microseconds each; keep property tests short
 # and free of wall-clock deadlines, which are meaningless on a shared CI box.
@@ -51,6 +57,26 @@ def value_and_grad(fn, x):
         y.backward()
         return to_numpy(y.detach()), to_numpy(x.grad)
     raise NotImplementedError(f"no gradient helper for backend {BACKEND!r}")
+
+
+@functools.cache
+def breast_cancer():
+    """scikit-learn's breast cancer data, features standardized: `x, y` (float64, 0/1)."""
+    x, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(x), y
+
+
+@functools.cache
+def l1_logistic_regression(C):
+    """scikit-learn's L1 logistic regression on `breast_cancer()`, fitted once per `C`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        # An elastic net with l1_ratio=1 is the L1 penalty in every version
+        # of scikit-learn (recent ones deprecate `penalty`).
+        model = LogisticRegression(
+            penalty="elasticnet", l1_ratio=1.0, C=C, solver="saga", tol=1e-12, max_iter=200_000
+        )
+        return model.fit(*breast_cancer())
 
 
 @pytest.fixture

@@ -1,11 +1,8 @@
 """ProximalOptimizer: against scikit-learn, known answers and Keras' machinery."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import ElasticNet
 from sklearn.linear_model import Lasso
@@ -13,6 +10,8 @@ from sklearn.preprocessing import StandardScaler
 
 import kerasreg
 from tests.conftest import BACKEND
+from tests.conftest import breast_cancer
+from tests.conftest import l1_logistic_regression
 from tests.conftest import to_numpy
 
 
@@ -127,19 +126,9 @@ def float64():
 def test_l1_logistic_regression_matches_scikit_learn(float64):
     # float64: the problem is badly conditioned along correlated features,
     # so float32 gradients leave the coefficients 2e-3 from the optimum.
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = load_breast_cancer(return_X_y=True)
-    x = StandardScaler().fit_transform(x)
+    x, y = breast_cancer()
     C = 0.05
-    # An elastic net with l1_ratio=1 is the L1 penalty, in every version of
-    # scikit-learn (recent ones deprecate `penalty`).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        sk = LogisticRegression(
-            penalty="elasticnet", l1_ratio=1.0, C=C, solver="saga", tol=1e-10, max_iter=100_000
-        )
-        sk.fit(x, y)
+    sk = l1_logistic_regression(C)
     optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(1.0))
     _, w, b = _fit_full_batch(
         x,

@@ -7,20 +7,18 @@ and `|g_i| <= l1` where `w_i == 0`, `g` being the gradient of the Keras data
 loss; the unpenalized intercept has a zero gradient.
 """
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import ElasticNet
 from sklearn.linear_model import Lasso
-from sklearn.linear_model import LogisticRegression
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 import kerasreg
+from tests.conftest import breast_cancer
+from tests.conftest import l1_logistic_regression
 from tests.conftest import to_numpy
 from tests.conftest import value_and_grad
 
@@ -87,16 +85,9 @@ def test_ridge_maps_to_l2():
 
 
 def test_l1_logistic_regression_maps_to_l1():
-    x, y = load_breast_cancer(return_X_y=True)
-    x = StandardScaler().fit_transform(x)
+    x, y = breast_cancer()
     C = 0.05
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        # An elastic net with l1_ratio=1 is the L1 penalty in every version
-        # of scikit-learn (recent ones deprecate `penalty`).
-        sk = LogisticRegression(
-            penalty="elasticnet", l1_ratio=1.0, C=C, solver="saga", tol=1e-12, max_iter=200_000
-        ).fit(x, y)
+    sk = l1_logistic_regression(C)
     w, b = sk.coef_[0], sk.intercept_[0]
     reg = kerasreg.L1(l1=1 / (len(x) * C))
 
