@@ -8,7 +8,7 @@ fails loudly if Keras changes them.
 import collections
 import dataclasses
 
-__all__ = ["LayerVisit", "own_variables", "walk"]
+__all__ = ["LayerVisit", "own_variables", "sublayers", "walk"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ def walk(root):
     top = LayerVisit(root, "", ())
     visits = [top]
     seen = set()
-    queue = collections.deque((child, top) for child in root._layers)
+    queue = collections.deque((child, top) for child in sublayers(root))
     while queue:
         layer, parent = queue.popleft()
         if id(layer) in seen:
@@ -55,8 +55,13 @@ def walk(root):
         path = f"{parent.path}/{layer.name}" if parent.path else layer.name
         visit = LayerVisit(layer, path, parent.ancestors + (parent.layer,))
         visits.append(visit)
-        queue.extendleft((child, visit) for child in layer._layers)
+        queue.extendleft((child, visit) for child in sublayers(layer))
     return visits
+
+
+def sublayers(layer):
+    """The layers `layer` holds directly, in the order it tracked them."""
+    return list(layer._layers)
 
 
 def own_variables(layer):
