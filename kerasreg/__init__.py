@@ -6,12 +6,14 @@ the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
 (`kerasreg.sparsity_report`) and callbacks that watch and steer sparsity
 during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
-feature-selection layer (`FeatureGate`), `compact`, which turns removed
+feature-selection layer (`FeatureGate`), `regularize`, which attaches a
+regularizer to chosen weights of an existing model, `compact`, which turns removed
 units, filters and input features into a physically smaller model, and
 regularization paths with cross-validation to choose the strength
 (`kerasreg.model_selection`).
 """
 
+from kerasreg import apply
 from kerasreg import callbacks
 from kerasreg import compaction
 from kerasreg import layers
@@ -21,6 +23,7 @@ from kerasreg import prox
 from kerasreg import regularizers
 from kerasreg import sparsity
 from kerasreg._validation import InvalidArgumentError
+from kerasreg.apply import regularize
 from kerasreg.callbacks import FreezeSparsity
 from kerasreg.callbacks import SparsityMonitor
 from kerasreg.callbacks import TargetSparsity
@@ -50,6 +53,7 @@ __all__ = [
     "ProximalRegularizer",
     "SparsityMonitor",
     "TargetSparsity",
+    "apply",
     "callbacks",
     "compact",
     "compaction",
@@ -57,6 +61,7 @@ __all__ = [
     "model_selection",
     "optimizers",
     "prox",
+    "regularize",
     "regularizers",
     "sparsity",
     "sparsity_report",

@@ -419,13 +419,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             self.inner_optimizer.build(var_list)
         self._proximal = {}
         for variable in var_list:
-            regularizer = getattr(variable, "regularizer", None)
-            if regularizer is None or self._is_excluded(variable):
+            proximal = self._proximal_of(variable)
+            if proximal is None:
                 continue
-            try:
-                proximal = regularizers_lib.get(regularizer)
-            except ValueError:
-                continue  # no prox known: the penalty acts through the gradient
             key = self._var_key(variable)
             self._proximal[key] = proximal
             initial_state = getattr(proximal, "prox_state", lambda x: None)(variable)
@@ -442,6 +438,53 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                     states.append(state)
                 self._prox_states[key] = states
         self.built = True
+
+    def _proximal_of(self, variable, regularizer=None):
+        """The regularizer whose prox `variable` gets (with `regularizer`, if given)."""
+        if regularizer is None:
+            regularizer = getattr(variable, "regularizer", None)
+        if regularizer is None or self._is_excluded(variable):
+            return None
+        try:
+            return regularizers_lib.get(regularizer)
+        except ValueError:
+            return None  # no prox known: the penalty acts through the gradient
+
+    def _check_new_regularizers(self, changes):
+        """Refuses new regularizers that this built optimizer cannot take.
+
+        A prox with a state (`MagnitudePruning`'s schedule and mask) keeps it
+        in optimizer variables, made when the optimizer is built: it can be
+        neither added nor removed afterwards.
+
+        Args:
+            changes: Pairs `(variable, new regularizer or None)`.
+
+        Raises:
+            ValueError: If a variable's prox has a state, now or with its
+                new regularizer.
+        """
+        for variable, regularizer in changes:
+            key = self._var_key(variable)
+            proximal = self._proximal_of(variable, regularizer)
+            prox_state = getattr(proximal, "prox_state", lambda x: None)
+            if key in self._prox_states or prox_state(variable) is not None:
+                raise ValueError(
+                    f"the prox of `{variable.path}` keeps a state in the optimizer, made when "
+                    "it is built; compile the model again with a new ProximalOptimizer"
+                )
+
+    def _reread_regularizers(self, var_list):
+        """Takes the current regularizers of `var_list` (checked first by
+        `_check_new_regularizers`); a compiled train function that uses this
+        optimizer must be traced again."""
+        for variable in var_list:
+            key = self._var_key(variable)
+            proximal = self._proximal_of(variable)
+            if proximal is None:
+                self._proximal.pop(key, None)
+            else:
+                self._proximal[key] = proximal
 
     @validate_params({"frozen": Boolean()})
     def freeze_zeros(self, frozen=True):

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasreg import _model_walk
 from kerasreg import _tables
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
@@ -197,8 +198,9 @@ def _reported_weights(model_or_layer, include_biases=False):
     seen = set()
     keys = set()
     found = []
-    for layer in model_or_layer._flatten_layers(include_self=True, recursive=True):
-        for variable in list(layer._trainable_variables) + list(layer._non_trainable_variables):
+    for visit in _model_walk.walk(model_or_layer):
+        layer = visit.layer
+        for variable in _model_walk.own_variables(layer):
             if id(variable) in seen or not _is_reported(variable, include_biases):
                 continue
             seen.add(id(variable))

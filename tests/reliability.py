@@ -58,11 +58,17 @@ _PATH_DATA = {
     "strengths": [1.0],
 }
 
+
 # Every public function (methods included) that takes Python arguments, with
 # its required arguments. The proximal operators in `kerasreg.prox` take
 # tensors and are left out; `kerasreg.regularizers.get` resolves any
 # identifier and refuses the rest itself.
+def _built_model():
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+
+
 FUNCTIONS = [
+    (kerasreg.regularize, {"model": _built_model(), "regularizer": "l1"}),
     (kerasreg.model_selection.regularization_path, _PATH_DATA),
     (kerasreg.model_selection.cross_validate_path, _PATH_DATA),
     (kerasreg.sparsity_report, {"model_or_layer": keras.layers.Dense(1)}),

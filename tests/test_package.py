@@ -28,6 +28,7 @@ def test_public_surface_is_pinned():
         "ProximalRegularizer",
         "SparsityMonitor",
         "TargetSparsity",
+        "apply",
         "callbacks",
         "compact",
         "compaction",
@@ -35,6 +36,7 @@ def test_public_surface_is_pinned():
         "model_selection",
         "optimizers",
         "prox",
+        "regularize",
         "regularizers",
         "sparsity",
         "sparsity_report",
@@ -73,6 +75,7 @@ def test_public_surface_is_pinned():
         "LayerCompaction",
         "compact",
     ]
+    assert kerasreg.apply.__all__ == ["regularize"]
     assert sorted(kerasreg.model_selection.__all__) == [
         "CrossValidatedPath",
         "RegularizationPath",
@@ -88,12 +91,14 @@ def test_public_surface_is_pinned():
         kerasreg.sparsity,
         kerasreg.layers,
         kerasreg.compaction,
+        kerasreg.apply,
         kerasreg.model_selection,
     )
     for module in modules:
         for name in module.__all__:
             assert getattr(module, name) is not None
     assert kerasreg.L1 is kerasreg.regularizers.L1
+    assert kerasreg.regularize is kerasreg.apply.regularize
 
 
 def test_version_matches_the_package_metadata():

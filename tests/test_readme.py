@@ -22,6 +22,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "ElasticNet(strength=1.0, l1_ratio=0.25)" in out
     assert (tmp_path / "sparse_model.keras").exists()
+    assert (tmp_path / "regularized_model.keras").exists()
     assert "['x0', 'x1', 'x2']" in out
     assert (tmp_path / "small_model.keras").exists()
     assert "one SE: l1_ratio=" in out

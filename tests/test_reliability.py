@@ -33,7 +33,14 @@ def test_every_public_class_is_tried():
 
 def test_every_public_function_is_tried():
     functions = set()
-    for module in (kerasreg, kerasreg.model_selection, kerasreg.sparsity, kerasreg.compaction):
+    modules = (
+        kerasreg,
+        kerasreg.apply,
+        kerasreg.model_selection,
+        kerasreg.sparsity,
+        kerasreg.compaction,
+    )
+    for module in modules:
         for name in getattr(module, "__all__", ()):
             value = getattr(module, name)
             if inspect.isfunction(value):

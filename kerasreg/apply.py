@@ -1,0 +1,566 @@
+"""`regularize`: attach a regularizer to chosen weights of a built model.
+
+Keras reads a weight's penalty from `variable.regularizer` (it sums them
+into `model.losses`), `ProximalOptimizer` reads the same attribute when it is
+built, and a `.keras` file keeps what the layers' configs hold
+(`kernel_regularizer`, `depthwise_regularizer`, ...). `regularize` sets all
+of these, and refuses to let a model be saved without a penalty it carries.
+"""
+
+import copy
+import inspect
+
+import keras
+
+from kerasreg import _model_walk
+from kerasreg import regularizers as regularizers_lib
+from kerasreg._training import proximal_optimizer_of
+from kerasreg._validation import Constraint
+from kerasreg._validation import InstanceOf
+from kerasreg._validation import invalid_argument
+from kerasreg._validation import validate_params
+
+__all__ = ["regularize"]
+
+
+class WeightNames(Constraint):
+    """A non-empty string, or a non-empty list or tuple of them (as a tuple)."""
+
+    description = "a weight name or a non-empty tuple of weight names"
+
+    def type_ok(self, value):
+        if isinstance(value, str):
+            return True
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+    def value_ok(self, value):
+        names = (value,) if isinstance(value, str) else tuple(value)
+        return bool(names) and all(names)
+
+    def normalize(self, value):
+        return (value,) if isinstance(value, str) else tuple(dict.fromkeys(value))
+
+    def invalid_values(self):
+        return [None, 1, ("kernel", 1), "", (), ("kernel", "")]
+
+
+class LayerSelector(Constraint):
+    """`None`, a layer class, or a non-empty list or tuple of layer classes and names."""
+
+    description = (
+        "None, a layer class, or a non-empty list of layer classes, names or '/'-separated paths"
+    )
+
+    @staticmethod
+    def _is_layer_class(value):
+        return isinstance(value, type) and issubclass(value, keras.layers.Layer)
+
+    def type_ok(self, value):
+        if value is None or self._is_layer_class(value):
+            return True
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(v, str) or self._is_layer_class(v) for v in value
+        )
+
+    def value_ok(self, value):
+        if value is None or self._is_layer_class(value):
+            return True
+        return bool(value) and all(v for v in value if isinstance(v, str))
+
+    def normalize(self, value):
+        if value is None:
+            return None
+        return (value,) if self._is_layer_class(value) else tuple(value)
+
+    def invalid_values(self):
+        return ["dense", 1, int, [1], [None], (int,), [], [""]]
+
+
+class RegularizerChoice(Constraint):
+    """A regularizer, a regularizer name, a `(layer, weight)` chooser, or `None`.
+
+    A name is resolved with `kerasreg.regularizers.get` (`"l1"` gives
+    `kerasreg.L1()`); a regularizer instance and a chooser are kept as given.
+    """
+
+    description = (
+        "a regularizer instance, a regularizer name such as 'l1', a callable "
+        "(layer, weight) -> regularizer or None, or None"
+    )
+
+    @staticmethod
+    def _is_regularizer(value):
+        return isinstance(value, keras.regularizers.Regularizer)
+
+    @staticmethod
+    def _is_chooser(value):
+        if isinstance(value, (type, keras.layers.Layer)) or not callable(value):
+            return False
+        try:
+            inspect.signature(value).bind(None, None)
+        except TypeError:
+            return False
+        except ValueError:  # no signature (some builtins): let the call decide
+            return True
+        return True
+
+    def type_ok(self, value):
+        return (
+            value is None
+            or isinstance(value, str)
+            or self._is_regularizer(value)
+            or (callable(value) and not isinstance(value, type))
+        )
+
+    def value_ok(self, value):
+        if isinstance(value, str):
+            try:
+                regularizers_lib.get(value)
+            except (TypeError, ValueError):
+                return False
+            return True
+        return value is None or self._is_regularizer(value) or self._is_chooser(value)
+
+    def normalize(self, value):
+        if isinstance(value, str):
+            return regularizers_lib.get(value)
+        return value
+
+    def invalid_values(self):
+        return ["no_such_regularizer", "magnitude_pruning", 0.1, ["l1"], keras.regularizers.L1, abs]
+
+
+# The config arguments that may hold a weight's regularizer, by weight name,
+# tried in order; any other weight `w` has `w_regularizer`. A layer whose
+# config holds none of them keeps the penalty only in memory.
+_CONFIG_ARGUMENTS = {
+    "kernel": ("kernel_regularizer", "depthwise_regularizer"),  # DepthwiseConv*D: "kernel"
+    "depthwise_kernel": ("depthwise_regularizer",),
+    "pointwise_kernel": ("pointwise_regularizer",),
+    "recurrent_kernel": ("recurrent_regularizer",),
+}
+
+# The instance attribute that marks, on a layer, the weights whose penalty
+# no saved config holds: `{weight name: (original regularizer, reason)}`.
+_PENDING = "_kerasreg_unsaved_regularizers"
+
+
+def _config_arguments(weight):
+    return _CONFIG_ARGUMENTS.get(weight, (f"{weight}_regularizer",))
+
+
+def _sync_attention(layer):
+    """Gives `MultiHeadAttention` its projections' regularizers when they agree.
+
+    Its config has one `kernel_regularizer` (and one `bias_regularizer`)
+    for the four projections, kept in Keras' private `_kernel_regularizer`
+    (`tests/test_apply.py` checks that the config follows it).
+    """
+    projections = [
+        child
+        for child in _model_walk.sublayers(layer)
+        if isinstance(child, keras.layers.EinsumDense)
+    ]
+    for weight, attribute in (("kernel", "_kernel_regularizer"), ("bias", "_bias_regularizer")):
+        chosen = [getattr(p, f"{weight}_regularizer", None) for p in projections]
+        configs = [_serialized(r) for r in chosen]
+        if projections and all(c == configs[0] for c in configs):
+            setattr(layer, attribute, _copy(chosen[0]))
+
+
+# Layers whose config holds their sublayers' regularizers in arguments of
+# their own: one rule per layer class.
+_CONTAINER_RULES = ((keras.layers.MultiHeadAttention, _sync_attention),)
+
+
+def _serialized(regularizer):
+    if regularizer is None:
+        return None
+    try:
+        return keras.saving.serialize_keras_object(regularizer)
+    except (NotImplementedError, TypeError, ValueError):
+        return ("unserializable", id(regularizer))
+
+
+def _copy(regularizer):
+    """A regularizer of its own for one weight, equal to `regularizer`."""
+    if regularizer is None:
+        return None
+    try:
+        return type(regularizer).from_config(regularizer.get_config())
+    except NotImplementedError:
+        return copy.deepcopy(regularizer)
+
+
+def _layer_matches(visit, selector):
+    """Whether `selector` (a class, a name or a path) picks the layer or one above it."""
+    chain = visit.ancestors[1:] + (visit.layer,)
+    if isinstance(selector, str):
+        return f"/{selector}/" in f"/{visit.path}/"
+    return any(isinstance(layer, selector) for layer in chain)
+
+
+def _selected(visits, selectors, argument):
+    """The visits picked by `selectors`; each selector must pick a layer."""
+    layers = visits[1:]
+    for selector in selectors:
+        if not any(_layer_matches(visit, selector) for visit in layers):
+            known = ", ".join(repr(visit.path) for visit in layers[:12])
+            what = selector.__name__ if isinstance(selector, type) else repr(selector)
+            raise invalid_argument(
+                argument,
+                f"layer classes, names or paths of the model's layers; {what} matches no "
+                f"layer (layers: {known}{', ...' if len(layers) > 12 else ''})",
+                list(selectors),
+            )
+    return [v for v in layers if any(_layer_matches(v, s) for s in selectors)]
+
+
+def _own_weight(layer, name):
+    for variable in _model_walk.own_variables(layer):
+        if variable.name == name:
+            return variable
+    return None
+
+
+def _targets(visits, layers, weights, exclude):
+    """`(visit, weight name, variable)` for each chosen trainable weight, once each."""
+    chosen = visits if layers is None else _selected(visits, layers, "layers")
+    if exclude is not None:
+        dropped = {id(v.layer) for v in _selected(visits, exclude, "exclude")}
+        chosen = [v for v in chosen if id(v.layer) not in dropped]
+    targets, seen, found = [], set(), set()
+    for visit in chosen:
+        for name in weights:
+            variable = _own_weight(visit.layer, name)
+            if variable is None or not variable.trainable or id(variable) in seen:
+                continue
+            seen.add(id(variable))
+            found.add(name)
+            targets.append((visit, name, variable))
+    missing = [name for name in weights if name not in found]
+    if missing:
+        names = sorted(
+            {
+                v.name
+                for visit in chosen
+                for v in _model_walk.own_variables(visit.layer)
+                if v.trainable
+            }
+        )
+        raise invalid_argument(
+            "weights",
+            f"names of trainable weights of the selected layers; none has {missing[0]!r} "
+            f"(they have: {', '.join(names) or 'no trainable weights'})",
+            weights if len(weights) > 1 else weights[0],
+        )
+    return targets
+
+
+def _regularizer_for(regularizer, visit, variable):
+    """The regularizer one weight gets: a copy of an instance, a chooser's answer."""
+    if regularizer is None or isinstance(regularizer, keras.regularizers.Regularizer):
+        return _copy(regularizer)
+    chosen = regularizer(visit.layer, variable)
+    choice = RegularizerChoice()
+    if isinstance(chosen, str) and choice.value_ok(chosen):
+        return choice.normalize(chosen)
+    if chosen is None or isinstance(chosen, keras.regularizers.Regularizer):
+        return chosen
+    raise invalid_argument(
+        "regularizer",
+        "a callable that returns a regularizer instance, a regularizer name or None; "
+        f"it returned {chosen!r} for {visit.path or visit.layer.name}/{variable.name}",
+        regularizer,
+    )
+
+
+def _attach(visit, name, variable, regularizer):
+    """Sets the weight's regularizer and the layer argument its config saves."""
+    variable.regularizer = regularizer
+    layer = visit.layer
+    for argument in _config_arguments(name):
+        if hasattr(layer, argument):
+            try:
+                setattr(layer, argument, regularizer)
+            except AttributeError:  # a read-only property
+                continue
+            return
+
+
+def _saved_configs(model):
+    """Every layer config the model's own config holds, by layer name."""
+    try:
+        tree = keras.saving.serialize_keras_object(model)
+    except Exception:  # a model that cannot be serialized holds nothing
+        return {}
+    index = {}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            config = node.get("config")
+            if "class_name" in node and isinstance(config, dict) and "name" in config:
+                index.setdefault(config["name"], []).append(config)
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return index
+
+
+def _is_saved(visit, name, regularizer, index, own_configs):
+    """Whether the model's config holds `regularizer` for this weight.
+
+    True when the weight's layer, or a layer above it whose config holds
+    its sublayers' regularizers (an RNN for its cell, `MultiHeadAttention`
+    for its projections), appears in the model's config with the
+    regularizer in one of the weight's config arguments.
+    """
+    expected = _serialized(regularizer)
+    for layer in (visit.layer,) + tuple(reversed(visit.ancestors)):
+        if id(layer) not in own_configs:
+            try:
+                own_configs[id(layer)] = keras.saving.serialize_keras_object(layer)["config"]
+            except Exception:
+                own_configs[id(layer)] = None
+        own = own_configs[id(layer)]
+        if own is None or not any(config == own for config in index.get(layer.name, ())):
+            continue
+        if any(
+            argument in own and own[argument] == expected for argument in _config_arguments(name)
+        ):
+            return True
+    return False
+
+
+def _unsaved_reason(visit, name, variable, own_configs):
+    where = f"{visit.path or visit.layer.name}/{variable.name}"
+    own = own_configs.get(id(visit.layer)) or {}
+    if not any(argument in own for argument in _config_arguments(name)):
+        argument = _config_arguments(name)[0]
+        return f"'{where}' ({type(visit.layer).__name__}'s config has no `{argument}`)"
+    return (
+        f"'{where}' (its layer is created by the code of a layer above it, whose config "
+        "does not hold it)"
+    )
+
+
+class _UnsavedGuard:
+    """Stands in for a layer's `get_config` while a penalty under it cannot be saved."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __call__(self):
+        pending = _pending(self.layer)
+        if pending:
+            raise ValueError(
+                "The config of this model cannot hold the regularizers that "
+                "`kerasreg.regularize` attached to: "
+                + "; ".join(pending)
+                + ". A model saved or cloned from it would lose these penalties. "
+                "Give such a layer a `<weight>_regularizer` argument that its `get_config` "
+                "returns and its `build` passes to `add_weight(regularizer=...)`; or save "
+                "the weights with `save_weights` and call `kerasreg.regularize` again on the "
+                "rebuilt model; or remove the penalties with `kerasreg.regularize(model, None, "
+                "...)`."
+            )
+        _remove_guard(self.layer)
+        return self.layer.get_config()
+
+
+def _pending(layer):
+    """What cannot be saved in `layer` and under it, one line each."""
+    lines = []
+    for visit in _model_walk.walk(layer):
+        for _, (_, line) in sorted(getattr(visit.layer, _PENDING, {}).items()):
+            lines.append(line)
+    return lines
+
+
+def _remove_guard(layer):
+    if isinstance(layer.__dict__.get("get_config"), _UnsavedGuard):
+        object.__delattr__(layer, "get_config")
+
+
+def _install_guard(layer):
+    if not isinstance(layer.__dict__.get("get_config"), _UnsavedGuard):
+        # Past Keras' and torch's attribute tracking: a plain instance attribute.
+        object.__setattr__(layer, "get_config", _UnsavedGuard(layer))
+
+
+def _record_saving(model, visits, changed):
+    """Marks the changed weights whose penalty the model's config cannot hold.
+
+    `changed` holds `((visit, name, variable), previous)`, `previous` the
+    serialized regularizer before the change. A weight whose penalty no
+    config holds is marked until it gets back the regularizer it had when
+    `regularize` first changed it: the one its layer's code gives it.
+    """
+    index = _saved_configs(model)
+    own_configs = {}
+    for (visit, name, variable), previous in changed:
+        pending = dict(getattr(visit.layer, _PENDING, {}))
+        original = pending.get(name, (previous, None))[0]
+        if _is_saved(visit, name, variable.regularizer, index, own_configs):
+            pending.pop(name, None)
+        elif _serialized(variable.regularizer) == original:
+            pending.pop(name, None)
+        else:
+            pending[name] = (original, _unsaved_reason(visit, name, variable, own_configs))
+        object.__setattr__(visit.layer, _PENDING, pending)
+    for visit in visits:
+        if getattr(visit.layer, _PENDING, None):
+            for layer in visit.ancestors + (visit.layer,):
+                _install_guard(layer)
+
+
+def _built_proximal_optimizer(model, changes):
+    """The model's built `ProximalOptimizer`, checked to take `changes`, or `None`."""
+    optimizer = proximal_optimizer_of(model)
+    if optimizer is None or not optimizer.built:
+        return None
+    try:
+        optimizer._check_new_regularizers(changes)
+    except ValueError as error:
+        raise invalid_argument(
+            "model", f"a model whose ProximalOptimizer can take the new penalties: {error}", model
+        ) from None
+    return optimizer
+
+
+@validate_params(
+    {
+        "model": InstanceOf(keras.layers.Layer, "a built keras.Model or keras.layers.Layer"),
+        "regularizer": RegularizerChoice(),
+        "layers": LayerSelector(),
+        "weights": WeightNames(),
+        "exclude": LayerSelector(),
+    }
+)
+def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=None):
+    """Attaches a regularizer to chosen weights of a built model, in place.
+
+    The penalties count in `model.losses` (so in the loss `fit` minimizes),
+    a `ProximalOptimizer` compiled afterwards applies their proximal
+    operators, and a `.keras` file keeps them: the regularizer is set on the
+    weight (`variable.regularizer`, which Keras and `ProximalOptimizer`
+    read) and on the layer argument its config saves (`kernel_regularizer`,
+    `depthwise_regularizer`, `recurrent_regularizer`, ...; for
+    `MultiHeadAttention`, its one `kernel_regularizer` when the four
+    projections get equal ones). Predictions do not change.
+
+    The walk reaches every layer once: Sequential, functional and subclassed
+    models, nested models, shared layers, wrappers, the cells of `LSTM` and
+    `GRU`, the projections of `MultiHeadAttention` and layers inside users'
+    own layers. Non-trainable weights (frozen layers, normalization
+    statistics) are skipped: Keras counts no penalty on them.
+
+    **Copies.** Each weight gets its own copy of a regularizer instance
+    (`from_config(get_config())`), as a model loaded from a file has. A
+    callable `regularizer(layer, weight)` decides per weight, and its answer
+    is used as returned: return one instance for several weights to share
+    it on purpose.
+
+    **Saving.** Where no saved config can hold a penalty (a weight of a
+    user's layer without a `<weight>_regularizer` argument, layers built by
+    the code of a subclassed model), the model keeps the penalty in memory
+    and refuses to be saved or cloned: its `get_config` raises a
+    `ValueError` naming those weights, rather than writing a file that
+    loads without them.
+
+    **Compiled and trained models.** Compiled train and test functions are
+    reset, so the next `fit` or `evaluate` counts the new penalties. A
+    `ProximalOptimizer` that is already built (it has trained) takes the new
+    regularizers' proximal operators, its state kept; only a prox with a
+    state of its own (`MagnitudePruning`), made when the optimizer is
+    built, cannot be added or removed then: compile again with a new
+    `ProximalOptimizer`.
+
+    Args:
+        model: A built `keras.Model` (or layer). Build it, or call it once on
+            data, first.
+        regularizer: A regularizer instance (kerasreg's or Keras' own), a
+            name (`"l1"`, `"group_lasso"`, ...: `kerasreg.regularizers.get`
+            resolves it), `None` to remove the penalty, or a callable
+            `(layer, weight) -> regularizer or None`.
+        layers: Which layers: `None` for every layer that has one of
+            `weights`; a layer class or a tuple of them; or a list of layer
+            classes, layer names and `"/"`-separated paths (`"encoder"` picks
+            every layer inside the nested model `encoder`, `"encoder/dense"`
+            one layer in it; names match whole, `"dense"` does not pick
+            `"dense_1"`). A class picks the layers inside an instance too:
+            `keras.layers.MultiHeadAttention` picks its projections.
+            Defaults to `None`.
+        weights: The weight name, or a tuple of names, as the layer names
+            its variables: `"kernel"` (also `DepthwiseConv2D`'s), `"bias"`,
+            `"depthwise_kernel"` and `"pointwise_kernel"` (`SeparableConv*D`),
+            `"recurrent_kernel"` (`LSTM`, `GRU`), `"embeddings"`, `"gamma"`
+            and `"beta"` (normalization layers), or a user's
+            `add_weight(name=...)`. Defaults to `"kernel"`.
+        exclude: Layers to leave out, chosen as `layers` chooses them.
+            Defaults to `None`.
+
+    Returns:
+        `model`, regularized.
+
+    Raises:
+        InvalidArgumentError: If an argument is invalid, the model is not
+            built, a selector picks no layer, no selected layer has a named
+            trainable weight, a callable returns no regularizer, or the
+            model's built `ProximalOptimizer` would have to add or remove a
+            prox with a state.
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(3, name="hidden"),
+    ...     keras.layers.Dense(1, name="out"),
+    ... ])
+    >>> model = kerasreg.regularize(model, kerasreg.L1(0.01), layers=["hidden"])
+    >>> model.get_layer("hidden").kernel_regularizer
+    L1(l1=0.01)
+    >>> len(model.losses)
+    1
+    >>> kerasreg.regularize(model, None).get_layer("hidden").kernel_regularizer is None
+    True
+    """
+    if not model.built:
+        raise invalid_argument(
+            "model",
+            "a built model: build it (`model.build(input_shape)`, or an `Input` first in a "
+            "Sequential) or call it once on data before `regularize`",
+            model,
+        )
+    visits = _model_walk.walk(model)
+    changed = []
+    for visit, name, variable in _targets(visits, layers, weights, exclude):
+        new = _regularizer_for(regularizer, visit, variable)
+        previous = _serialized(variable.regularizer)
+        if previous != _serialized(new):
+            changed.append(((visit, name, variable), previous, new))
+    if not changed:
+        return model
+    optimizer = _built_proximal_optimizer(
+        model, [(variable, reg) for (_, _, variable), _, reg in changed]
+    )
+    for visit in visits:
+        _remove_guard(visit.layer)
+    for (visit, name, variable), _, new in changed:
+        _attach(visit, name, variable, new)
+    touched = {id(a) for (visit, _, _), _, _ in changed for a in visit.ancestors}
+    for visit in visits:
+        for cls, rule in _CONTAINER_RULES:
+            if id(visit.layer) in touched and isinstance(visit.layer, cls):
+                rule(visit.layer)
+    _record_saving(model, visits, [(target, previous) for target, previous, _ in changed])
+    if optimizer is not None:
+        optimizer._reread_regularizers([variable for (_, _, variable), _, _ in changed])
+    for attribute in ("train_function", "test_function"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
+    return model
