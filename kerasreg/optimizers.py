@@ -13,6 +13,7 @@ weights minimize the regularized objective.
 import keras
 from keras import ops
 
+from kerasreg import _preconditioners
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import AnyOf
@@ -80,94 +81,6 @@ def _replicas_in_sync():
     if context is None or not tf.distribute.has_strategy():
         return 1
     return context.num_replicas_in_sync
-
-
-def _index(optimizer, variable):
-    return optimizer._get_variable_index(variable)
-
-
-def _adam_steps(optimizer, variable, learning_rate):
-    # Keras' Adam: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
-    # The 1 / (1 - b1^t) corrects m; the metric is what multiplies it.
-    dtype = variable.dtype
-    t = ops.cast(optimizer.iterations, dtype)
-    index = _index(optimizer, variable)
-    v = optimizer._velocity_hats[index] if optimizer.amsgrad else optimizer._velocities[index]
-    correction = ops.sqrt(1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-    return learning_rate * correction / (ops.sqrt(v) + optimizer.epsilon)
-
-
-def _nadam_steps(optimizer, variable, learning_rate):
-    # Keras' Nadam: w -= lr * m_hat / (sqrt(v / (1 - b2^t)) + eps).
-    dtype = variable.dtype
-    t = ops.cast(optimizer.iterations, dtype)
-    v = optimizer._velocities[_index(optimizer, variable)]
-    v_hat = v / (1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-    return learning_rate / (ops.sqrt(v_hat) + optimizer.epsilon)
-
-
-def _adamax_steps(optimizer, variable, learning_rate):
-    # Keras' Adamax: w -= lr / (1 - b1^t) * m / (u + eps).
-    u = optimizer._u[_index(optimizer, variable)]
-    return learning_rate / (u + optimizer.epsilon)
-
-
-def _rmsprop_steps(optimizer, variable, learning_rate):
-    # Keras' RMSprop: w -= lr * g / sqrt(v + eps) (centered: v - mean(g)^2).
-    index = _index(optimizer, variable)
-    denominator = optimizer._velocities[index] + optimizer.epsilon
-    if optimizer.centered:
-        denominator = denominator - ops.square(optimizer._average_gradients[index])
-    return learning_rate / ops.sqrt(denominator)
-
-
-def _adagrad_steps(optimizer, variable, learning_rate):
-    # Keras' Adagrad: w -= lr * g / sqrt(accumulator + eps).
-    accumulator = optimizer._accumulators[_index(optimizer, variable)]
-    return learning_rate / ops.sqrt(accumulator + optimizer.epsilon)
-
-
-def _momentum_factor(optimizer, dtype):
-    """How far heavy-ball momentum carries one step's gradient: (1 - b^t) / (1 - b).
-
-    SGD and RMSprop with `momentum=b` move a weight by the sum of the past
-    `t` steps, weighted `1, b, b^2, ...`: under a steady gradient, by
-    `(1 - b^t) / (1 - b)` times one step (`1 / (1 - b)` in the long run). A
-    prox that used the bare step would balance the penalty against that
-    larger move, and training would minimize data loss + `(1 - b)` times the
-    penalty. Scaling the prox step by the same factor keeps the fixed point at
-    data loss + penalty, as with no momentum. Nesterov's variant has the same
-    long-run factor. `None` (no scaling) for every other optimizer and
-    without momentum (Adam-type optimizers average their gradients, which
-    needs no correction).
-    """
-    if not isinstance(optimizer, (keras.optimizers.SGD, keras.optimizers.RMSprop)):
-        return None
-    momentum = float(optimizer.momentum or 0.0)
-    if momentum <= 0.0:
-        return None  # Keras applies no momentum then
-    t = ops.cast(optimizer.iterations, dtype)
-    if momentum >= 1.0:
-        return t  # the limit of (1 - b^t) / (1 - b) as b -> 1
-    return (1.0 - ops.power(ops.cast(momentum, dtype), t)) / (1.0 - momentum)
-
-
-# Optimizers with a known diagonal preconditioner. Order matters: AdamW is an
-# Adam subclass and must find Adam's rule.
-_PRECONDITIONERS = (
-    (keras.optimizers.Nadam, _nadam_steps),
-    (keras.optimizers.Adam, _adam_steps),
-    (keras.optimizers.Adamax, _adamax_steps),
-    (keras.optimizers.RMSprop, _rmsprop_steps),
-    (keras.optimizers.Adagrad, _adagrad_steps),
-)
-
-
-def _preconditioner_for(optimizer):
-    for cls, rule in _PRECONDITIONERS:
-        if isinstance(optimizer, cls):
-            return rule
-    return None
 
 
 @register_serializable
@@ -323,7 +236,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         kwargs = {k: v for k, v in kwargs.items() if k != "learning_rate"}
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         self.inner_optimizer = inner_optimizer
-        preconditioner = _preconditioner_for(inner_optimizer)
+        preconditioner = _preconditioners.preconditioner_for(inner_optimizer)
         if mode == "auto":
             mode = "plain" if preconditioner is None else "preconditioned"
         if mode == "preconditioned" and preconditioner is None:
@@ -420,6 +333,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
+        _preconditioners.check_slots(self.inner_optimizer, self._preconditioner is not None)
         self._proximal = {}
         for variable in var_list:
             regularizer = getattr(variable, "regularizer", None)
@@ -501,10 +415,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
 
         inner = self.inner_optimizer
         learning_rate = inner.learning_rate
-        if inner.gradient_accumulation_steps:
-            is_update_step = (inner._iterations + 1) % inner.gradient_accumulation_steps == 0
-        else:
-            is_update_step = None
+        is_update_step = _preconditioners.is_update_step(inner)
         # `+ 0` reads the count now: on TensorFlow, converting the variable
         # would give a reference that sees the increment of the step below.
         iteration = inner.iterations + 0
@@ -522,7 +433,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
                 step = self._preconditioner(inner, variable, lr)
             else:
                 step = lr
-            factor = _momentum_factor(inner, variable.dtype)
+            factor = _preconditioners.momentum_factor(inner, variable.dtype)
             if factor is not None:
                 step = step * factor
             step = step * ops.cast(self.strength_scale.value, variable.dtype)
@@ -545,8 +456,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
             if inner.use_ema:
                 # Keep the sparsity pattern in the moving average, which
                 # `finalize_variable_values` copies into the model.
-                averages = inner._model_variables_moving_average
-                average = averages[inner._get_variable_index(variable)]
+                average = _preconditioners.moving_average(inner, variable)
                 kept = ops.where(variable.value == 0, ops.zeros_like(value), average.value)
                 average.assign(kept)
         self._iterations.assign_add(1)
