@@ -386,80 +386,97 @@ class ProximalOptimizer(keras.optimizers.Optimizer):
         return self._proximal.get(self._var_key(variable))
 
     def apply(self, grads, trainable_variables=None):
+        trainable_variables = self._variables_to_update(trainable_variables)
+        grads, handled = self._remove_penalty_gradients(grads, trainable_variables)
+        inner = self.inner_optimizer
+        # What the prox needs from before the inner step. `+ 0` reads the count
+        # now (on TensorFlow, converting the variable would give a reference
+        # that sees the step's increment); the comparisons make new tensors,
+        # which torch's in-place update cannot change.
+        learning_rate, iteration = inner.learning_rate, inner.iterations + 0
+        is_update_step = _preconditioners.is_update_step(inner)
+        was_zero = [variable.value == 0 for variable in handled]
+        inner.apply(grads, trainable_variables)
+        for variable, zeros in zip(handled, was_zero, strict=True):
+            step = self._prox_step(variable, learning_rate)
+            self._apply_prox(variable, step, iteration, is_update_step, zeros)
+            if inner.use_ema:
+                self._keep_average_sparse(variable)
+        self._iterations.assign_add(1)
+
+    def _variables_to_update(self, trainable_variables):
+        """`trainable_variables` as a list (building on them first), or the built ones."""
         if trainable_variables is None:
             if not self.built:
                 raise ValueError(
                     "When passing `grads` without `trainable_variables`, the "
                     "optimizer must already be built."
                 )
-            trainable_variables = self._trainable_variables
-        else:
-            trainable_variables = list(trainable_variables)
-            if not self.built:
-                with keras.name_scope(self.name, caller=self):
-                    self.build(trainable_variables)
-        grads = list(grads)
-        handled = [
-            (i, self._proximal[self._var_key(v)])
-            for i, v in enumerate(trainable_variables)
-            if self._var_key(v) in self._proximal and grads[i] is not None
-        ]
-        if self.penalty_in_loss:
-            replicas = _replicas_in_sync()
-            for i, regularizer in handled:
-                variable = trainable_variables[i]
+            return self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        return trainable_variables
+
+    def _remove_penalty_gradients(self, grads, trainable_variables):
+        """Removes from `grads` the gradients of the penalties whose prox is applied.
+
+        Returns:
+            The new gradients and the variables whose prox is applied.
+        """
+        grads, handled = list(grads), []
+        replicas = _replicas_in_sync() if self.penalty_in_loss else 1
+        for i, variable in enumerate(trainable_variables):
+            regularizer = self.proximal_regularizer(variable)
+            if grads[i] is None or regularizer is None:
+                continue
+            handled.append(variable)
+            if self.penalty_in_loss:
                 penalty_grad = _penalty_gradient(regularizer, variable.value)
                 if replicas > 1:
                     penalty_grad = penalty_grad / replicas
                 grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+        return grads, handled
 
-        inner = self.inner_optimizer
-        learning_rate = inner.learning_rate
-        is_update_step = _preconditioners.is_update_step(inner)
-        # `+ 0` reads the count now: on TensorFlow, converting the variable
-        # would give a reference that sees the increment of the step below.
-        iteration = inner.iterations + 0
-        # Read before the step; the comparison makes a new tensor, so torch's
-        # in-place update cannot change it.
-        was_zero = {i: trainable_variables[i].value == 0 for i, _ in handled}
+    def _prox_step(self, variable, learning_rate):
+        """The step of `variable`'s prox after the inner step (see the class docstring)."""
+        dtype = variable.dtype
+        step = ops.cast(learning_rate, dtype)
+        if self._preconditioner is not None:
+            step = self._preconditioner(self.inner_optimizer, variable, step)
+        factor = _preconditioners.momentum_factor(self.inner_optimizer, dtype)
+        if factor is not None:
+            step = step * factor
+        return step * ops.cast(self.strength_scale.value, dtype)
 
-        inner.apply(grads, trainable_variables)
+    def _apply_prox(self, variable, step, iteration, is_update_step, was_zero):
+        """Replaces `variable` by its prox (by its old zeros while frozen).
 
-        frozen = self.zeros_frozen.value > 0.5
-        for i, regularizer in handled:
-            variable = trainable_variables[i]
-            lr = ops.cast(learning_rate, variable.dtype)
-            if self._preconditioner is not None:
-                step = self._preconditioner(inner, variable, lr)
-            else:
-                step = lr
-            factor = _preconditioners.momentum_factor(inner, variable.dtype)
-            if factor is not None:
-                step = step * factor
-            step = step * ops.cast(self.strength_scale.value, variable.dtype)
-            states = self._prox_states.get(self._var_key(variable))
-            if states is None:
-                value = regularizer.prox(variable.value, step)
-            else:
-                value, new_states = regularizer.prox_update(
-                    variable.value, step, iteration, tuple(s.value for s in states)
-                )
-                for state, new_state in zip(states, new_states, strict=True):
-                    if is_update_step is not None:
-                        new_state = ops.where(is_update_step, new_state, state.value)
-                    state.assign(new_state)
-            held = ops.where(was_zero[i], ops.zeros_like(variable.value), variable.value)
-            value = ops.where(frozen, held, value)
-            if is_update_step is not None:
-                value = ops.where(is_update_step, value, variable.value)
-            variable.assign(ops.cast(value, variable.dtype))
-            if inner.use_ema:
-                # Keep the sparsity pattern in the moving average, which
-                # `finalize_variable_values` copies into the model.
-                average = _preconditioners.moving_average(inner, variable)
-                kept = ops.where(variable.value == 0, ops.zeros_like(value), average.value)
-                average.assign(kept)
-        self._iterations.assign_add(1)
+        Steps where the inner optimizer only accumulates change nothing.
+        """
+
+        def gated(new, old):
+            return new if is_update_step is None else ops.where(is_update_step, new, old)
+
+        regularizer = self.proximal_regularizer(variable)
+        states = self._prox_states.get(self._var_key(variable))
+        if states is None:
+            value = regularizer.prox(variable.value, step)
+        else:
+            value, new_states = regularizer.prox_update(
+                variable.value, step, iteration, tuple(s.value for s in states)
+            )
+            for state, new_state in zip(states, new_states, strict=True):
+                state.assign(gated(new_state, state.value))
+        held = ops.where(was_zero, ops.zeros_like(variable.value), variable.value)
+        value = ops.where(self.zeros_frozen.value > 0.5, held, value)
+        variable.assign(ops.cast(gated(value, variable.value), variable.dtype))
+
+    def _keep_average_sparse(self, variable):
+        """Zeroes the moving average, which `fit` copies into the model, where `variable` is 0."""
+        average = _preconditioners.moving_average(self.inner_optimizer, variable)
+        average.assign(ops.where(variable.value == 0, ops.zeros_like(average.value), average.value))
 
     def get_config(self):
         return {
