@@ -13,6 +13,7 @@ weights minimize the regularized objective.
 import keras
 from keras import ops
 
+from kerasreg import _preconditioners
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import AnyOf
@@ -93,94 +94,6 @@ def _replicas_in_sync():
     if context is None or not tf.distribute.has_strategy():
         return 1
     return context.num_replicas_in_sync
-
-
-def _index(optimizer, variable):
-    return optimizer._get_variable_index(variable)
-
-
-def _adam_steps(optimizer, variable, learning_rate):
-    # Keras' Adam: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
-    # The 1 / (1 - b1^t) corrects m; the metric is what multiplies it.
-    dtype = variable.dtype
-    t = ops.cast(optimizer.iterations, dtype)
-    index = _index(optimizer, variable)
-    v = optimizer._velocity_hats[index] if optimizer.amsgrad else optimizer._velocities[index]
-    correction = ops.sqrt(1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-    return learning_rate * correction / (ops.sqrt(v) + optimizer.epsilon)
-
-
-def _nadam_steps(optimizer, variable, learning_rate):
-    # Keras' Nadam: w -= lr * m_hat / (sqrt(v / (1 - b2^t)) + eps).
-    dtype = variable.dtype
-    t = ops.cast(optimizer.iterations, dtype)
-    v = optimizer._velocities[_index(optimizer, variable)]
-    v_hat = v / (1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-    return learning_rate / (ops.sqrt(v_hat) + optimizer.epsilon)
-
-
-def _adamax_steps(optimizer, variable, learning_rate):
-    # Keras' Adamax: w -= lr / (1 - b1^t) * m / (u + eps).
-    u = optimizer._u[_index(optimizer, variable)]
-    return learning_rate / (u + optimizer.epsilon)
-
-
-def _rmsprop_steps(optimizer, variable, learning_rate):
-    # Keras' RMSprop: w -= lr * g / sqrt(v + eps) (centered: v - mean(g)^2).
-    index = _index(optimizer, variable)
-    denominator = optimizer._velocities[index] + optimizer.epsilon
-    if optimizer.centered:
-        denominator = denominator - ops.square(optimizer._average_gradients[index])
-    return learning_rate / ops.sqrt(denominator)
-
-
-def _adagrad_steps(optimizer, variable, learning_rate):
-    # Keras' Adagrad: w -= lr * g / sqrt(accumulator + eps).
-    accumulator = optimizer._accumulators[_index(optimizer, variable)]
-    return learning_rate / ops.sqrt(accumulator + optimizer.epsilon)
-
-
-def _momentum_factor(optimizer, dtype):
-    """How far heavy-ball momentum carries one step's gradient: (1 - b^t) / (1 - b).
-
-    SGD and RMSprop with `momentum=b` move a weight by the sum of the past
-    `t` steps, weighted `1, b, b^2, ...`: under a steady gradient, by
-    `(1 - b^t) / (1 - b)` times one step (`1 / (1 - b)` in the long run). A
-    prox that used the bare step would balance the penalty against that
-    larger move, and training would minimize data loss + `(1 - b)` times the
-    penalty. Scaling the prox step by the same factor keeps the fixed point at
-    data loss + penalty, as with no momentum. Nesterov's variant has the same
-    long-run factor. `None` (no scaling) for every other optimizer and
-    without momentum (Adam-type optimizers average their gradients, which
-    needs no correction).
-    """
-    if not isinstance(optimizer, (keras.optimizers.SGD, keras.optimizers.RMSprop)):
-        return None
-    momentum = float(optimizer.momentum or 0.0)
-    if momentum <= 0.0:
-        return None  # Keras applies no momentum then
-    t = ops.cast(optimizer.iterations, dtype)
-    if momentum >= 1.0:
-        return t  # the limit of (1 - b^t) / (1 - b) as b -> 1
-    return (1.0 - ops.power(ops.cast(momentum, dtype), t)) / (1.0 - momentum)
-
-
-# Optimizers with a known diagonal preconditioner. Order matters: AdamW is an
-# Adam subclass and must find Adam's rule.
-_PRECONDITIONERS = (
-    (keras.optimizers.Nadam, _nadam_steps),
-    (keras.optimizers.Adam, _adam_steps),
-    (keras.optimizers.Adamax, _adamax_steps),
-    (keras.optimizers.RMSprop, _rmsprop_steps),
-    (keras.optimizers.Adagrad, _adagrad_steps),
-)
-
-
-def _preconditioner_for(optimizer):
-    for cls, rule in _PRECONDITIONERS:
-        if isinstance(optimizer, cls):
-            return rule
-    return None
 
 
 @register_serializable
@@ -321,7 +234,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         # Keras refuses attributes set before its `__init__`.
         super().__init__(learning_rate=0.0, name=name, **kwargs)
         self._set_arguments(**arguments)
-        preconditioner = _preconditioner_for(inner_optimizer)
+        preconditioner = _preconditioners.preconditioner_for(inner_optimizer)
         if self.mode == "auto":
             self.mode = "plain" if preconditioner is None else "preconditioned"
         if self.mode == "preconditioned" and preconditioner is None:
@@ -417,6 +330,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         super().build(var_list)
         if not self.inner_optimizer.built:
             self.inner_optimizer.build(var_list)
+        _preconditioners.check_slots(self.inner_optimizer, self._preconditioner is not None)
         self._proximal = {}
         for variable in var_list:
             proximal = self._proximal_of(variable)
@@ -509,84 +423,97 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         return self._proximal.get(self._var_key(variable))
 
     def apply(self, grads, trainable_variables=None):
+        trainable_variables = self._variables_to_update(trainable_variables)
+        grads, handled = self._remove_penalty_gradients(grads, trainable_variables)
+        inner = self.inner_optimizer
+        # What the prox needs from before the inner step. `+ 0` reads the count
+        # now (on TensorFlow, converting the variable would give a reference
+        # that sees the step's increment); the comparisons make new tensors,
+        # which torch's in-place update cannot change.
+        learning_rate, iteration = inner.learning_rate, inner.iterations + 0
+        is_update_step = _preconditioners.is_update_step(inner)
+        was_zero = [variable.value == 0 for variable in handled]
+        inner.apply(grads, trainable_variables)
+        for variable, zeros in zip(handled, was_zero, strict=True):
+            step = self._prox_step(variable, learning_rate)
+            self._apply_prox(variable, step, iteration, is_update_step, zeros)
+            if inner.use_ema:
+                self._keep_average_sparse(variable)
+        self._iterations.assign_add(1)
+
+    def _variables_to_update(self, trainable_variables):
+        """`trainable_variables` as a list (building on them first), or the built ones."""
         if trainable_variables is None:
             if not self.built:
                 raise ValueError(
                     "When passing `grads` without `trainable_variables`, the "
                     "optimizer must already be built."
                 )
-            trainable_variables = self._trainable_variables
-        else:
-            trainable_variables = list(trainable_variables)
-            if not self.built:
-                with keras.name_scope(self.name, caller=self):
-                    self.build(trainable_variables)
-        grads = list(grads)
-        handled = [
-            (i, self._proximal[self._var_key(v)])
-            for i, v in enumerate(trainable_variables)
-            if self._var_key(v) in self._proximal and grads[i] is not None
-        ]
-        if self.penalty_in_loss:
-            replicas = _replicas_in_sync()
-            for i, regularizer in handled:
-                variable = trainable_variables[i]
+            return self._trainable_variables
+        trainable_variables = list(trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+        return trainable_variables
+
+    def _remove_penalty_gradients(self, grads, trainable_variables):
+        """Removes from `grads` the gradients of the penalties whose prox is applied.
+
+        Returns:
+            The new gradients and the variables whose prox is applied.
+        """
+        grads, handled = list(grads), []
+        replicas = _replicas_in_sync() if self.penalty_in_loss else 1
+        for i, variable in enumerate(trainable_variables):
+            regularizer = self.proximal_regularizer(variable)
+            if grads[i] is None or regularizer is None:
+                continue
+            handled.append(variable)
+            if self.penalty_in_loss:
                 penalty_grad = _penalty_gradient(regularizer, variable.value)
                 if replicas > 1:
                     penalty_grad = penalty_grad / replicas
                 grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+        return grads, handled
 
-        inner = self.inner_optimizer
-        learning_rate = inner.learning_rate
-        if inner.gradient_accumulation_steps:
-            is_update_step = (inner._iterations + 1) % inner.gradient_accumulation_steps == 0
+    def _prox_step(self, variable, learning_rate):
+        """The step of `variable`'s prox after the inner step (see the class docstring)."""
+        dtype = variable.dtype
+        step = ops.cast(learning_rate, dtype)
+        if self._preconditioner is not None:
+            step = self._preconditioner(self.inner_optimizer, variable, step)
+        factor = _preconditioners.momentum_factor(self.inner_optimizer, dtype)
+        if factor is not None:
+            step = step * factor
+        return step * ops.cast(self.strength_scale.value, dtype)
+
+    def _apply_prox(self, variable, step, iteration, is_update_step, was_zero):
+        """Replaces `variable` by its prox (by its old zeros while frozen).
+
+        Steps where the inner optimizer only accumulates change nothing.
+        """
+
+        def gated(new, old):
+            return new if is_update_step is None else ops.where(is_update_step, new, old)
+
+        regularizer = self.proximal_regularizer(variable)
+        states = self._prox_states.get(self._var_key(variable))
+        if states is None:
+            value = regularizer.prox(variable.value, step)
         else:
-            is_update_step = None
-        # `+ 0` reads the count now: on TensorFlow, converting the variable
-        # would give a reference that sees the increment of the step below.
-        iteration = inner.iterations + 0
-        # Read before the step; the comparison makes a new tensor, so torch's
-        # in-place update cannot change it.
-        was_zero = {i: trainable_variables[i].value == 0 for i, _ in handled}
+            value, new_states = regularizer.prox_update(
+                variable.value, step, iteration, tuple(s.value for s in states)
+            )
+            for state, new_state in zip(states, new_states, strict=True):
+                state.assign(gated(new_state, state.value))
+        held = ops.where(was_zero, ops.zeros_like(variable.value), variable.value)
+        value = ops.where(self.zeros_frozen.value > 0.5, held, value)
+        variable.assign(ops.cast(gated(value, variable.value), variable.dtype))
 
-        inner.apply(grads, trainable_variables)
-
-        frozen = self.zeros_frozen.value > 0.5
-        for i, regularizer in handled:
-            variable = trainable_variables[i]
-            lr = ops.cast(learning_rate, variable.dtype)
-            if self._preconditioner is not None:
-                step = self._preconditioner(inner, variable, lr)
-            else:
-                step = lr
-            factor = _momentum_factor(inner, variable.dtype)
-            if factor is not None:
-                step = step * factor
-            step = step * ops.cast(self.strength_scale.value, variable.dtype)
-            states = self._prox_states.get(self._var_key(variable))
-            if states is None:
-                value = regularizer.prox(variable.value, step)
-            else:
-                value, new_states = regularizer.prox_update(
-                    variable.value, step, iteration, tuple(s.value for s in states)
-                )
-                for state, new_state in zip(states, new_states, strict=True):
-                    if is_update_step is not None:
-                        new_state = ops.where(is_update_step, new_state, state.value)
-                    state.assign(new_state)
-            held = ops.where(was_zero[i], ops.zeros_like(variable.value), variable.value)
-            value = ops.where(frozen, held, value)
-            if is_update_step is not None:
-                value = ops.where(is_update_step, value, variable.value)
-            variable.assign(ops.cast(value, variable.dtype))
-            if inner.use_ema:
-                # Keep the sparsity pattern in the moving average, which
-                # `finalize_variable_values` copies into the model.
-                averages = inner._model_variables_moving_average
-                average = averages[inner._get_variable_index(variable)]
-                kept = ops.where(variable.value == 0, ops.zeros_like(value), average.value)
-                average.assign(kept)
-        self._iterations.assign_add(1)
+    def _keep_average_sparse(self, variable):
+        """Zeroes the moving average, which `fit` copies into the model, where `variable` is 0."""
+        average = _preconditioners.moving_average(self.inner_optimizer, variable)
+        average.assign(ops.where(variable.value == 0, ops.zeros_like(average.value), average.value))
 
     def get_config(self):
         config = Configurable.get_config(self)
