@@ -14,6 +14,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasreg._validation import Boolean
+from kerasreg._validation import InstanceOf
+from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import validate_params
 from kerasreg.layers import FeatureGate
 from kerasreg.layers import SelectFeatures
 
@@ -461,6 +465,12 @@ def _param_count(kernel_shape, use_bias):
     return int(np.prod(kernel_shape)) + (int(kernel_shape[-1]) if use_bias else 0)
 
 
+@validate_params(
+    {
+        "model": InstanceOf(keras.Model, "a built Sequential or functional keras.Model"),
+        "return_summary": Boolean(),
+    }
+)
 def compact(model, return_summary=False):
     """Returns a smaller model that computes the same function.
 
@@ -529,11 +539,6 @@ def compact(model, return_summary=False):
     >>> bool(np.allclose(model.predict(x, verbose=0), small.predict(x, verbose=0)))
     True
     """
-    if not isinstance(return_summary, bool):
-        raise TypeError(
-            "Invalid value for argument `return_summary`: expected a bool. "
-            f"Received: return_summary={return_summary!r}"
-        )
     new_model, summary = _compact(model)
     for name, reason in summary.left_as_is:
         warnings.warn(f"compact() left layer '{name}' as it is: {reason}.", stacklevel=2)
@@ -544,7 +549,7 @@ def _functional_of(model):
     if isinstance(model, keras.Sequential):
         functional = getattr(model, "_functional", None)
         if functional is None:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Invalid value for argument `model`: expected a built model "
                 "(give the Sequential model a `keras.Input` or call it once). "
                 f"Received: model={model.name!r}, not built"
@@ -552,7 +557,7 @@ def _functional_of(model):
         return functional
     if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
         return model
-    raise ValueError(
+    raise InvalidArgumentError(
         "Invalid value for argument `model`: expected a Sequential or "
         "functional keras.Model; subclassed models do not expose how their "
         f"layers are wired. Received: model={model!r}"
@@ -675,7 +680,7 @@ def _compact(model):
         new, weights = clone(layer)
         if weights is not None:
             new.set_weights(weights)
-    if model.compiled and isinstance(model, keras.Sequential):
+    if model.compiled:
         new_model.compile_from_config(model.get_compile_config())
 
     summary = CompactionSummary(
