@@ -367,3 +367,109 @@ def test_a_layer_that_computes_a_constant_keeps_one_unit(rng):
     assert small.get_layer("d2").units == 1
     assert small.get_layer("d1").units == 1
     _assert_same_function(model, small, rng.normal(size=(16, 10)).astype("float32"))
+
+
+def _issue_model():
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(8, name="d1")(inputs)
+    outputs = keras.layers.Dense(1, name="out")(keras.ops.relu(h + inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_keras_ops_between_layers_are_carried_over(rng, tmp_path):
+    model = _issue_model()
+    _randomize(model, rng)
+    x = rng.normal(size=(16, 8)).astype("float32")
+    small = kerasreg.compact(model)
+    _assert_same_function(model, small, x)
+    # Zero inputs behind the sum cannot go: the warning names the operation.
+    _zero(model, "out", inputs=[1, 4])
+    with pytest.warns(UserWarning, match=r"'out'.*'add[_0-9]*' \(keras.ops Add\)"):
+        small, summary = kerasreg.compact(model, return_summary=True)
+    assert small.count_params() == model.count_params()
+    _assert_same_function(model, small, x)
+    small.save(tmp_path / "ops.keras")
+    _assert_same_function(model, keras.models.load_model(tmp_path / "ops.keras"), x)
+
+
+def _chain(between):
+    """Dense -> `between` -> Dense -> Dense, `between` a function of a tensor."""
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(6, name="d1")(inputs)
+    h = keras.layers.Dense(4, name="d2")(between(h))
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+@pytest.mark.parametrize(
+    "as_op, as_layer",
+    [
+        (keras.ops.relu, keras.layers.Activation("relu")),
+        (keras.ops.tanh, keras.layers.Activation("tanh")),
+        (lambda x: keras.ops.leaky_relu(x, 0.3), keras.layers.LeakyReLU(0.3)),
+        (lambda x: 2.0 * x + 1.0, None),
+        (lambda x: keras.ops.maximum(x, 0.5), None),
+    ],
+)
+def test_elementwise_ops_are_followed_like_their_layers(rng, as_op, as_layer):
+    model = _chain(as_op)
+    _randomize(model, rng)
+    _zero(model, "d1", units=[0, 3])  # constant: folded into d2
+    _zero(model, "d2", inputs=[5])  # d1's unit 5 feeds nothing
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    assert small.get_layer("d1").units == 3
+    _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+    if as_layer is not None:
+        twin = _chain(as_layer)
+        twin.set_weights(model.get_weights())
+        assert kerasreg.compact(twin).count_params() == small.count_params()
+
+
+@pytest.mark.parametrize(
+    "between, named",
+    [
+        (keras.ops.softmax, r"'softmax[_0-9]*' \(keras.ops Softmax\): mixes units"),
+        (lambda x: keras.ops.reshape(x, (-1, 3, 2))[:, 0], r"\(keras.ops Reshape\): changes"),
+        (lambda x: keras.ops.flip(x, axis=-1), "not an operation that compaction knows"),
+        (lambda x: keras.ops.concatenate([x, x], axis=-1), "concatenates the channels"),
+        (lambda x: x[:, :4], r"'get_item[_0-9]*' \(keras.ops GetItem\)"),
+        (lambda x: x * x, r"\(keras.ops Multiply\): joins several inputs"),
+    ],
+)
+def test_ops_that_mix_units_stop_compaction_and_say_so(rng, between, named):
+    model = _chain(between)
+    _randomize(model, rng)
+    _zero(model, "d1", units=[0])
+    with pytest.warns(UserWarning, match=f"'d1'.*{named}"):
+        small = kerasreg.compact(model)
+    assert small.get_layer("d1").units == 6
+    _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+
+
+def test_layers_that_cannot_be_rebuilt(rng):
+    # Without weights, it is used as it is (a Lambda around a Python function).
+    inputs = keras.Input((4,))
+    h = keras.layers.Lambda(lambda x: x * 2.0)(keras.layers.Dense(3, name="d1")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    x = rng.normal(size=(8, 4)).astype("float32")
+    _assert_same_function(model, kerasreg.compact(model), x)
+
+    # With weights, it cannot be copied: a clear error.
+    class Scale(keras.layers.Layer):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w * self.factor
+
+        def get_config(self):
+            return {}  # forgets `factor`
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, Scale(2.0)(keras.layers.Dense(3)(inputs)))
+    with pytest.raises(ValueError, match=r"argument `model`.*from_config.*'scale[_0-9]*'"):
+        kerasreg.compact(model)
