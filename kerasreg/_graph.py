@@ -192,7 +192,9 @@ def _batch_normalization(layer, node, rank):
     def values(v):
         weights = {w.name: np.asarray(ops.convert_to_numpy(w), "float64") for w in layer.weights}
         scale = weights.get("gamma", 1.0) / np.sqrt(weights["moving_variance"] + layer.epsilon)
-        return (v - weights["moving_mean"]) * scale + weights.get("beta", 0.0)
+        offset = weights.get("beta", 0.0) + np.zeros(v.shape)
+        # A channel with a zero scale outputs its offset, whatever it reads.
+        return np.where(scale == 0, offset, (v - weights["moving_mean"]) * scale + offset)
 
     return ChannelRule(PER_CHANNEL, values=values, slice=_slice_weights)
 
@@ -211,6 +213,40 @@ def _feature_gate(layer, node, rank):
             names = zip(config["feature_names"], mask, strict=True)
             config = {**config, "feature_names": [n for n, keep in names if keep]}
         return _slice_weights(config, weights, mask)
+
+    return ChannelRule(PER_CHANNEL, values=values, slice=slice_)
+
+
+@_single_input
+def _depthwise_convolution(layer, node, rank):
+    if not _channels_last(layer):
+        return _opaque("channels_first")
+    if layer.depth_multiplier != 1:
+        return _opaque("makes several channels of each")
+    if getattr(layer, "quantization_mode", None):
+        return _opaque("quantized")
+    if activation_name(layer.activation) not in ELEMENTWISE_ACTIVATIONS:
+        return _opaque("has an activation that mixes units")
+
+    def values(v):
+        kernel = np.asarray(ops.convert_to_numpy(layer.kernel), dtype="float64")[..., 0]
+        bias = (
+            np.asarray(ops.convert_to_numpy(layer.bias), dtype="float64")
+            if layer.use_bias
+            else np.zeros(v.shape)
+        )
+        spatial = tuple(range(kernel.ndim - 1))
+        if layer.padding == "valid":
+            out = v * kernel.sum(axis=spatial) + bias
+        else:
+            # A constant 0 is indistinguishable from the padding; another is not.
+            out = np.where(v == 0, bias, np.nan)
+        # A channel whose kernel is zero outputs its bias, whatever it reads.
+        out = np.where(np.any(kernel != 0, axis=spatial), out, bias)
+        return evaluate(layer.activation, out)
+
+    def slice_(config, weights, mask):
+        return config, [weights[0][..., mask, :]] + [w[mask] for w in weights[1:]]
 
     return ChannelRule(PER_CHANNEL, values=values, slice=slice_)
 
@@ -287,6 +323,7 @@ _LAYER_RULES = (
     ),
     ((keras.layers.BatchNormalization,), _batch_normalization),
     ((FeatureGate,), _feature_gate),
+    ((keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D), _depthwise_convolution),
     (
         (
             keras.layers.MaxPooling1D,

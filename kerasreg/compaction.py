@@ -290,7 +290,14 @@ class _State:
 
 
 def _foldable(layer):
-    return isinstance(layer, keras.layers.Dense) or layer.padding == "valid"
+    """Whether a constant input reaches every output of `layer` in full.
+
+    A convolution that pads sees zeros instead at the border, unless its
+    kernel is 1 wide: then it pads nothing.
+    """
+    if isinstance(layer, keras.layers.Dense) or layer.padding == "valid":
+        return True
+    return all(k == 1 for k in layer.kernel_size)
 
 
 def _prune_edge(state, edge):
@@ -304,7 +311,14 @@ def _prune_edge(state, edge):
         constants = state.constant_units(edge.source)
         constants[~state.keep_out[id(edge.source)]] = np.nan
     for step in edge.path:
+        known = ~np.isnan(constants)
         constants = step.constants(constants)
+        if edge.source is not None and np.any(known & np.isnan(constants[: known.size])):
+            state.reasons.setdefault(
+                edge.source.name,
+                f"units with a constant output meet the padding of {_graph.describe(step.layer)} "
+                f"on the way to '{consumer.name}'",
+            )
     constant_feature = constants[edge.unit_of_feature]
     foldable = ~np.isnan(constant_feature) & ((constant_feature == 0) | _foldable(consumer))
     removable = keep_in & (~live | foldable)
@@ -377,15 +391,18 @@ def compact(model, return_summary=False):
     activations, as layers or as `keras.ops` functions (`keras.ops.relu(x)`,
     `2.0 * x`), `Dropout` (and the other layers that are the identity at
     inference), `BatchNormalization` over the last axis, `FeatureGate`,
-    pooling, `ZeroPadding` and `Flatten`. It removes:
+    `DepthwiseConv1D`/`DepthwiseConv2D` (one output per channel), pooling,
+    `ZeroPadding` and `Flatten`. It removes:
 
     - a unit (filter) whose outgoing weights are all zero;
-    - a unit whose incoming weights are all zero: it outputs a constant,
-      which is added to the next layer's bias before the unit goes. A
-      convolution that pads (`"same"`, `"causal"`) sees part of the
-      constant replaced by padding at the border, so there the constant
-      units are merged into one instead (its slice of the next kernel is
-      their weighted sum), unless the constant is 0;
+    - a unit whose output is constant (all-zero incoming weights, or a
+      channel that a `BatchNormalization` scale or a depthwise kernel of
+      zeros makes constant): the constant is added to the next layer's
+      bias before the unit goes. A convolution that pads (`"same"`,
+      `"causal"`, a kernel wider than 1) sees part of the constant replaced
+      by padding at the border, so there the constant units are merged into
+      one instead (its slice of the next kernel is their weighted sum),
+      unless the constant is 0;
     - a unit the next `FeatureGate` closes (its gate is exactly zero);
     - input features that the first layer's kernel no longer reads (all
       zero rows, or a closed gate): a `SelectFeatures` layer in front of

@@ -200,6 +200,24 @@ def test_constant_filters_before_same_padding_merge_into_one(rng):
     _assert_same_function(model, small, rng.normal(size=(4, 10, 10, 2)).astype("float32"))
 
 
+def test_a_one_by_one_convolution_pads_nothing_so_constants_fold(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(5, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(3, 1, padding="same", strides=2, name="c2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    _randomize(model, rng)
+    _zero(model, "c1", units=[1, 3])
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    assert small.get_layer("c1").filters == 3
+    _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 2)).astype("float32"))
+
+
 def test_conv1d_and_global_pooling(rng):
     model = keras.Sequential(
         [
@@ -444,6 +462,39 @@ def test_ops_that_mix_units_stop_compaction_and_say_so(rng, between, named):
         small = kerasreg.compact(model)
     assert small.get_layer("d1").units == 6
     _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+
+
+def _mobile_block():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 1, name="expand")(inputs)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = keras.layers.Conv2D(4, 1, name="project")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+def test_depthwise_convolutions_and_zero_scales_are_sliced_through(rng):
+    model = _mobile_block()
+    _randomize(model, rng)
+    _zero(model, "expand", units=[0])  # constant, then through the depthwise
+    _zero(model, "project", inputs=[1])  # expand's unit 1 feeds nothing
+    depthwise = model.get_layer("depthwise")
+    kernel = to_numpy(depthwise.kernel).copy()
+    kernel[..., 2, :] = 0.0  # outputs its bias, whatever it reads
+    depthwise.kernel.assign(kernel)
+    bn = model.get_layer("bn1")
+    bn.gamma.assign(np.where(np.arange(6) == 3, 0.0, to_numpy(bn.gamma)).astype("float32"))
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    (row,) = [row for row in summary.layers if row.layer == "expand"]
+    assert row.kept_units == 2
+    assert small.get_layer("depthwise").kernel.shape == (3, 3, 2, 1)
+    assert small.get_layer("bn2").gamma.shape == (2,)
+    _assert_same_function(model, small, rng.normal(size=(4, 8, 8, 3)).astype("float32"))
 
 
 def test_layers_that_cannot_be_rebuilt(rng):

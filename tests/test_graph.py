@@ -30,6 +30,7 @@ def _rule_of_output(make, shape=(4, 4, 3)):
         (lambda x: keras.ops.maximum(x, 0.0), _graph.ELEMENTWISE),
         (keras.layers.BatchNormalization(), _graph.PER_CHANNEL),
         (FeatureGate(), _graph.PER_CHANNEL),
+        (keras.layers.DepthwiseConv2D(3), _graph.PER_CHANNEL),
         (keras.layers.MaxPooling2D(), _graph.POOLING),
         (keras.layers.GlobalAveragePooling2D(), _graph.POOLING),
         (keras.layers.ZeroPadding2D(), _graph.POOLING),
@@ -44,6 +45,7 @@ def _rule_of_output(make, shape=(4, 4, 3)):
         (lambda x: x * np.ones(3, "float32"), _graph.OPAQUE),
         (lambda x: keras.ops.transpose(x, (0, 2, 1, 3)), _graph.OPAQUE),
         (keras.layers.Reshape((48,)), _graph.OPAQUE),
+        (keras.layers.DepthwiseConv2D(3, depth_multiplier=2), _graph.OPAQUE),
         (keras.layers.LayerNormalization(), _graph.OPAQUE),
     ],
 )
