@@ -27,7 +27,7 @@ COMPUTE = "compute"  # a Dense or convolution kernel makes new channels
 ELEMENTWISE = "elementwise"  # one function of each entry alone, the same for all channels
 PER_CHANNEL = "per_channel"  # each channel alone, with its own weights (sliced with it)
 POOLING = "pooling"  # positions pooled or padded; channels keep their index
-FLATTEN = "flatten"  # positions and channels into one axis, channels fastest
+FLATTEN = "flatten"  # one axis, channels fastest: channel c to features c, c + C, c + 2C, ...
 MERGE = "merge"  # several inputs of one shape, entry by entry: their channels are coupled
 CONCATENATE = "concatenate"  # the channels of several inputs, one after the other
 OPAQUE = "opaque"  # anything else
@@ -277,7 +277,8 @@ def _zero_padding(layer, node, rank):
 def _flatten(layer, node, rank):
     if not _channels_last(layer):
         return _opaque("channels_first")
-    return ChannelRule(FLATTEN, values=_passthrough)
+    width = node.outputs[0].shape[-1]
+    return ChannelRule(FLATTEN, values=lambda v: v[np.arange(width) % v.size])
 
 
 def _merge_layer(layer, node, rank):

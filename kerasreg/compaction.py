@@ -35,6 +35,8 @@ class LayerCompaction:
         input_indices: Indices (into the layer's original inputs) of the
             features a `SelectFeatures` layer now passes to it, or `None`
             when no such layer was inserted.
+        unit_indices: Indices (into the layer's original units) of the units
+            it keeps.
     """
 
     layer: str
@@ -45,6 +47,7 @@ class LayerCompaction:
     params: int
     kept_params: int
     input_indices: tuple | None = None
+    unit_indices: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +95,7 @@ class _PathStep:
     def __init__(self, node, rule):
         self.layer = node.operation
         self.rule = rule
+        self.width = node.outputs[0].shape[-1]
         self.sliced = rule.kind == _graph.PER_CHANNEL
         self.flatten = rule.kind == _graph.FLATTEN and len(node.input_tensors[0].shape) > 2
 
@@ -319,7 +323,8 @@ def _prune_edge(state, edge):
                 f"units with a constant output meet the padding of {_graph.describe(step.layer)} "
                 f"on the way to '{consumer.name}'",
             )
-    constant_feature = constants[edge.unit_of_feature]
+    # Per unit, or per feature after a Flatten.
+    constant_feature = constants[np.arange(edge.unit_of_feature.size) % constants.size]
     foldable = ~np.isnan(constant_feature) & ((constant_feature == 0) | _foldable(consumer))
     removable = keep_in & (~live | foldable)
     stuck = keep_in & live & ~np.isnan(constant_feature) & ~foldable
@@ -407,7 +412,8 @@ def compact(model, return_summary=False):
     - input features that the first layer's kernel no longer reads (all
       zero rows, or a closed gate): a `SelectFeatures` layer in front of
       that layer keeps the others, so the compacted model takes the same
-      inputs as the original. `summary.layers[i].input_indices` lists them.
+      inputs as the original. `summary.layers[i].input_indices` lists them,
+      and `summary.layers[i].unit_indices` the units each layer keeps.
 
     Removing one unit can make another removable; `compact` repeats until
     nothing changes. What it cannot rewrite it copies unchanged: shared
@@ -514,7 +520,9 @@ def _compact(model):
         if edge.source is not None:
             for step in edge.path:
                 if step.sliced:
-                    path_masks[id(step.layer)] = (state.keep_out[id(edge.source)], step.rule)
+                    # Per unit, or per feature after a Flatten.
+                    mask = state.keep_out[id(edge.source)][np.arange(step.width) % edge.units]
+                    path_masks[id(step.layer)] = (mask, step.rule)
     input_selection = {}
     for edge in edges:
         keep_in = state.keep_in[id(edge.consumer)]
@@ -566,6 +574,7 @@ def _compact(model):
                         params=_param_count(state.kernel[id(layer)].shape, layer.use_bias),
                         kept_params=_param_count(kernel.shape, use_bias),
                         input_indices=input_selection.get(id(layer)),
+                        unit_indices=tuple(int(i) for i in np.flatnonzero(keep_out)),
                     )
                 )
         elif id(layer) in path_masks:

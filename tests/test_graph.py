@@ -65,6 +65,9 @@ def test_rules_map_constants_exactly():
     # Padding: only a constant 0 stays constant.
     rule = _rule_of_output(keras.layers.ZeroPadding2D())
     np.testing.assert_array_equal(rule.values(np.array([0.0, 1.0, np.nan])), [0.0, np.nan, np.nan])
+    # Flatten: channel c becomes the features c, c + 3, ...
+    rule = _rule_of_output(keras.layers.Flatten(), shape=(2, 2, 3))
+    np.testing.assert_array_equal(rule.values(np.array([1.0, 2.0, 3.0])), [1.0, 2.0, 3.0] * 4)
 
 
 def test_every_keras_op_in_the_table_exists():
