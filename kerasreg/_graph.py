@@ -100,9 +100,11 @@ def activation_name(activation):
 def evaluate(fn, values):
     """`fn` on per-channel constants; NaN (not constant) stays NaN."""
     known = ~np.isnan(values)
-    x = ops.convert_to_tensor(np.where(known, values, 0.0)[None, :], dtype="float32")
-    out = np.asarray(ops.convert_to_numpy(fn(x)), dtype="float64").reshape(-1)
-    return np.where(known, out, np.nan)
+    # Padded to a power of two: JAX compiles `fn` once per shape.
+    x = np.zeros((1, 1 << max(values.size - 1, 0).bit_length()), "float32")
+    x[0, : values.size] = np.where(known, values, 0.0)
+    out = np.asarray(ops.convert_to_numpy(fn(ops.convert_to_tensor(x))), dtype="float64")
+    return np.where(known, out.reshape(-1)[: values.size], np.nan)
 
 
 def _passthrough(values):

@@ -475,9 +475,24 @@ def compact(model, return_summary=False):
     return (new_model, summary) if return_summary else new_model
 
 
+def _initializers(layer, config):
+    """The initializers of a Keras layer, by config key, to build it with zeros.
+
+    Its weights come from the original: drawing random ones first would only
+    cost time (on JAX, a compilation for every new shape).
+    """
+    if not type(layer).__module__.startswith(("keras.", "kerasreg.")):
+        return {}
+    return {
+        key: getattr(layer, key)
+        for key, value in config.items()
+        if key.endswith("initializer") and value is not None and hasattr(layer, key)
+    }
+
+
 def _rebuild(model, layer, weights, config=None):
-    """`(new layer, weights)`: `layer` rebuilt from `config` (by default its
-    own), and the weights to set once the new model has built it.
+    """`(new layer, finish)`: `layer` rebuilt from `config` (by default its
+    own), and what sets its weights once the new model has built it.
 
     A layer without weights that cannot be rebuilt from its config (a
     `Lambda` around a Python function) is used as it is: it holds nothing
@@ -486,7 +501,8 @@ def _rebuild(model, layer, weights, config=None):
     changed = config is not None
     try:
         config = layer.get_config() if config is None else config
-        return type(layer).from_config(config), weights
+        initializers = _initializers(layer, config)
+        new = type(layer).from_config({**config, **dict.fromkeys(initializers, "zeros")})
     except Exception as error:  # whatever the layer's own code raises
         if not layer.weights and not changed:
             return layer, None
@@ -496,6 +512,13 @@ def _rebuild(model, layer, weights, config=None):
             f"'{layer.name}' ({type(layer).__name__}) cannot: {error}. "
             f"Received: model={model.name!r}"
         ) from error
+
+    def finish():
+        new.set_weights(weights)
+        for key, initializer in initializers.items():
+            setattr(new, key, initializer)
+
+    return new, finish
 
 
 def _compact(model):
@@ -614,9 +637,9 @@ def _compact(model):
             model, clone_function=new_layer, call_function=call_function
         )
     for layer in layers:
-        new, weights = clone(layer)
-        if weights is not None:
-            new.set_weights(weights)
+        _, finish = clone(layer)
+        if finish is not None:
+            finish()
     if model.compiled and isinstance(model, keras.Sequential):
         new_model.compile_from_config(model.get_compile_config())
 

@@ -90,6 +90,11 @@ def test_mlp_loses_exactly_the_removable_units(rng, tmp_path):
     assert summary.left_as_is == ()
     assert isinstance(small.layers[0], SelectFeatures)
     assert small.input_shape == model.input_shape
+    # Built with zeros (the weights are copied in), configured as the original.
+    for name in ("d1", "bn", "d2", "out"):
+        original, new = model.get_layer(name).get_config(), small.get_layer(name).get_config()
+        keys = [key for key in original if key.endswith("initializer")]
+        assert keys and [new[key] for key in keys] == [original[key] for key in keys]
 
     x = rng.normal(size=(64, 10)).astype("float32")
     _assert_same_function(model, small, x)
