@@ -424,7 +424,8 @@ def compact(model, return_summary=False):
     `summary.left_as_is`. Nested Sequential and functional models are
     compacted in turn. The result is a new model with its own weights (the
     original is not modified), compiled like the original when it was
-    compiled, and it saves and loads like any Keras model.
+    compiled (same optimizer, loss and metrics, new optimizer state), and it
+    saves and loads like any Keras model.
 
     Only inference is identical: training-time behaviour of `Dropout` and of
     `BatchNormalization` statistics can differ, because removed units no
@@ -640,8 +641,12 @@ def _compact(model):
         _, finish = clone(layer)
         if finish is not None:
             finish()
-    if model.compiled and isinstance(model, keras.Sequential):
-        new_model.compile_from_config(model.get_compile_config())
+    if model.compiled:
+        # Like the original: optimizer, loss and metrics from its config, new
+        # state. (`clone_model` compiles functional copies itself; Sequential
+        # models built here are not.)
+        if not new_model.compiled:
+            new_model.compile_from_config(model.get_compile_config())
 
     summary = CompactionSummary(
         layers=tuple(rows),

@@ -547,3 +547,26 @@ def test_layers_that_cannot_be_rebuilt(rng):
     model = keras.Model(inputs, Scale(2.0)(keras.layers.Dense(3)(inputs)))
     with pytest.raises(ValueError, match=r"argument `model`.*from_config.*'scale[_0-9]*'"):
         kerasreg.compact(model)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_the_compacted_model_is_compiled_like_the_original(rng, functional):
+    model = _mlp()
+    if functional:
+        model = keras.Model(model.inputs, model.outputs)
+    _zero(model, "d2", inputs=[3])
+    small = kerasreg.compact(model)
+    assert not small.compiled
+    model.compile(
+        optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
+        loss="mse",
+        metrics=["mae"],
+    )
+    small = kerasreg.compact(model)
+    assert small.compiled
+    assert small.get_compile_config() == model.get_compile_config()
+    assert isinstance(small.optimizer, kerasreg.ProximalOptimizer)
+    assert small.optimizer is not model.optimizer
+    x = rng.normal(size=(8, 10)).astype("float32")
+    logs = small.fit(x, np.zeros((8, 3), "float32"), epochs=1, verbose=0).history
+    assert set(logs) == {"loss", "mae"}
