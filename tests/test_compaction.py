@@ -12,6 +12,7 @@ import kerasreg
 from kerasreg.layers import FeatureGate
 from kerasreg.layers import SelectFeatures
 from tests import compaction_fuzz
+from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
 
@@ -570,3 +571,51 @@ def test_the_compacted_model_is_compiled_like_the_original(rng, functional):
     x = rng.normal(size=(8, 10)).astype("float32")
     logs = small.fit(x, np.zeros((8, 3), "float32"), epochs=1, verbose=0).history
     assert set(logs) == {"loss", "mae"}
+
+
+_APPLICATIONS = (
+    "ResNet50",
+    "ResNet50V2",
+    "MobileNetV2",
+    "EfficientNetB0",
+    "DenseNet121",
+    "ConvNeXtTiny",
+)
+
+
+def _logits(model, x):
+    if BACKEND == "jax":
+        # One compiled function, not one compilation per operation and shape.
+        return [model.predict(x, verbose=0)]
+    return [to_numpy(model(x, training=False))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _APPLICATIONS)
+def test_keras_applications_compact_to_the_same_function(name, rng):
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    x = rng.uniform(0.0, 255.0, size=(2, 32, 32, 3)).astype("float32")
+    # As built, nothing is zero: nothing changes.
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.layers == () and summary.left_as_is == ()
+    assert small.count_params() == model.count_params()
+    compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
+
+    # Every other filter of every Conv2D, and unit of every Dense layer but
+    # the classifier, zeroed: constant units (their bias, then normalized)
+    # that compact folds, merges or keeps.
+    _randomize(model, rng)
+    classifier = model.layers[-1]
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) in (keras.layers.Conv2D, keras.layers.Dense) and layer is not classifier:
+            kernel = to_numpy(layer.kernel).copy()
+            kernel[..., ::2] = 0.0
+            layer.kernel.assign(kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small, summary = kerasreg.compact(model, return_summary=True)
+    assert small.count_params() <= model.count_params()
+    assert summary.kept_params == small.count_params()
+    compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
