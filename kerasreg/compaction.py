@@ -14,68 +14,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasreg import _graph
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import validate_params
-from kerasreg.layers import FeatureGate
 from kerasreg.layers import SelectFeatures
 
 __all__ = ["CompactionSummary", "LayerCompaction", "compact"]
-
-_COMPUTE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
-_IDENTITY_TYPES = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.AlphaDropout,
-)
-_ELEMENTWISE_LAYERS = (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
-_LOCAL_POOLING = (
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-)
-_GLOBAL_POOLING = (
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-)
-# Activations that act on each entry alone: removing a unit does not change
-# the others (softmax, for one, would renormalize).
-_ELEMENTWISE_ACTIVATIONS = frozenset(
-    {
-        "linear",
-        "relu",
-        "relu6",
-        "leaky_relu",
-        "elu",
-        "selu",
-        "celu",
-        "gelu",
-        "silu",
-        "swish",
-        "sigmoid",
-        "hard_sigmoid",
-        "hard_silu",
-        "hard_swish",
-        "tanh",
-        "hard_tanh",
-        "softplus",
-        "softsign",
-        "mish",
-        "exponential",
-        "squareplus",
-        "sparse_plus",
-        "tanh_shrink",
-        "soft_shrink",
-        "hard_shrink",
-    }
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +39,8 @@ class LayerCompaction:
         input_indices: Indices (into the layer's original inputs) of the
             features a `SelectFeatures` layer now passes to it, or `None`
             when no such layer was inserted.
+        unit_indices: Indices (into the layer's original units) of the units
+            it keeps.
     """
 
     layer: str
@@ -103,6 +51,7 @@ class LayerCompaction:
     params: int
     kept_params: int
     input_indices: tuple | None = None
+    unit_indices: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,116 +88,24 @@ class CompactionSummary:
         return "\n".join(lines)
 
 
-def _activation_name(activation):
-    try:
-        name = keras.activations.serialize(activation)
-    except (ValueError, TypeError):
-        return None
-    return name if isinstance(name, str) else None
-
-
-def _compute_reason(layer):
-    """Why `layer` is not a Dense/Conv layer compaction can rewrite, or None."""
-    if type(layer) not in _COMPUTE_TYPES:
-        return "not a Dense, Conv1D or Conv2D layer"
-    if getattr(layer, "quantization_mode", None):
-        return "quantized"
-    if getattr(layer, "lora_enabled", False):
-        return "LoRA enabled"
-    if isinstance(layer, keras.layers.Dense):
-        return None
-    if layer.data_format != "channels_last":
-        return "channels_first convolution"
-    if layer.groups != 1:
-        return "grouped convolution"
-    return None
+# Nodes that compaction follows between two compute layers: each acts on a
+# unit alone, so a unit can go without changing the others.
+_PATH_KINDS = (_graph.ELEMENTWISE, _graph.PER_CHANNEL, _graph.POOLING, _graph.FLATTEN)
 
 
 class _PathStep:
-    """A layer between two compute layers that acts on each unit alone."""
+    """A node between two compute layers that acts on each unit alone."""
 
-    def __init__(self, layer, rank):
-        self.layer = layer
-        self.rank = rank
-        self.sliced = isinstance(layer, (keras.layers.BatchNormalization, FeatureGate))
-        self.flatten = isinstance(layer, keras.layers.Flatten) and rank > 2
-        # Whether a unit that is constant over positions stays constant.
-        self.keeps_constants = not (isinstance(layer, _LOCAL_POOLING) and layer.padding != "valid")
+    def __init__(self, node, rule):
+        self.layer = node.operation
+        self.rule = rule
+        self.width = node.outputs[0].shape[-1]
+        self.sliced = rule.kind == _graph.PER_CHANNEL
+        self.flatten = rule.kind == _graph.FLATTEN and len(node.input_tensors[0].shape) > 2
 
     def constants(self, values):
-        """Maps per-unit constants (NaN: not constant) through the layer."""
-        layer = self.layer
-        if isinstance(layer, FeatureGate):
-            gates = np.asarray(ops.convert_to_numpy(layer.gates), dtype="float64")
-            return np.where(gates == 0, 0.0, values * gates)
-        if isinstance(layer, keras.layers.BatchNormalization):
-            weights = {
-                v.name: np.asarray(ops.convert_to_numpy(v), "float64") for v in layer.weights
-            }
-            scale = weights.get("gamma", 1.0)
-            offset = weights.get("beta", 0.0)
-            inv = scale / np.sqrt(weights["moving_variance"] + layer.epsilon)
-            return (values - weights["moving_mean"]) * inv + offset
-        if isinstance(layer, keras.layers.Activation) or isinstance(layer, _ELEMENTWISE_LAYERS):
-            return _apply_elementwise(layer, values)
-        if not self.keeps_constants:
-            return np.where(values == 0, 0.0, np.nan)
-        return values
-
-
-def _apply_elementwise(fn, values):
-    known = ~np.isnan(values)
-    x = ops.convert_to_tensor(np.where(known, values, 0.0)[None, :], dtype="float32")
-    out = np.asarray(ops.convert_to_numpy(fn(x)), dtype="float64")[0]
-    return np.where(known, out, np.nan)
-
-
-def _path_reason(layer, rank):
-    """Why `layer` cannot sit between two compacted layers, or None."""
-    data_format = getattr(layer, "data_format", "channels_last")
-    if isinstance(layer, _IDENTITY_TYPES + _ELEMENTWISE_LAYERS):
-        return None
-    if isinstance(layer, keras.layers.Activation):
-        if _activation_name(layer.activation) in _ELEMENTWISE_ACTIVATIONS:
-            return None
-        return "activation that mixes units"
-    if isinstance(layer, keras.layers.BatchNormalization):
-        axis = layer.axis if isinstance(layer.axis, int) else None
-        return (
-            None if axis is not None and axis % rank == rank - 1 else "normalizes over other axes"
-        )
-    if isinstance(layer, FeatureGate):
-        return None if layer._axes == (rank - 1,) else "gates other axes"
-    if isinstance(layer, (keras.layers.Flatten,) + _LOCAL_POOLING + _GLOBAL_POOLING):
-        return None if data_format == "channels_last" else "channels_first"
-    return f"{type(layer).__name__} is not supported between compacted layers"
-
-
-class _Graph:
-    """The nodes of a functional model, indexed for walking backwards."""
-
-    def __init__(self, functional):
-        self.nodes = [n for nodes in functional._nodes_by_depth.values() for n in nodes]
-        self.producer = {}
-        self.consumers = {}
-        self.layer_nodes = {}
-        for node in self.nodes:
-            if node.operation is None:
-                continue
-            self.layer_nodes.setdefault(id(node.operation), []).append(node)
-            for t in node.outputs:
-                self.producer[id(t)] = node
-            for t in node.input_tensors:
-                self.consumers.setdefault(id(t), []).append(node)
-        self.outputs = {id(t) for t in functional.outputs}
-
-    def single_node(self, layer):
-        nodes = self.layer_nodes.get(id(layer), [])
-        return nodes[0] if len(nodes) == 1 else None
-
-    def private(self, tensor):
-        """Whether `tensor` feeds exactly one layer and is not an output."""
-        return len(self.consumers.get(id(tensor), [])) == 1 and id(tensor) not in self.outputs
+        """Maps per-unit constants (NaN: not constant) through the node."""
+        return self.rule.values(values)
 
 
 class _Edge:
@@ -264,43 +121,56 @@ class _Edge:
         self.unit_of_feature = np.arange(features) % units
 
 
+def _compute_rule(graph, layer):
+    """The rule of `layer` if it is a Dense or convolution layer, else None."""
+    calls = graph.calls(layer)
+    if not calls or getattr(layer, "kernel", None) is None:
+        return None
+    rule = graph.rule(calls[0])
+    return rule if rule.kind == _graph.COMPUTE else None
+
+
+def _walk_back(graph, tensor):
+    """`(source, units, path)` behind `tensor`, or `(None, reason, None)`."""
+    path = []
+    while True:
+        producer = graph.producer.get(id(tensor))
+        if producer is None or producer.is_input:
+            return None, tensor.shape[-1], path
+        op = producer.operation
+        rule = graph.rule(producer)
+        if rule.kind == _graph.COMPUTE and rule.reason is None:
+            if graph.node(op) is None:
+                return None, f"fed by {_graph.describe(op)}: shared", None
+            if not graph.private(tensor):
+                return None, f"fed by {_graph.describe(op)}: its output feeds several layers", None
+            if rule.values is None:
+                name = _graph.activation_name(op.activation)
+                return None, f"fed by {_graph.describe(op)}: activation {name!r} mixes units", None
+            return op, op.kernel.shape[-1], path
+        if rule.kind not in _PATH_KINDS:
+            return None, f"fed by {_graph.describe(op)}: {rule.reason}", None
+        if rule.kind == _graph.PER_CHANNEL and graph.node(op) is None:
+            return None, f"fed by {_graph.describe(op)}: shared", None
+        if not graph.private(tensor):
+            return None, f"fed by {_graph.describe(op)}: its output feeds several layers", None
+        path.insert(0, _PathStep(producer, rule))
+        tensor = producer.input_tensors[0]
+
+
 def _find_edges(graph, layers, reasons):
     edges = []
     for layer in layers:
-        if _compute_reason(layer) is not None:
+        rule = _compute_rule(graph, layer)
+        if rule is None or rule.reason is not None:
             continue
-        node = graph.single_node(layer)
+        node = graph.node(layer)
         if node is None:
             reasons[layer.name] = "called more than once (shared)"
             continue
-        tensor = node.input_tensors[0]
-        path = []
-        while True:
-            producer = graph.producer.get(id(tensor))
-            if producer is None or producer.is_input:
-                source, units = None, tensor.shape[-1]
-                break
-            op = producer.operation
-            shared = graph.single_node(op) is None or len(producer.input_tensors) != 1
-            private = graph.private(tensor)
-            if not shared and private and _compute_reason(op) is None:
-                name = _activation_name(op.activation)
-                if name in _ELEMENTWISE_ACTIVATIONS:
-                    source, units = op, op.kernel.shape[-1]
-                else:
-                    source, units = "opaque", f"{op.name} has activation {name!r}"
-                break
-            rank = len(producer.input_tensors[0].shape) if producer.input_tensors else 0
-            reason = _path_reason(op, rank) if not shared else "shared"
-            if reason is None and not private:
-                reason = "its output feeds several layers"
-            if reason is not None:
-                source, units = "opaque", f"{op.name}: {reason}"
-                break
-            path.insert(0, _PathStep(op, rank))
-            tensor = producer.input_tensors[0]
-        if source == "opaque":
-            reasons[layer.name] = f"fed by {units}"
+        source, units, path = _walk_back(graph, node.input_tensors[0])
+        if path is None:
+            reasons[layer.name] = units
             continue
         if sum(step.flatten for step in path) > 1 or layer.kernel.shape[-2] % units:
             reasons[layer.name] = "its inputs do not map onto the units before it"
@@ -309,11 +179,46 @@ def _find_edges(graph, layers, reasons):
     return edges
 
 
+def _output_reason(graph, layer, reasons):
+    """Why no edge leaves the compute layer `layer`: where its output goes."""
+    node = graph.node(layer)
+    if node is None:
+        return "called more than once (shared)"
+    if graph.rule(node).values is None:
+        return f"its activation {_graph.activation_name(layer.activation)!r} mixes units"
+    tensor = node.outputs[0]
+    while id(tensor) not in graph.outputs:
+        consumers = {id(n): n for n in graph.consumers.get(id(tensor), [])}
+        if len(consumers) != 1:
+            break
+        (consumer,) = consumers.values()
+        rule = graph.rule(consumer)
+        if rule.kind == _graph.COMPUTE:
+            return (
+                reasons.get(consumer.operation.name)
+                or (
+                    rule.reason and f"it feeds {_graph.describe(consumer.operation)}: {rule.reason}"
+                )
+                or f"{_graph.describe(consumer.operation)} still reads them"
+            )
+        if rule.kind not in _PATH_KINDS:
+            return f"its output goes into {_graph.describe(consumer.operation)}: {rule.reason}"
+        if rule.kind == _graph.PER_CHANNEL and graph.node(consumer.operation) is None:
+            return f"its output goes into {_graph.describe(consumer.operation)}: shared"
+        tensor = consumer.outputs[0]
+    if id(tensor) in graph.outputs:
+        return "its output reaches the model's outputs"
+    if not graph.consumers.get(id(tensor)):
+        return "its output is not used"
+    return "its output feeds several layers"
+
+
 def _left_as_is(graph, layers, state, reasons):
     """`(name, reason)` for compute layers that keep all-zero units or inputs."""
     notes = []
     for layer in layers:
-        if type(layer) not in _COMPUTE_TYPES:
+        rule = _compute_rule(graph, layer)
+        if rule is None:
             continue
         if id(layer) in state.kernel:
             kernel = state.kernel[id(layer)][..., state.keep_in[id(layer)], :]
@@ -324,23 +229,30 @@ def _left_as_is(graph, layers, state, reasons):
         zero_units = int(np.all(zero, axis=tuple(range(kernel.ndim - 1))).sum())
         in_axes = tuple(a for a in range(kernel.ndim) if a != kernel.ndim - 2)
         zero_inputs = int(np.all(zero, axis=in_axes).sum())
-        node = graph.single_node(layer)
-        if node is not None and any(id(t) in graph.outputs for t in node.outputs):
+        outputs = [t for node in graph.calls(layer) for t in node.outputs]
+        if any(id(t) in graph.outputs for t in outputs):
             zero_units = 0  # the model's outputs keep their width
         if not zero_units and not zero_inputs:
             continue
-        reason = (
-            reasons.get(layer.name)
-            or _compute_reason(layer)
-            or (
-                "its output does not reach a Dense or convolution layer through "
-                "layers that compaction supports"
+        why = []
+        if zero_units:
+            why.append(
+                state.reasons.get(layer.name)
+                or rule.reason
+                or _output_reason(graph, layer, reasons)
             )
-        )
+        if zero_inputs:
+            why.append(
+                reasons.get(layer.name)
+                or rule.reason
+                or state.reasons.get(layer.name)
+                or "the units that feed them feed other inputs too"
+            )
         notes.append(
             (
                 layer.name,
-                f"{zero_units} all-zero units and {zero_inputs} all-zero inputs kept ({reason})",
+                f"{zero_units} all-zero units and {zero_inputs} all-zero inputs kept "
+                f"({'; '.join(dict.fromkeys(why))})",
             )
         )
     return notes
@@ -382,11 +294,18 @@ class _State:
         axes = tuple(range(kernel.ndim - 1))
         constant = ~np.any(kernel != 0, axis=axes)
         pre = np.where(constant, self.bias[id(layer)] + self.delta[id(layer)], np.nan)
-        return _apply_elementwise(layer.activation, pre)
+        return _graph.evaluate(layer.activation, pre)
 
 
 def _foldable(layer):
-    return isinstance(layer, keras.layers.Dense) or layer.padding == "valid"
+    """Whether a constant input reaches every output of `layer` in full.
+
+    A convolution that pads sees zeros instead at the border, unless its
+    kernel is 1 wide: then it pads nothing.
+    """
+    if isinstance(layer, keras.layers.Dense) or layer.padding == "valid":
+        return True
+    return all(k == 1 for k in layer.kernel_size)
 
 
 def _prune_edge(state, edge):
@@ -400,8 +319,16 @@ def _prune_edge(state, edge):
         constants = state.constant_units(edge.source)
         constants[~state.keep_out[id(edge.source)]] = np.nan
     for step in edge.path:
+        known = ~np.isnan(constants)
         constants = step.constants(constants)
-    constant_feature = constants[edge.unit_of_feature]
+        if edge.source is not None and np.any(known & np.isnan(constants[: known.size])):
+            state.reasons.setdefault(
+                edge.source.name,
+                f"units with a constant output meet the padding of {_graph.describe(step.layer)} "
+                f"on the way to '{consumer.name}'",
+            )
+    # Per unit, or per feature after a Flatten.
+    constant_feature = constants[np.arange(edge.unit_of_feature.size) % constants.size]
     foldable = ~np.isnan(constant_feature) & ((constant_feature == 0) | _foldable(consumer))
     removable = keep_in & (~live | foldable)
     stuck = keep_in & live & ~np.isnan(constant_feature) & ~foldable
@@ -475,32 +402,40 @@ def compact(model, return_summary=False):
     """Returns a smaller model that computes the same function.
 
     Looks for chains of `Dense`, `Conv1D` and `Conv2D` layers (channels
-    last), possibly with element-wise activations, `Dropout` (and the other
-    layers that are the identity at inference), `BatchNormalization` over
-    the last axis, `FeatureGate`, pooling and `Flatten` between them, and
-    removes:
+    last) with nodes between them that act on each unit alone: element-wise
+    activations, as layers or as `keras.ops` functions (`keras.ops.relu(x)`,
+    `2.0 * x`), `Dropout` (and the other layers that are the identity at
+    inference), `BatchNormalization` over the last axis, `FeatureGate`,
+    `DepthwiseConv1D`/`DepthwiseConv2D` (one output per channel), pooling,
+    `ZeroPadding` and `Flatten`. It removes:
 
     - a unit (filter) whose outgoing weights are all zero;
-    - a unit whose incoming weights are all zero: it outputs a constant,
-      which is added to the next layer's bias before the unit goes. A
-      convolution that pads (`"same"`, `"causal"`) sees part of the
-      constant replaced by padding at the border, so there the constant
-      units are merged into one instead (its slice of the next kernel is
-      their weighted sum), unless the constant is 0;
+    - a unit whose output is constant (all-zero incoming weights, or a
+      channel that a `BatchNormalization` scale or a depthwise kernel of
+      zeros makes constant): the constant is added to the next layer's
+      bias before the unit goes. A convolution that pads (`"same"`,
+      `"causal"`, a kernel wider than 1) sees part of the constant replaced
+      by padding at the border, so there the constant units are merged into
+      one instead (its slice of the next kernel is their weighted sum),
+      unless the constant is 0;
     - a unit the next `FeatureGate` closes (its gate is exactly zero);
     - input features that the first layer's kernel no longer reads (all
       zero rows, or a closed gate): a `SelectFeatures` layer in front of
       that layer keeps the others, so the compacted model takes the same
-      inputs as the original. `summary.layers[i].input_indices` lists them.
+      inputs as the original. `summary.layers[i].input_indices` lists them,
+      and `summary.layers[i].unit_indices` the units each layer keeps.
 
     Removing one unit can make another removable; `compact` repeats until
-    nothing changes. Layers it cannot rewrite (shared layers, layers of
-    other types, units feeding a branch) are copied unchanged; those that
-    hold all-zero units or inputs it had to keep are named in a warning and
-    in `summary.left_as_is`. Nested Sequential and functional models are
+    nothing changes. What it cannot rewrite it copies unchanged: shared
+    layers, units feeding a branch, merges (`Add`, `Multiply`,
+    `Concatenate`, `x + y`, ...), reshapes and slices, and any other layer or
+    operation. Layers that hold all-zero units or inputs it had to keep are
+    named in a warning, with the node that stopped it, and in
+    `summary.left_as_is`. Nested Sequential and functional models are
     compacted in turn. The result is a new model with its own weights (the
     original is not modified), compiled like the original when it was
-    compiled, and it saves and loads like any Keras model.
+    compiled (same optimizer, loss and metrics, new optimizer state), and it
+    saves and loads like any Keras model.
 
     Only inference is identical: training-time behaviour of `Dropout` and of
     `BatchNormalization` statistics can differ, because removed units no
@@ -516,7 +451,8 @@ def compact(model, return_summary=False):
 
     Raises:
         ValueError: If `model` is a subclassed model (its layers' wiring is
-            not known) or is not built.
+            not known) or is not built, or holds a layer with weights that
+            cannot be rebuilt from its config.
 
     Example:
 
@@ -545,28 +481,54 @@ def compact(model, return_summary=False):
     return (new_model, summary) if return_summary else new_model
 
 
-def _functional_of(model):
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise InvalidArgumentError(
-                "Invalid value for argument `model`: expected a built model "
-                "(give the Sequential model a `keras.Input` or call it once). "
-                f"Received: model={model.name!r}, not built"
-            )
-        return functional
-    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
-        return model
-    raise InvalidArgumentError(
-        "Invalid value for argument `model`: expected a Sequential or "
-        "functional keras.Model; subclassed models do not expose how their "
-        f"layers are wired. Received: model={model!r}"
-    )
+def _initializers(layer, config):
+    """The initializers of a Keras layer, by config key, to build it with zeros.
+
+    Its weights come from the original: drawing random ones first would only
+    cost time (on JAX, a compilation for every new shape).
+    """
+    if not type(layer).__module__.startswith(("keras.", "kerasreg.")):
+        return {}
+    return {
+        key: getattr(layer, key)
+        for key, value in config.items()
+        if key.endswith("initializer") and value is not None and hasattr(layer, key)
+    }
+
+
+def _rebuild(model, layer, weights, config=None):
+    """`(new layer, finish)`: `layer` rebuilt from `config` (by default its
+    own), and what sets its weights once the new model has built it.
+
+    A layer without weights that cannot be rebuilt from its config (a
+    `Lambda` around a Python function) is used as it is: it holds nothing
+    that the new model could share with the original.
+    """
+    changed = config is not None
+    try:
+        config = layer.get_config() if config is None else config
+        initializers = _initializers(layer, config)
+        new = type(layer).from_config({**config, **dict.fromkeys(initializers, "zeros")})
+    except Exception as error:  # whatever the layer's own code raises
+        if not layer.weights and not changed:
+            return layer, None
+        raise InvalidArgumentError(
+            "Invalid value for argument `model`: expected layers that can be "
+            "rebuilt with `from_config(get_config())`; layer "
+            f"'{layer.name}' ({type(layer).__name__}) cannot: {error}. "
+            f"Received: model={model.name!r}"
+        ) from error
+
+    def finish():
+        new.set_weights(weights)
+        for key, initializer in initializers.items():
+            setattr(new, key, initializer)
+
+    return new, finish
 
 
 def _compact(model):
-    functional = _functional_of(model)
-    graph = _Graph(functional)
+    graph = _graph.Graph(model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     reasons = {}
     edges = _find_edges(graph, layers, reasons)
@@ -579,7 +541,7 @@ def _compact(model):
         for edge in edges:
             changed |= _prune_edge(state, edge)
 
-    notes = _left_as_is(graph, layers, state, {**reasons, **state.reasons})
+    notes = _left_as_is(graph, layers, state, reasons)
 
     # Per-unit weights of the layers between a source and its consumer.
     path_masks = {}
@@ -587,7 +549,9 @@ def _compact(model):
         if edge.source is not None:
             for step in edge.path:
                 if step.sliced:
-                    path_masks[id(step.layer)] = state.keep_out[id(edge.source)]
+                    # Per unit, or per feature after a Flatten.
+                    mask = state.keep_out[id(edge.source)][np.arange(step.width) % edge.units]
+                    path_masks[id(step.layer)] = (mask, step.rule)
     input_selection = {}
     for edge in edges:
         keep_in = state.keep_in[id(edge.consumer)]
@@ -600,6 +564,11 @@ def _compact(model):
     def clone(layer):
         if id(layer) in clones:
             return clones[id(layer)]
+        if not isinstance(layer, keras.layers.Layer):
+            # A `keras.ops` function (`x + y`, `keras.ops.relu(x)`): it holds
+            # no weights, and the new model calls the same operation.
+            clones[id(layer)] = (layer, None)
+            return clones[id(layer)]
         if isinstance(layer, keras.Model):
             try:
                 new, inner = _compact(layer)
@@ -610,9 +579,10 @@ def _compact(model):
                 notes.extend(inner.left_as_is)
                 clones[id(layer)] = (new, None)
                 return clones[id(layer)]
-        config = layer.get_config()
         weights = [np.asarray(w) for w in layer.get_weights()]
+        config = None
         if id(layer) in compute:
+            config = layer.get_config()
             keep_in = state.keep_in[id(layer)]
             keep_out = state.keep_out[id(layer)]
             kernel = state.kernel[id(layer)][..., keep_in, :][..., keep_out]
@@ -633,24 +603,20 @@ def _compact(model):
                         params=_param_count(state.kernel[id(layer)].shape, layer.use_bias),
                         kept_params=_param_count(kernel.shape, use_bias),
                         input_indices=input_selection.get(id(layer)),
+                        unit_indices=tuple(int(i) for i in np.flatnonzero(keep_out)),
                     )
                 )
         elif id(layer) in path_masks:
-            mask = path_masks[id(layer)]
-            weights = [w[..., mask] for w in weights]
-            if isinstance(layer, FeatureGate) and config.get("feature_names"):
-                config["feature_names"] = [
-                    n for n, keep in zip(config["feature_names"], mask, strict=True) if keep
-                ]
-        new = type(layer).from_config(config)
-        clones[id(layer)] = (new, weights)
+            mask, rule = path_masks[id(layer)]
+            config, weights = rule.slice(layer.get_config(), weights, mask)
+        clones[id(layer)] = _rebuild(model, layer, weights, config)
         return clones[id(layer)]
 
     def new_layer(layer):
         return clone(layer)[0]
 
     def call_function(layer, *args, **kwargs):
-        original = originals[id(layer)]
+        original = originals.get(id(layer))
         indices = input_selection.get(id(original))
         if indices is not None:
             selector = SelectFeatures(indices, name=f"{original.name}_inputs")
@@ -666,7 +632,7 @@ def _compact(model):
             if indices is not None:
                 new_layers.append(SelectFeatures(indices, name=f"{layer.name}_inputs"))
             new_layers.append(new_layer(layer))
-        ref = functional.inputs[0]
+        ref = _graph.functional_of(model).inputs[0]
         new_model = keras.Sequential(
             [keras.Input(batch_shape=ref.shape, dtype=ref.dtype, name=ref.name)] + new_layers,
             name=model.name,
@@ -677,11 +643,15 @@ def _compact(model):
             model, clone_function=new_layer, call_function=call_function
         )
     for layer in layers:
-        new, weights = clone(layer)
-        if weights is not None:
-            new.set_weights(weights)
+        _, finish = clone(layer)
+        if finish is not None:
+            finish()
     if model.compiled:
-        new_model.compile_from_config(model.get_compile_config())
+        # Like the original: optimizer, loss and metrics from its config, new
+        # state. (`clone_model` compiles functional copies itself; Sequential
+        # models built here are not.)
+        if not new_model.compiled:
+            new_model.compile_from_config(model.get_compile_config())
 
     summary = CompactionSummary(
         layers=tuple(rows),

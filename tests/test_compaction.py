@@ -5,10 +5,14 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings
 
 import kerasreg
 from kerasreg.layers import FeatureGate
 from kerasreg.layers import SelectFeatures
+from tests import compaction_fuzz
+from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
 
@@ -87,6 +91,11 @@ def test_mlp_loses_exactly_the_removable_units(rng, tmp_path):
     assert summary.left_as_is == ()
     assert isinstance(small.layers[0], SelectFeatures)
     assert small.input_shape == model.input_shape
+    # Built with zeros (the weights are copied in), configured as the original.
+    for name in ("d1", "bn", "d2", "out"):
+        original, new = model.get_layer(name).get_config(), small.get_layer(name).get_config()
+        keys = [key for key in original if key.endswith("initializer")]
+        assert keys and [new[key] for key in keys] == [original[key] for key in keys]
 
     x = rng.normal(size=(64, 10)).astype("float32")
     _assert_same_function(model, small, x)
@@ -198,6 +207,24 @@ def test_constant_filters_before_same_padding_merge_into_one(rng):
     assert small.get_layer("c1").filters == 4
     assert small.count_params() == model.count_params() - 2 * (3 * 3 * 2 + 1 + 4 + 3 * 3 * 5)
     _assert_same_function(model, small, rng.normal(size=(4, 10, 10, 2)).astype("float32"))
+
+
+def test_a_one_by_one_convolution_pads_nothing_so_constants_fold(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(5, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(3, 1, padding="same", strides=2, name="c2"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, name="out"),
+        ]
+    )
+    _randomize(model, rng)
+    _zero(model, "c1", units=[1, 3])
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    assert small.get_layer("c1").filters == 3
+    _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 2)).astype("float32"))
 
 
 def test_conv1d_and_global_pooling(rng):
@@ -388,3 +415,228 @@ def test_a_compacted_functional_model_is_compiled_like_the_original():
         list(expected.values()),
         rtol=1e-5,
     )
+
+
+# 40 examples: with 25, none of the bugs planted to try this test was found
+# (constants folded into a padded convolution, the merge weights, the
+# normalization's constants); with 40, all three.
+@settings(max_examples=40)
+@given(spec=compaction_fuzz.architectures())
+def test_generated_models_compact_to_the_same_function(spec):
+    # Random graphs of Dense and convolution layers, normalization, depthwise
+    # convolutions, activations as layers and as keras.ops, merges,
+    # concatenations, pooling, reshapes and nested models, with random units,
+    # filters and input rows zeroed: no error, the same predictions, no more
+    # parameters, and every removed unit dead or constant
+    # (scripts/compact_fuzz.py runs many more).
+    compaction_fuzz.check(spec)
+
+
+def _issue_model():
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(8, name="d1")(inputs)
+    outputs = keras.layers.Dense(1, name="out")(keras.ops.relu(h + inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_keras_ops_between_layers_are_carried_over(rng, tmp_path):
+    model = _issue_model()
+    _randomize(model, rng)
+    x = rng.normal(size=(16, 8)).astype("float32")
+    small = kerasreg.compact(model)
+    _assert_same_function(model, small, x)
+    # Zero inputs behind the sum cannot go: the warning names the operation.
+    _zero(model, "out", inputs=[1, 4])
+    with pytest.warns(UserWarning, match=r"'out'.*'add[_0-9]*' \(keras.ops Add\)"):
+        small, summary = kerasreg.compact(model, return_summary=True)
+    assert small.count_params() == model.count_params()
+    _assert_same_function(model, small, x)
+    small.save(tmp_path / "ops.keras")
+    _assert_same_function(model, keras.models.load_model(tmp_path / "ops.keras"), x)
+
+
+def _chain(between):
+    """Dense -> `between` -> Dense -> Dense, `between` a function of a tensor."""
+    inputs = keras.Input((5,))
+    h = keras.layers.Dense(6, name="d1")(inputs)
+    h = keras.layers.Dense(4, name="d2")(between(h))
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+@pytest.mark.parametrize(
+    "as_op, as_layer",
+    [
+        (keras.ops.relu, keras.layers.Activation("relu")),
+        (keras.ops.tanh, keras.layers.Activation("tanh")),
+        (lambda x: keras.ops.leaky_relu(x, 0.3), keras.layers.LeakyReLU(0.3)),
+        (lambda x: 2.0 * x + 1.0, None),
+        (lambda x: keras.ops.maximum(x, 0.5), None),
+    ],
+)
+def test_elementwise_ops_are_followed_like_their_layers(rng, as_op, as_layer):
+    model = _chain(as_op)
+    _randomize(model, rng)
+    _zero(model, "d1", units=[0, 3])  # constant: folded into d2
+    _zero(model, "d2", inputs=[5])  # d1's unit 5 feeds nothing
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    assert small.get_layer("d1").units == 3
+    _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+    if as_layer is not None:
+        twin = _chain(as_layer)
+        twin.set_weights(model.get_weights())
+        assert kerasreg.compact(twin).count_params() == small.count_params()
+
+
+@pytest.mark.parametrize(
+    "between, named",
+    [
+        (keras.ops.softmax, r"'softmax[_0-9]*' \(keras.ops Softmax\): mixes units"),
+        (lambda x: keras.ops.reshape(x, (-1, 3, 2))[:, 0], r"\(keras.ops Reshape\): changes"),
+        (lambda x: keras.ops.flip(x, axis=-1), "not an operation that compaction knows"),
+        (lambda x: keras.ops.concatenate([x, x], axis=-1), "concatenates the channels"),
+        (lambda x: x[:, :4], r"'get_item[_0-9]*' \(keras.ops GetItem\)"),
+        (lambda x: x * x, r"\(keras.ops Multiply\): joins several inputs"),
+    ],
+)
+def test_ops_that_mix_units_stop_compaction_and_say_so(rng, between, named):
+    model = _chain(between)
+    _randomize(model, rng)
+    _zero(model, "d1", units=[0])
+    with pytest.warns(UserWarning, match=f"'d1'.*{named}"):
+        small = kerasreg.compact(model)
+    assert small.get_layer("d1").units == 6
+    _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+
+
+def _mobile_block():
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(6, 1, name="expand")(inputs)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = keras.layers.DepthwiseConv2D(3, name="depthwise")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = keras.layers.Conv2D(4, 1, name="project")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+def test_depthwise_convolutions_and_zero_scales_are_sliced_through(rng):
+    model = _mobile_block()
+    _randomize(model, rng)
+    _zero(model, "expand", units=[0])  # constant, then through the depthwise
+    _zero(model, "project", inputs=[1])  # expand's unit 1 feeds nothing
+    depthwise = model.get_layer("depthwise")
+    kernel = to_numpy(depthwise.kernel).copy()
+    kernel[..., 2, :] = 0.0  # outputs its bias, whatever it reads
+    depthwise.kernel.assign(kernel)
+    bn = model.get_layer("bn1")
+    bn.gamma.assign(np.where(np.arange(6) == 3, 0.0, to_numpy(bn.gamma)).astype("float32"))
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    (row,) = [row for row in summary.layers if row.layer == "expand"]
+    assert row.unit_indices == (4, 5)
+    assert small.get_layer("depthwise").kernel.shape == (3, 3, 2, 1)
+    assert small.get_layer("bn2").gamma.shape == (2,)
+    _assert_same_function(model, small, rng.normal(size=(4, 8, 8, 3)).astype("float32"))
+
+
+def test_layers_that_cannot_be_rebuilt(rng):
+    # Without weights, it is used as it is (a Lambda around a Python function).
+    inputs = keras.Input((4,))
+    h = keras.layers.Lambda(lambda x: x * 2.0)(keras.layers.Dense(3, name="d1")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    x = rng.normal(size=(8, 4)).astype("float32")
+    _assert_same_function(model, kerasreg.compact(model), x)
+
+    # With weights, it cannot be copied: a clear error.
+    class Scale(keras.layers.Layer):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w * self.factor
+
+        def get_config(self):
+            return {}  # forgets `factor`
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, Scale(2.0)(keras.layers.Dense(3)(inputs)))
+    with pytest.raises(ValueError, match=r"argument `model`.*from_config.*'scale[_0-9]*'"):
+        kerasreg.compact(model)
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_the_compacted_model_is_compiled_like_the_original(rng, functional):
+    model = _mlp()
+    if functional:
+        model = keras.Model(model.inputs, model.outputs)
+    _zero(model, "d2", inputs=[3])
+    small = kerasreg.compact(model)
+    assert not small.compiled
+    model.compile(
+        optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
+        loss="mse",
+        metrics=["mae"],
+    )
+    small = kerasreg.compact(model)
+    assert small.compiled
+    assert small.get_compile_config() == model.get_compile_config()
+    assert isinstance(small.optimizer, kerasreg.ProximalOptimizer)
+    assert small.optimizer is not model.optimizer
+    x = rng.normal(size=(8, 10)).astype("float32")
+    logs = small.fit(x, np.zeros((8, 3), "float32"), epochs=1, verbose=0).history
+    assert set(logs) == {"loss", "mae"}
+
+
+_APPLICATIONS = (
+    "ResNet50",
+    "ResNet50V2",
+    "MobileNetV2",
+    "EfficientNetB0",
+    "DenseNet121",
+    "ConvNeXtTiny",
+)
+
+
+def _logits(model, x):
+    if BACKEND == "jax":
+        # One compiled function, not one compilation per operation and shape.
+        return [model.predict(x, verbose=0)]
+    return [to_numpy(model(x, training=False))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _APPLICATIONS)
+def test_keras_applications_compact_to_the_same_function(name, rng):
+    model = getattr(keras.applications, name)(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    x = rng.uniform(0.0, 255.0, size=(2, 32, 32, 3)).astype("float32")
+    # As built, nothing is zero: nothing changes.
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.layers == () and summary.left_as_is == ()
+    assert small.count_params() == model.count_params()
+    compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
+
+    # Every other filter of every Conv2D, and unit of every Dense layer but
+    # the classifier, zeroed: constant units (their bias, then normalized)
+    # that compact folds, merges or keeps.
+    _randomize(model, rng)
+    classifier = model.layers[-1]
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if type(layer) in (keras.layers.Conv2D, keras.layers.Dense) and layer is not classifier:
+            kernel = to_numpy(layer.kernel).copy()
+            kernel[..., ::2] = 0.0
+            layer.kernel.assign(kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small, summary = kerasreg.compact(model, return_summary=True)
+    assert small.count_params() <= model.count_params()
+    assert summary.kept_params == small.count_params()
+    compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))

@@ -79,3 +79,18 @@ def test_path_benchmark_runs(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "== lasso" in result.stdout and "== lenet" in result.stdout
     assert result.stdout.count("cold / warm") == 2
+
+
+def test_compaction_fuzzer_runs(tmp_path):
+    # Shortened: a few generated models, the property checked on each.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "compact_fuzz.py"), "--examples", "4"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "property held on 4 models" in result.stdout
+    assert "units removed" in result.stdout
