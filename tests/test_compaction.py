@@ -396,27 +396,6 @@ def test_a_layer_that_computes_a_constant_keeps_one_unit(rng):
     _assert_same_function(model, small, rng.normal(size=(16, 10)).astype("float32"))
 
 
-def test_a_compacted_functional_model_is_compiled_like_the_original():
-    inputs = keras.Input((4,))
-    hidden = keras.layers.Dense(3, activation="relu", name="hidden")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
-    model.compile(keras.optimizers.SGD(0.01), "mse", metrics=["mae"])
-    kernel = np.ones((4, 3), "float32")
-    kernel[:, 1] = 0.0
-    model.get_layer("hidden").kernel.assign(kernel)
-    small = kerasreg.compact(model)
-    assert small.count_params() < model.count_params()
-    assert small.compiled and small.get_compile_config() == model.get_compile_config()
-    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
-    y = np.zeros((8, 1), "float32")
-    expected = model.evaluate(x, y, verbose=0, return_dict=True)
-    np.testing.assert_allclose(
-        list(small.evaluate(x, y, verbose=0, return_dict=True).values()),
-        list(expected.values()),
-        rtol=1e-5,
-    )
-
-
 # 40 examples: with 25, none of the bugs planted to try this test was found
 # (constants folded into a padded convolution, the merge weights, the
 # normalization's constants); with 40, all three.
