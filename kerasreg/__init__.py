@@ -8,7 +8,8 @@ the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
 feature-selection layer (`FeatureGate`), `regularize`, which attaches a
 regularizer to chosen weights of an existing model, `compact`, which turns removed
-units, filters and input features into a physically smaller model, and
+units, filters and input features into a physically smaller model, `strip`,
+which makes a copy that loads without kerasreg, for deployment, and
 regularization paths with cross-validation to choose the strength
 (`kerasreg.model_selection`).
 """
@@ -16,6 +17,7 @@ regularization paths with cross-validation to choose the strength
 from kerasreg import apply
 from kerasreg import callbacks
 from kerasreg import compaction
+from kerasreg import deployment
 from kerasreg import layers
 from kerasreg import model_selection
 from kerasreg import optimizers
@@ -28,6 +30,7 @@ from kerasreg.callbacks import FreezeSparsity
 from kerasreg.callbacks import SparsityMonitor
 from kerasreg.callbacks import TargetSparsity
 from kerasreg.compaction import compact
+from kerasreg.deployment import strip
 from kerasreg.layers import FeatureGate
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
@@ -57,6 +60,7 @@ __all__ = [
     "callbacks",
     "compact",
     "compaction",
+    "deployment",
     "layers",
     "model_selection",
     "optimizers",
@@ -65,4 +69,5 @@ __all__ = [
     "regularizers",
     "sparsity",
     "sparsity_report",
+    "strip",
 ]

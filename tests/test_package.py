@@ -32,6 +32,7 @@ def test_public_surface_is_pinned():
         "callbacks",
         "compact",
         "compaction",
+        "deployment",
         "layers",
         "model_selection",
         "optimizers",
@@ -40,6 +41,7 @@ def test_public_surface_is_pinned():
         "regularizers",
         "sparsity",
         "sparsity_report",
+        "strip",
     ]
     assert kerasreg.optimizers.__all__ == ["ProximalOptimizer"]
     assert sorted(kerasreg.regularizers.__all__) == [
@@ -76,6 +78,7 @@ def test_public_surface_is_pinned():
         "compact",
     ]
     assert kerasreg.apply.__all__ == ["regularize"]
+    assert kerasreg.deployment.__all__ == ["strip"]
     assert sorted(kerasreg.model_selection.__all__) == [
         "CrossValidatedPath",
         "RegularizationPath",
@@ -92,6 +95,7 @@ def test_public_surface_is_pinned():
         kerasreg.layers,
         kerasreg.compaction,
         kerasreg.apply,
+        kerasreg.deployment,
         kerasreg.model_selection,
     )
     for module in modules:
