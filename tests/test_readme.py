@@ -25,4 +25,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "regularized_model.keras").exists()
     assert "['x0', 'x1', 'x2']" in out
     assert (tmp_path / "small_model.keras").exists()
+    assert (tmp_path / "digits_small.keras").exists()
+    before, after = map(int, re.search(r"^(\d+) -> (\d+)$", out, flags=re.M).groups())
+    assert after < before  # group lasso removed hidden units
     assert "one SE: l1_ratio=" in out
