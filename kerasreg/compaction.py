@@ -477,7 +477,8 @@ def compact(model, return_summary=False):
     """
     new_model, summary = _compact(model)
     for name, reason in summary.left_as_is:
-        warnings.warn(f"compact() left layer '{name}' as it is: {reason}.", stacklevel=2)
+        # stacklevel 3: past the `validate_params` wrapper, to the caller's line.
+        warnings.warn(f"compact() left layer '{name}' as it is: {reason}.", stacklevel=3)
     return (new_model, summary) if return_summary else new_model
 
 

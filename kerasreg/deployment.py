@@ -365,7 +365,7 @@ def strip(model, *, regularizers="remove"):
             "Keras has no regularizer equal to "
             + ", ".join(dict.fromkeys(stripper.dropped))
             + "; `strip(regularizers='keras')` removed it.",
-            stacklevel=2,
+            stacklevel=3,  # past the `validate_params` wrapper, to the caller's line
         )
     _check_plain(plain)
     return plain

@@ -396,6 +396,15 @@ def test_a_layer_that_computes_a_constant_keeps_one_unit(rng):
     _assert_same_function(model, small, rng.normal(size=(16, 10)).astype("float32"))
 
 
+def test_the_warning_names_the_callers_line():
+    # Python prints, and filters by, the file and line a warning names.
+    model = _mlp()
+    _zero(model, "d2", units=list(range(6)))
+    with pytest.warns(UserWarning, match="'d2'") as record:
+        kerasreg.compact(model)
+    assert {w.filename for w in record if "compact()" in str(w.message)} == {__file__}
+
+
 # 40 examples: with 25, none of the bugs planted to try this test was found
 # (constants folded into a padded convolution, the merge weights, the
 # normalization's constants); with 40, all three.

@@ -178,11 +178,13 @@ def test_gates_become_rescaling_and_selection_a_take_node():
 
 def test_keras_mode_keeps_equal_penalties_where_keras_has_them():
     model = _residual_cnn()
-    with pytest.warns(UserWarning, match="GroupLasso"):
+    with pytest.warns(UserWarning, match="GroupLasso") as caught:
         plain = kerasreg.strip(model, regularizers="keras")
     assert not _kerasreg_in(keras.saving.serialize_keras_object(plain))
     assert isinstance(plain.get_layer("c2").kernel_regularizer, keras.regularizers.L2)
     assert plain.get_layer("c1").kernel_regularizer is None  # group lasso: none in Keras
+    # The warning names the caller's line, not kerasreg's argument checking.
+    assert {w.filename for w in caught if "GroupLasso" in str(w.message)} == {__file__}
     expected = sorted(
         _numpy_penalty(w.regularizer, w)
         for w in _penalized(model)
