@@ -17,6 +17,7 @@ from keras import ops
 
 from kerasreg import _model_walk
 from kerasreg import apply as apply_lib
+from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import Options
 from kerasreg._validation import invalid_argument
@@ -277,9 +278,10 @@ def _check_plain(model):
     {
         "model": InstanceOf(keras.Model, "a built keras.Model"),
         "regularizers": Options("remove", "keras"),
+        "compile": Boolean(),
     }
 )
-def strip(model, *, regularizers="remove"):
+def strip(model, *, regularizers="remove", compile=False):
     """Returns a copy of `model` that loads without kerasreg, for deployment.
 
     The copy computes the same function with Keras' own layers only, so its
@@ -297,8 +299,10 @@ def strip(model, *, regularizers="remove"):
     - each `SelectFeatures` (which `kerasreg.compact` puts in front of a
       layer it removed input features from) becomes a `keras.ops.take`
       node; a Sequential model that holds one becomes a functional model;
-    - a model compiled with a `ProximalOptimizer` is compiled with its inner
-      optimizer (same loss and metrics, new optimizer state).
+    - with `compile=True`, a model compiled with a `ProximalOptimizer` is
+      compiled with its inner optimizer (same loss and metrics, new
+      optimizer state). By default the copy is not compiled, so its file
+      holds no optimizer state (for Adam, twice the weights' size).
 
     The copy is built from the model's config, rewritten, as
     `keras.models.load_model` builds a model from a file, and gets the
@@ -311,6 +315,8 @@ def strip(model, *, regularizers="remove"):
         regularizers: `"remove"` to drop every kerasreg penalty, or
             `"keras"` to replace those that have one by Keras' own
             equivalent. Defaults to `"remove"`.
+        compile: Whether to compile the copy as the original was compiled
+            (for a copy that keeps training). Defaults to `False`.
 
     Returns:
         A new `keras.Model`.
@@ -351,14 +357,17 @@ def strip(model, *, regularizers="remove"):
     stripper = _Stripper(model, regularizers)
     with _penalties_unguarded(model):
         config = stripper(keras.saving.serialize_keras_object(model))
+    compile_config = config.pop("compile_config", None)
     plain = _build(config, model)
     _copy_weights(model, plain)
     converted = _without_select_features(plain)
     if converted is not plain:
-        plain = _build(keras.saving.serialize_keras_object(converted), converted)
+        config = keras.saving.serialize_keras_object(converted)
+        config.pop("compile_config", None)  # `clone_model` compiles
+        plain = _build(config, converted)
         _copy_weights(converted, plain)
-        if config.get("compile_config") and not plain.compiled:
-            plain.compile_from_config(config["compile_config"])
+    if compile and compile_config:
+        plain.compile_from_config(compile_config)
     _replace_in_memory(plain, model, regularizers)
     if stripper.dropped:
         warnings.warn(

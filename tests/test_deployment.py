@@ -207,13 +207,15 @@ def test_compiled_with_proximal_optimizer_gets_the_inner_optimizer():
     model = _gated_mlp()
     model.compile(kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.003)), "mse", metrics=["mae"])
     model.fit(np.ones((4, 6)), np.ones((4, 2)), verbose=0)
-    plain = kerasreg.strip(model)
+    assert not kerasreg.strip(model).compiled  # a file without optimizer state
+    plain = kerasreg.strip(model, compile=True)
     assert isinstance(plain.optimizer, keras.optimizers.Adam)
     assert float(plain.optimizer.learning_rate) == pytest.approx(0.003)
     assert int(plain.optimizer.iterations) == 0  # new optimizer state
     history = plain.fit(np.ones((4, 6)), np.ones((4, 2)), verbose=0)
     assert "mae" in history.history
-    compacted = kerasreg.strip(kerasreg.compact(model))
+    assert not kerasreg.strip(kerasreg.compact(model)).compiled
+    compacted = kerasreg.strip(kerasreg.compact(model), compile=True)
     assert isinstance(compacted.optimizer, keras.optimizers.Adam)
 
 
