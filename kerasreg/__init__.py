@@ -17,6 +17,7 @@ regularization paths with cross-validation to choose the strength
 from kerasreg import apply
 from kerasreg import callbacks
 from kerasreg import compaction
+from kerasreg import dependency
 from kerasreg import deployment
 from kerasreg import layers
 from kerasreg import model_selection
@@ -30,6 +31,7 @@ from kerasreg.callbacks import FreezeSparsity
 from kerasreg.callbacks import SparsityMonitor
 from kerasreg.callbacks import TargetSparsity
 from kerasreg.compaction import compact
+from kerasreg.dependency import dependency_groups
 from kerasreg.deployment import strip
 from kerasreg.layers import FeatureGate
 from kerasreg.optimizers import ProximalOptimizer
@@ -60,6 +62,8 @@ __all__ = [
     "callbacks",
     "compact",
     "compaction",
+    "dependency",
+    "dependency_groups",
     "deployment",
     "layers",
     "model_selection",

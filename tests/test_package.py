@@ -32,6 +32,8 @@ def test_public_surface_is_pinned():
         "callbacks",
         "compact",
         "compaction",
+        "dependency",
+        "dependency_groups",
         "deployment",
         "layers",
         "model_selection",
@@ -78,6 +80,11 @@ def test_public_surface_is_pinned():
         "compact",
     ]
     assert kerasreg.apply.__all__ == ["regularize"]
+    assert sorted(kerasreg.dependency.__all__) == [
+        "DependencyGroup",
+        "GroupMember",
+        "dependency_groups",
+    ]
     assert kerasreg.deployment.__all__ == ["strip"]
     assert sorted(kerasreg.model_selection.__all__) == [
         "CrossValidatedPath",
