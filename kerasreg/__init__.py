@@ -8,7 +8,9 @@ the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
 feature-selection layer (`FeatureGate`), `regularize`, which attaches a
 regularizer to chosen weights of an existing model, `compact`, which turns removed
-units, filters and input features into a physically smaller model, `strip`,
+units, filters and input features into a physically smaller model,
+`dependency_groups`, which finds the channels that must leave a model
+together (residual streams, concatenations, attention heads), `strip`,
 which makes a copy that loads without kerasreg, for deployment, and
 regularization paths with cross-validation to choose the strength
 (`kerasreg.model_selection`).
