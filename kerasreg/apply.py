@@ -345,28 +345,42 @@ def _unsaved_reason(visit, name, variable, own_configs):
     )
 
 
+def _refuse_if_pending(layer):
+    pending = _pending(layer)
+    if pending:
+        raise ValueError(
+            "The config of this model cannot hold the regularizers that "
+            "`kerasreg.regularize` attached to: "
+            + "; ".join(pending)
+            + ". A model saved or cloned from it would lose these penalties. "
+            "Give such a layer a `<weight>_regularizer` argument that its `get_config` "
+            "returns and its `build` passes to `add_weight(regularizer=...)`; or save "
+            "the weights with `save_weights` and call `kerasreg.regularize` again on the "
+            "rebuilt model; or remove the penalties with `kerasreg.regularize(model, None, "
+            "...)`."
+        )
+
+
 class _UnsavedGuard:
-    """Stands in for a layer's `get_config` while a penalty under it cannot be saved."""
+    """Stands in for a layer's method while a penalty under it cannot be saved.
 
-    def __init__(self, layer):
+    On `get_config` (saving, cloning, `to_json`), and on a model's `save`:
+    Keras opens the file before it asks for the config, so refusing only
+    there would leave an empty file in place of the one at that path.
+    """
+
+    def __init__(self, layer, method):
         self.layer = layer
+        self.method = method
 
-    def __call__(self):
-        pending = _pending(self.layer)
-        if pending:
-            raise ValueError(
-                "The config of this model cannot hold the regularizers that "
-                "`kerasreg.regularize` attached to: "
-                + "; ".join(pending)
-                + ". A model saved or cloned from it would lose these penalties. "
-                "Give such a layer a `<weight>_regularizer` argument that its `get_config` "
-                "returns and its `build` passes to `add_weight(regularizer=...)`; or save "
-                "the weights with `save_weights` and call `kerasreg.regularize` again on the "
-                "rebuilt model; or remove the penalties with `kerasreg.regularize(model, None, "
-                "...)`."
-            )
+    def __call__(self, *args, **kwargs):
+        _refuse_if_pending(self.layer)
         _remove_guard(self.layer)
-        return self.layer.get_config()
+        return getattr(self.layer, self.method)(*args, **kwargs)
+
+
+def _guarded_methods(layer):
+    return ("get_config", "save") if isinstance(layer, keras.Model) else ("get_config",)
 
 
 def _pending(layer):
@@ -379,14 +393,16 @@ def _pending(layer):
 
 
 def _remove_guard(layer):
-    if isinstance(layer.__dict__.get("get_config"), _UnsavedGuard):
-        object.__delattr__(layer, "get_config")
+    for method in _guarded_methods(layer):
+        if isinstance(layer.__dict__.get(method), _UnsavedGuard):
+            object.__delattr__(layer, method)
 
 
 def _install_guard(layer):
-    if not isinstance(layer.__dict__.get("get_config"), _UnsavedGuard):
-        # Past Keras' and torch's attribute tracking: a plain instance attribute.
-        object.__setattr__(layer, "get_config", _UnsavedGuard(layer))
+    for method in _guarded_methods(layer):
+        if not isinstance(layer.__dict__.get(method), _UnsavedGuard):
+            # Past Keras' and torch's attribute tracking: a plain instance attribute.
+            object.__setattr__(layer, method, _UnsavedGuard(layer, method))
 
 
 def _record_saving(model, visits, changed):

@@ -165,9 +165,13 @@ def test_subclassed_model_is_reached_and_refuses_to_save_without_its_penalties(t
     np.testing.assert_array_equal(to_numpy(model.predict(X5, verbose=0)), before)
     # The config of a subclassed model does not hold its layers: saving it
     # would drop the penalties, so it refuses, naming them.
+    earlier = tmp_path / "m.keras"
+    earlier.write_bytes(b"a file saved earlier")
     with pytest.raises(ValueError, match="cannot hold the regularizers") as info:
-        model.save(tmp_path / "m.keras")
+        model.save(earlier)
     assert "'hidden/kernel'" in str(info.value) and "'head/kernel'" in str(info.value)
+    # Refused before Keras opens the file: what was there is still there.
+    assert earlier.read_bytes() == b"a file saved earlier"
     model.save_weights(tmp_path / "m.weights.h5")  # weights alone still save
     kerasreg.regularize(model, None)
     model.save(tmp_path / "m.keras")
