@@ -165,6 +165,60 @@ def test_warm_and_cold_paths_reach_the_same_solutions():
     assert paths[True].nonzeros[0] < paths[True].nonzeros[-1]
 
 
+def _uncentered_diabetes():
+    """Features and target away from zero mean, so that the intercept matters."""
+    x, y = _diabetes()
+    return x + np.linspace(-1.0, 2.0, x.shape[1]), y + 3.0
+
+
+def test_automatic_grid_is_lasso_cvs_and_its_top_zeroes_every_weight():
+    x, y = _uncentered_diabetes()
+    sk = LassoCV(alphas=3, eps=0.98, cv=3).fit(x, y)
+    path = model_selection.regularization_path(
+        _linear_factory(x),
+        x.astype("float32"),
+        y.astype("float32")[:, None],
+        n_strengths=3,
+        eps=0.98,
+        epochs=200,
+        tol=TOL,
+        batch_size="full",
+        repeat=REPEAT,
+        fit_kwargs={"shuffle": False},
+    )
+    # scikit-learn's alphas (computed on centered data: the intercept) times 2.
+    np.testing.assert_allclose(path.strengths, 2 * sk.alphas_, rtol=1e-6)
+    # Without the centering the largest strength would be far off.
+    uncentered = 2 * np.abs(x.T @ y).max() / len(x)
+    assert abs(uncentered / path.strengths[0] - 1) > 0.1
+    # The largest strength zeroes every weight; 1% below it, some survive.
+    assert path.nonzeros[0] == 0
+    assert path.nonzeros[1] > 0
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="the grid code is backend-neutral and the LassoCV grid test runs it here; these folds "
+    "cost half a minute of eager PyTorch steps",
+)
+def test_automatic_grid_of_a_cross_validated_elastic_net_is_elastic_net_cvs():
+    x, y = _uncentered_diabetes()
+    r = 0.5
+    sk = ElasticNetCV(l1_ratio=r, alphas=3, eps=0.1, cv=2).fit(x, y)
+    result = _cross_validate(
+        x,
+        y,
+        None,
+        list(KFold(2).split(x)),
+        l1_ratios=2 * r / (1 + r),
+        n_strengths=3,
+        eps=0.1,
+        refit=False,
+    )
+    # kerasreg's strength for scikit-learn's (alpha, r) is alpha * (1 + r).
+    np.testing.assert_allclose(result.strengths, sk.alphas_ * (1 + r), rtol=1e-6)
+
+
 def _table_result(scores, nonzeros, mode="min"):
     scores = np.asarray(scores, dtype="float64")[None]
     nonzeros = np.asarray(nonzeros, dtype="float64")[None]
@@ -294,6 +348,11 @@ def test_classification_with_accuracy_and_a_stratified_splitter():
         ({"cv": []}, "cv"),
         ({"cv": GroupKFold(2)}, "cv"),  # needs `groups`
         ({"y": np.zeros(3)}, "y"),
+        # The grid is `strengths` or the automatic one, never both.
+        ({"n_strengths": 10}, "n_strengths"),
+        ({"eps": 0.01}, "eps"),
+        # No strength of L2 zeroes the weights: there is no automatic grid.
+        ({"strengths": None, "l1_ratios": [1.0, 0.0]}, "l1_ratios"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, argument):
