@@ -41,6 +41,7 @@ from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import Options
 from kerasreg._validation import Ratios
 from kerasreg._validation import Samples
+from kerasreg._validation import SampleWeights
 from kerasreg._validation import Strengths
 from kerasreg._validation import String
 from kerasreg._validation import invalid_argument
@@ -89,6 +90,7 @@ _PATH_CONSTRAINTS = {
     "strengths": AnyOf(Strengths(), None),
     "n_strengths": AnyOf(Integer(1), None),
     "eps": AnyOf(Interval(0.0, 1.0, closed="neither"), None),
+    "sample_weight": AnyOf(SampleWeights(), None),
     "epochs": Integer(1),
     "warm_epochs": AnyOf(Integer(1), None),
     "tol": AnyOf(Interval(0.0, None, closed="neither"), None),
@@ -142,13 +144,34 @@ class _PathOptions:
         return cls(**{field.name: arguments[field.name] for field in dataclasses.fields(cls)})
 
 
-def _check_same_samples(x, y):
+def _check_same_samples(x, y, sample_weight):
     n, m = (np.shape(keras.tree.flatten(v)[0])[0] for v in (x, y))
     if n != m:
         raise InvalidArgumentError(
             f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
             f"Received: y with {m} samples"
         )
+    if sample_weight is not None and len(sample_weight) != n:
+        raise InvalidArgumentError(
+            "Invalid value for argument `sample_weight`: expected one weight per sample of "
+            f"`x` ({n}). Received: sample_weight with {len(sample_weight)} weights"
+        )
+
+
+def _mean_one(sample_weight):
+    """The weights divided by their mean, or `None`.
+
+    Keras' default loss reduction, `"sum_over_batch_size"`, divides the
+    weighted sum `sum_i w_i l_i` by the number of samples `n`, not by
+    `sum_i w_i`. With integer weights (each sample counted `w_i` times, `N =
+    sum_i w_i` rows) that is `N / n` times the mean loss over the repeated
+    rows, so strength `s` would act as `s * n / N`. Weights of mean 1 make
+    the loss the mean over the repeated rows, and strength `s` means what it
+    means there (and in scikit-learn's `sample_weight`).
+    """
+    if sample_weight is None:
+        return None
+    return sample_weight / np.mean(sample_weight)
 
 
 def _tile(data, repeat):
@@ -212,16 +235,29 @@ class _Scorer:
             greater = any(word in lowered for word in _GREATER_IS_BETTER)
             self.mode = "max" if greater else "min"
 
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """The score; with `sample_weight`, the weighted mean over the samples."""
         function = self._function
+        weights = _mean_one(sample_weight)
         if isinstance(function, keras.metrics.Metric):
             function.reset_state()
-            function.update_state(y_true, y_pred)
+            function.update_state(y_true, y_pred, sample_weight=weights)
             value = function.result()
+        elif isinstance(function, keras.losses.Loss) and weights is not None:
+            value = function(y_true, y_pred, sample_weight=weights)
         else:
             value = function(y_true, y_pred)
         value = np.asarray(keras.ops.convert_to_numpy(value), dtype="float64")
-        return float(np.mean(value))
+        if weights is None or isinstance(function, (keras.metrics.Metric, keras.losses.Loss)):
+            return float(np.mean(value))
+        if np.shape(value)[:1] != np.shape(weights):
+            raise invalid_argument(
+                "metric",
+                "a Keras metric or loss, or a callable returning one value per sample, to "
+                "score with `sample_weight`",
+                self.metric,
+            )
+        return float(np.average(value.reshape(len(weights), -1).mean(axis=1), weights=weights))
 
     def better(self, a, b):
         return a < b if self.mode == "min" else a > b
@@ -357,6 +393,8 @@ class _Trainer:
         self.batch_size = batch_size
         self.fit_kwargs = fit_kwargs
         self.tol = options.tol
+        sample_weight = _mean_one(sample_weight)
+        self.data_weight = sample_weight  # one per sample of `x`, untiled
         self.x, self.y, self.sample_weight = x, y, sample_weight
         if options.repeat > 1:
             self.x, self.y = _tile(x, options.repeat), _tile(y, options.repeat)
@@ -408,7 +446,7 @@ def _largest_strength(build_model, x, y, sample_weight, templates, options):
     trainer.fit(model, options.epochs)
     n = np.shape(keras.tree.flatten(x)[0])[0]
     batch_size = trainer.batch_size if isinstance(trainer.batch_size, int) else min(n, 256)
-    gradients = data_gradients(model, x, y, sample_weight, penalized, batch_size)
+    gradients = data_gradients(model, x, y, trainer.data_weight, penalized, batch_size)
     if gradients is None:
         raise invalid_argument(
             "strengths",
@@ -529,9 +567,9 @@ def _run_path(
         nonzero, size = _count_nonzero(penalized)
         score = None
         if validation is not None:
-            x_val, y_val = validation
+            x_val, y_val, w_val = validation
             y_pred = model.predict(x_val, batch_size=trainer.predict_batch_size, verbose=0)
-            score = scorer(y_val, y_pred)
+            score = scorer(y_val, y_pred, w_val)
         fits.append(
             _Fit(
                 strength=float(strength),
@@ -810,6 +848,7 @@ def regularization_path(
     *,
     n_strengths=None,
     eps=None,
+    sample_weight=None,
     l1_ratio=1.0,
     validation_data=None,
     epochs=100,
@@ -851,6 +890,15 @@ def regularization_path(
     initial weights it would only give the strength that zeroes the first
     step). A warm-started path then starts from the null model.
 
+    **Sample weights.** Keras' default loss reduction, `"sum_over_batch_size"`,
+    divides `sum_i w_i loss_i` by the number of samples `n`, not by `sum_i
+    w_i`: with weights `w` as given, the data loss is `mean(w)` times the mean
+    loss over the rows repeated `w_i` times, and strength `s` would act there
+    as `s / mean(w)`. The path divides the weights by their mean (over the
+    training samples of each fit), so strength `s` with weights `w` is
+    strength `s` on the repeated rows, and `L1(2 * alpha)` is scikit-learn's
+    `Lasso(alpha).fit(x, y, sample_weight=w)`.
+
     Args:
         build_model: Callable `(regularizer) -> keras.Model`, compiled with
             `ProximalOptimizer`.
@@ -864,6 +912,12 @@ def regularization_path(
         eps: Smallest over largest strength of the automatic grid: glmnet's
             `lambda.min.ratio`, scikit-learn's `eps`. Only without
             `strengths`. Defaults to `None` (`1e-3`).
+        sample_weight: One non-negative weight per sample of `x`, or
+            `None`. The path divides them by their mean before `fit` (see
+            below), so that integer weights fit what repeating each sample
+            that many times fits, at the same strengths; the automatic grid
+            uses them too. `validation_data` is scored unweighted. Defaults
+            to `None`.
         l1_ratio: The elastic-net mixing in [0, 1]. Defaults to `1.0` (L1).
         validation_data: `(x_val, y_val)` to score each fit on, or `None`.
             Defaults to `None`.
@@ -916,14 +970,14 @@ def regularization_path(
     >>> path.nonzeros.tolist()  # the largest strength zeroes every weight
     [0, 2, 2]
     """
-    _check_same_samples(x, y)
+    _check_same_samples(x, y, sample_weight)
     options = _PathOptions.pick(locals())
     template = functools.partial(_regularizer_for, l1_ratio=l1_ratio)
     strengths, start = _grid(
         build_model,
         x,
         y,
-        None,
+        sample_weight,
         strengths,
         n_strengths,
         eps,
@@ -936,11 +990,11 @@ def regularization_path(
         build_model,
         x,
         y,
-        None,
+        sample_weight,
         strengths,
         template,
         options,
-        validation_data,
+        None if validation_data is None else (*validation_data, None),
         scorer,
         keep_weights,
         name=f"l1_ratio {l1_ratio:g}, ",
@@ -967,6 +1021,7 @@ def cross_validate_path(
     *,
     n_strengths=None,
     eps=None,
+    sample_weight=None,
     l1_ratios=1.0,
     cv=5,
     groups=None,
@@ -1009,6 +1064,12 @@ def cross_validate_path(
         eps: Smallest over largest strength of the automatic grid (glmnet's
             `lambda.min.ratio`, scikit-learn's `eps`). Defaults to `None`
             (`1e-3`).
+        sample_weight: One non-negative weight per sample, or `None`. Each
+            fold's training part is fitted with its weights divided by their
+            mean (see `regularization_path`), and its held-out part scored
+            with its weights: the weighted mean of the metric (a callable
+            `metric` must then return one value per sample), as
+            `ElasticNetCV` scores. Defaults to `None`.
         l1_ratios: An `l1_ratio` in [0, 1] or a sequence of them (`1` is L1,
             `0` is L2). Defaults to `1.0`.
         cv: The folds, as scikit-learn takes them: an int (`KFold` with that
@@ -1058,7 +1119,7 @@ def cross_validate_path(
             "`cross_validate_path` takes its folds from scikit-learn, which kerasreg does not "
             "install. Install it with `pip install scikit-learn`."
         ) from error
-    _check_same_samples(x, y)
+    _check_same_samples(x, y, sample_weight)
     options = _PathOptions.pick(locals())
     scorer = _Scorer(metric, mode)
     try:
@@ -1082,7 +1143,7 @@ def cross_validate_path(
         build_model,
         x,
         y,
-        None,
+        sample_weight,
         strengths,
         n_strengths,
         eps,
@@ -1103,11 +1164,15 @@ def cross_validate_path(
                 build_model,
                 _take(x, train),
                 _take(y, train),
-                None,
+                None if sample_weight is None else sample_weight[train],
                 strengths,
                 templates[a],
                 options,
-                (_take(x, held_out), _take(y, held_out)),
+                (
+                    _take(x, held_out),
+                    _take(y, held_out),
+                    None if sample_weight is None else sample_weight[held_out],
+                ),
                 scorer,
                 keep_weights=False,
                 label=f"fold {k + 1}/{len(folds)}: ",
@@ -1122,11 +1187,11 @@ def cross_validate_path(
     )
     result.seconds = time.perf_counter() - start
     if refit:
-        _refit(result, build_model, x, y, strengths, scorer, options)
+        _refit(result, build_model, x, y, sample_weight, strengths, scorer, options)
     return result
 
 
-def _refit(result, build_model, x, y, strengths, scorer, options):
+def _refit(result, build_model, x, y, sample_weight, strengths, scorer, options):
     """Refits `best` and `one_se` on all the data, along the same path."""
     chosen = {}
     for name in ("best", "one_se"):
@@ -1143,7 +1208,7 @@ def _refit(result, build_model, x, y, strengths, scorer, options):
             build_model,
             x,
             y,
-            None,
+            sample_weight,
             path,
             template,
             options,

@@ -219,6 +219,58 @@ def test_automatic_grid_of_a_cross_validated_elastic_net_is_elastic_net_cvs():
     np.testing.assert_allclose(result.strengths, sk.alphas_ * (1 + r), rtol=1e-6)
 
 
+def _weighted_path(x, y, sample_weight=None, **kwargs):
+    return model_selection.regularization_path(
+        _linear_factory(x),
+        x.astype("float32"),
+        y.astype("float32")[:, None],
+        sample_weight=sample_weight,
+        epochs=200,
+        tol=TOL,
+        batch_size="full",
+        repeat=REPEAT,
+        fit_kwargs={"shuffle": False},
+        **kwargs,
+    )
+
+
+def test_integer_sample_weights_fit_the_repeated_rows():
+    x, y = _uncentered_diabetes()
+    w = np.random.default_rng(0).integers(0, 4, len(x))  # zeros drop their rows
+    weighted = _weighted_path(x, y, w, n_strengths=3, eps=0.3)
+    repeated = _weighted_path(np.repeat(x, w, axis=0), np.repeat(y, w), n_strengths=3, eps=0.3)
+    # The same automatic grid, scikit-learn's with the same weights, times 2.
+    sk = LassoCV(alphas=3, eps=0.3, cv=3).fit(x, y, sample_weight=w)
+    # Within 3e-6: float32 weighted sums round more than unweighted ones (1.1e-6 on JAX).
+    np.testing.assert_allclose(weighted.strengths, 2 * sk.alphas_, rtol=3e-6)
+    np.testing.assert_allclose(repeated.strengths, weighted.strengths, rtol=3e-6)
+    for strength, a, b in zip(weighted.strengths, weighted.weights, repeated.weights, strict=True):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+        np.testing.assert_array_equal(a[0] == 0, b[0] == 0)
+        lasso = Lasso(alpha=strength / 2, tol=1e-10, max_iter=100_000)
+        lasso.fit(x, y, sample_weight=w)
+        np.testing.assert_allclose(a[0][:, 0], lasso.coef_, atol=1e-3)
+    assert 0 == weighted.nonzeros[0] < weighted.nonzeros[-1]
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="the fold code is backend-neutral and the sample-weight test runs the weighted fit "
+    "here; these folds cost half a minute of eager PyTorch steps",
+)
+def test_cross_validation_splits_and_scores_the_weights_as_lasso_cv():
+    x, y = _diabetes()
+    w = np.random.default_rng(1).uniform(0.2, 3.0, len(x))
+    folds = list(KFold(3).split(x))
+    sk = LassoCV(alphas=4, eps=0.05, cv=folds, tol=1e-10, max_iter=100_000)
+    sk.fit(x, y, sample_weight=w)
+    result = _cross_validate(
+        x, y, 2 * sk.alphas_, folds, sample_weight=w.astype("float32"), refit=False
+    )
+    # Fold by fold, the weighted validation errors of the weighted fits.
+    np.testing.assert_allclose(result.fold_scores[0], sk.mse_path_, rtol=1e-3)
+
+
 def _table_result(scores, nonzeros, mode="min"):
     scores = np.asarray(scores, dtype="float64")[None]
     nonzeros = np.asarray(nonzeros, dtype="float64")[None]
@@ -353,6 +405,8 @@ def test_classification_with_accuracy_and_a_stratified_splitter():
         ({"eps": 0.01}, "eps"),
         # No strength of L2 zeroes the weights: there is no automatic grid.
         ({"strengths": None, "l1_ratios": [1.0, 0.0]}, "l1_ratios"),
+        ({"sample_weight": np.ones(19)}, "sample_weight"),
+        ({"sample_weight": -np.ones(20)}, "sample_weight"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, argument):
