@@ -91,6 +91,7 @@ _PATH_CONSTRAINTS = {
     "n_strengths": AnyOf(Integer(1), None),
     "eps": AnyOf(Interval(0.0, 1.0, closed="neither"), None),
     "sample_weight": AnyOf(SampleWeights(), None),
+    "regularizer": AnyOf(Callable("a callable (strength) -> regularizer"), None),
     "epochs": Integer(1),
     "warm_epochs": AnyOf(Integer(1), None),
     "tol": AnyOf(Interval(0.0, None, closed="neither"), None),
@@ -264,6 +265,36 @@ class _Scorer:
 
 
 # The path itself.
+
+
+def _label(l1_ratio):
+    """How a path's regularizer is named in tables and plots."""
+    return "regularizer" if l1_ratio is None else f"l1_ratio={l1_ratio:g}"
+
+
+def _templates(regularizer, l1_ratios, name):
+    """`strength -> regularizer` for each path: the `regularizer` template, or per `l1_ratio`."""
+    if regularizer is None:
+        return [functools.partial(_regularizer_for, l1_ratio=r) for r in l1_ratios]
+    if l1_ratios != [1.0]:
+        value = l1_ratios[0] if name == "l1_ratio" else l1_ratios
+        raise invalid_argument(
+            name, "1.0 (the default) when `regularizer` is given (it sets the penalty)", value
+        )
+
+    def template(strength):
+        value = regularizer(strength)
+        if not callable(getattr(value, "prox", None)):
+            raise invalid_argument(
+                "regularizer",
+                "a callable (strength) -> regularizer with a proximal operator, e.g. "
+                "`lambda s: kerasreg.GroupLasso(s)`; it returned "
+                f"{value!r}",
+                regularizer,
+            )
+        return value
+
+    return [template]
 
 
 def _regularizer_for(strength, l1_ratio):
@@ -664,7 +695,7 @@ class RegularizationPath:
 
     def __repr__(self):
         return (
-            f"<RegularizationPath: l1_ratio={self.l1_ratio:g}, {len(self.strengths)} strengths "
+            f"<RegularizationPath: {_label(self.l1_ratio)}, {len(self.strengths)} strengths "
             f"from {self.strengths[0]:.4g} to {self.strengths[-1]:.4g}>"
         )
 
@@ -783,7 +814,7 @@ class CrossValidatedPath:
                 markersize=3,
                 capsize=2,
                 linewidth=1,
-                label=f"l1_ratio={ratio:g}",
+                label=_label(ratio),
             )
         shown = self.best if self.best["l1_ratio"] in ratios else None
         if shown is not None:
@@ -809,7 +840,7 @@ class CrossValidatedPath:
             [f"{self.fold_nonzeros[a, i].mean():.0f}" for i in range(0, len(self.strengths), every)]
         )
         top.minorticks_off()
-        top.set_xlabel(f"non-zero weights (l1_ratio={ratio:g})")
+        top.set_xlabel(f"non-zero weights ({_label(ratio)})")
         return ax
 
     def __str__(self):
@@ -818,9 +849,9 @@ class CrossValidatedPath:
         return (
             f"{text}\nscore: validation {self.metric} ({self.mode}), mean over "
             f"{self.fold_scores.shape[-1]} folds; sem = std / sqrt(folds)\n"
-            f"best:   l1_ratio={best['l1_ratio']:g}, strength={best['strength']:.4g} "
+            f"best:   {_label(best['l1_ratio'])}, strength={best['strength']:.4g} "
             f"({best['mean']:.4g}, {best['nonzero']:.1f} non-zero)\n"
-            f"one SE: l1_ratio={one_se['l1_ratio']:g}, strength={one_se['strength']:.4g} "
+            f"one SE: {_label(one_se['l1_ratio'])}, strength={one_se['strength']:.4g} "
             f"({one_se['mean']:.4g}, {one_se['nonzero']:.1f} non-zero)"
         )
 
@@ -850,6 +881,7 @@ def regularization_path(
     eps=None,
     sample_weight=None,
     l1_ratio=1.0,
+    regularizer=None,
     validation_data=None,
     epochs=100,
     warm_epochs=None,
@@ -919,6 +951,14 @@ def regularization_path(
             uses them too. `validation_data` is scored unweighted. Defaults
             to `None`.
         l1_ratio: The elastic-net mixing in [0, 1]. Defaults to `1.0` (L1).
+        regularizer: Any other penalty along the path: a callable
+            `(strength) -> regularizer`, e.g. `lambda s:
+            kerasreg.GroupLasso(s, group_axis=0)`, called at the largest
+            strength (and by refits, at the chosen one). Its penalty must be
+            linear in the strength, as every kerasreg penalty is: the path
+            moves along it by scaling the prox (`strength_scale`). Only with
+            the default `l1_ratio`; the result's `l1_ratio` is then `None`.
+            Defaults to `None`.
         validation_data: `(x_val, y_val)` to score each fit on, or `None`.
             Defaults to `None`.
         epochs: Epochs of the first fit, and of every fit without warm
@@ -972,7 +1012,8 @@ def regularization_path(
     """
     _check_same_samples(x, y, sample_weight)
     options = _PathOptions.pick(locals())
-    template = functools.partial(_regularizer_for, l1_ratio=l1_ratio)
+    (template,) = _templates(regularizer, [l1_ratio], "l1_ratio")
+    label = None if regularizer is not None else l1_ratio
     strengths, start = _grid(
         build_model,
         x,
@@ -983,7 +1024,7 @@ def regularization_path(
         eps,
         [template],
         options,
-        [("l1_ratio", l1_ratio)],
+        [("l1_ratio", label)],
     )
     scorer = _Scorer(metric, "auto")
     fits = _run_path(
@@ -997,10 +1038,10 @@ def regularization_path(
         None if validation_data is None else (*validation_data, None),
         scorer,
         keep_weights,
-        name=f"l1_ratio {l1_ratio:g}, ",
+        name=f"{_label(label)}, ",
         start=start,
     )
-    return RegularizationPath(fits, l1_ratio, scorer.name if validation_data is not None else None)
+    return RegularizationPath(fits, label, scorer.name if validation_data is not None else None)
 
 
 @validate_params(
@@ -1023,6 +1064,7 @@ def cross_validate_path(
     eps=None,
     sample_weight=None,
     l1_ratios=1.0,
+    regularizer=None,
     cv=5,
     groups=None,
     epochs=100,
@@ -1072,6 +1114,10 @@ def cross_validate_path(
             `ElasticNetCV` scores. Defaults to `None`.
         l1_ratios: An `l1_ratio` in [0, 1] or a sequence of them (`1` is L1,
             `0` is L2). Defaults to `1.0`.
+        regularizer: Any other penalty, as a callable `(strength) ->
+            regularizer` (see `regularization_path`), e.g. to cross-validate
+            a `GroupLasso` strength. Only with the default `l1_ratios`; the
+            result's `l1_ratios` is then `[None]`. Defaults to `None`.
         cv: The folds, as scikit-learn takes them: an int (`KFold` with that
             many splits, no shuffling, as `LassoCV` does), a splitter such as
             `KFold(5, shuffle=True)` or `StratifiedKFold`, or an iterable of
@@ -1135,7 +1181,9 @@ def cross_validate_path(
         ) from error
     if len(folds) < 2:
         raise invalid_argument("cv", "at least 2 splits", cv)
-    templates = [functools.partial(_regularizer_for, l1_ratio=r) for r in l1_ratios]
+    templates = _templates(regularizer, l1_ratios, "l1_ratios")
+    if regularizer is not None:
+        l1_ratios = [None]
     # One grid for every fold, from all the data, as `LassoCV` makes it.
     # The folds' paths start from the model's initial weights, which never
     # saw the held-out samples.
@@ -1176,7 +1224,7 @@ def cross_validate_path(
                 scorer,
                 keep_weights=False,
                 label=f"fold {k + 1}/{len(folds)}: ",
-                name=f"l1_ratio {l1_ratio:g}, ",
+                name=f"{_label(l1_ratio)}, ",
             )
             scores[a, :, k] = [f.score for f in fits]
             nonzeros[a, :, k] = [f.nonzero for f in fits]
@@ -1187,11 +1235,12 @@ def cross_validate_path(
     )
     result.seconds = time.perf_counter() - start
     if refit:
-        _refit(result, build_model, x, y, sample_weight, strengths, scorer, options)
+        templates = dict(zip(l1_ratios, templates, strict=True))
+        _refit(result, build_model, x, y, sample_weight, strengths, templates, scorer, options)
     return result
 
 
-def _refit(result, build_model, x, y, sample_weight, strengths, scorer, options):
+def _refit(result, build_model, x, y, sample_weight, strengths, templates, scorer, options):
     """Refits `best` and `one_se` on all the data, along the same path."""
     chosen = {}
     for name in ("best", "one_se"):
@@ -1203,7 +1252,7 @@ def _refit(result, build_model, x, y, sample_weight, strengths, scorer, options)
             path = strengths[strengths >= lowest]
         else:
             path = np.array(sorted({s for _, s in wanted}, reverse=True))
-        template = functools.partial(_regularizer_for, l1_ratio=l1_ratio)
+        template = templates[l1_ratio]
         fits = _run_path(
             build_model,
             x,
@@ -1216,7 +1265,7 @@ def _refit(result, build_model, x, y, sample_weight, strengths, scorer, options)
             scorer,
             True,
             label="refit: ",
-            name=f"l1_ratio {l1_ratio:g}, ",
+            name=f"{_label(l1_ratio)}, ",
         )
         by_strength = {f.strength: f.weights for f in fits}
         for name, strength in wanted:
