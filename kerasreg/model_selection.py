@@ -638,7 +638,8 @@ class RegularizationPath:
     Returned by `regularization_path`. Attributes:
 
     - `strengths`: the strengths, decreasing (NumPy array).
-    - `l1_ratio`: the elastic-net mixing of the path's regularizer.
+    - `l1_ratio`: the elastic-net mixing of the path's regularizer (`None`
+      for a `regularizer` template).
     - `nonzeros`, `sizes`: non-zero and total entries of the penalized weights
       after each fit (exact zeros, `np.count_nonzero`).
     - `epochs`, `seconds`: epochs run and wall time of each fit.
@@ -705,7 +706,8 @@ class CrossValidatedPath:
 
     Returned by `cross_validate_path`. Attributes:
 
-    - `strengths` (decreasing) and `l1_ratios`: the grid.
+    - `strengths` (decreasing) and `l1_ratios`: the grid (`l1_ratios` is
+      `[None]` for a `regularizer` template).
     - `fold_scores`: validation scores, shape `(len(l1_ratios),
       len(strengths), n_folds)`; `fold_nonzeros`, `fold_epochs` alike.
     - `metric` and `mode` (`"min"` or `"max"`): the score and its direction.
