@@ -411,6 +411,31 @@ class Strengths(Constraint):
         return ["0.1", None, 0.1, [], [0.1, -1.0], [0.1, 0.1], [[0.1]], [0.1, float("nan")]]
 
 
+class SampleWeights(Constraint):
+    """A 1-D array of non-negative finite floats, not all zero (one weight per sample)."""
+
+    description = "a 1-D array of non-negative finite floats, not all zero"
+
+    def type_ok(self, value):
+        if isinstance(value, (str, bytes)):
+            return False
+        try:
+            values = np.asarray(value)
+        except (TypeError, ValueError):
+            return False
+        return values.dtype.kind in "iuf" and values.ndim == 1
+
+    def value_ok(self, value):
+        values = np.asarray(value, dtype="float64")
+        return bool(np.all(np.isfinite(values)) and np.all(values >= 0) and np.any(values > 0))
+
+    def normalize(self, value):
+        return np.asarray(value, dtype="float64")
+
+    def invalid_values(self):
+        return ["1", 1.0, [[1.0]], [True], [], [1.0, -1.0], [0.0, 0.0], [1.0, float("nan")]]
+
+
 class Ratios(Constraint):
     """A float in [0, 1], or a non-empty sequence of distinct ones (as a list)."""
 

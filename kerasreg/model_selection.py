@@ -17,6 +17,7 @@ need matplotlib.
 """
 
 import dataclasses
+import functools
 import math
 import time
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from kerasreg import _tables
 from kerasreg import regularizers as regularizers_lib
+from kerasreg._training import data_gradients
 from kerasreg._training import proximal_optimizer_of
 from kerasreg._training import sync_variables
 from kerasreg._validation import AnyOf
@@ -39,6 +41,7 @@ from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import Options
 from kerasreg._validation import Ratios
 from kerasreg._validation import Samples
+from kerasreg._validation import SampleWeights
 from kerasreg._validation import Strengths
 from kerasreg._validation import String
 from kerasreg._validation import invalid_argument
@@ -84,7 +87,11 @@ _PATH_CONSTRAINTS = {
     "build_model": Callable("a callable (regularizer) -> compiled keras.Model"),
     "x": Samples(),
     "y": Samples(),
-    "strengths": Strengths(),
+    "strengths": AnyOf(Strengths(), None),
+    "n_strengths": AnyOf(Integer(1), None),
+    "eps": AnyOf(Interval(0.0, 1.0, closed="neither"), None),
+    "sample_weight": AnyOf(SampleWeights(), None),
+    "regularizer": AnyOf(Callable("a callable (strength) -> regularizer"), None),
     "epochs": Integer(1),
     "warm_epochs": AnyOf(Integer(1), None),
     "tol": AnyOf(Interval(0.0, None, closed="neither"), None),
@@ -96,6 +103,12 @@ _PATH_CONSTRAINTS = {
     "seed": AnyOf(Integer(0), None),
     "verbose": Integer(0, 1),
 }
+
+
+# The automatic grid, as scikit-learn's `n_alphas` and `eps` (glmnet's
+# `nlambda` and `lambda.min.ratio`).
+_N_STRENGTHS = 100
+_EPS = 1e-3
 
 
 class _Splits(Constraint):
@@ -132,13 +145,34 @@ class _PathOptions:
         return cls(**{field.name: arguments[field.name] for field in dataclasses.fields(cls)})
 
 
-def _check_same_samples(x, y):
+def _check_same_samples(x, y, sample_weight):
     n, m = (np.shape(keras.tree.flatten(v)[0])[0] for v in (x, y))
     if n != m:
         raise InvalidArgumentError(
             f"Invalid value for argument `y`: expected as many samples as `x` ({n}). "
             f"Received: y with {m} samples"
         )
+    if sample_weight is not None and len(sample_weight) != n:
+        raise InvalidArgumentError(
+            "Invalid value for argument `sample_weight`: expected one weight per sample of "
+            f"`x` ({n}). Received: sample_weight with {len(sample_weight)} weights"
+        )
+
+
+def _mean_one(sample_weight):
+    """The weights divided by their mean, or `None`.
+
+    Keras' default loss reduction, `"sum_over_batch_size"`, divides the
+    weighted sum `sum_i w_i l_i` by the number of samples `n`, not by
+    `sum_i w_i`. With integer weights (each sample counted `w_i` times, `N =
+    sum_i w_i` rows) that is `N / n` times the mean loss over the repeated
+    rows, so strength `s` would act as `s * n / N`. Weights of mean 1 make
+    the loss the mean over the repeated rows, and strength `s` means what it
+    means there (and in scikit-learn's `sample_weight`).
+    """
+    if sample_weight is None:
+        return None
+    return sample_weight / np.mean(sample_weight)
 
 
 def _tile(data, repeat):
@@ -202,22 +236,65 @@ class _Scorer:
             greater = any(word in lowered for word in _GREATER_IS_BETTER)
             self.mode = "max" if greater else "min"
 
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """The score; with `sample_weight`, the weighted mean over the samples."""
         function = self._function
+        weights = _mean_one(sample_weight)
         if isinstance(function, keras.metrics.Metric):
             function.reset_state()
-            function.update_state(y_true, y_pred)
+            function.update_state(y_true, y_pred, sample_weight=weights)
             value = function.result()
+        elif isinstance(function, keras.losses.Loss) and weights is not None:
+            value = function(y_true, y_pred, sample_weight=weights)
         else:
             value = function(y_true, y_pred)
         value = np.asarray(keras.ops.convert_to_numpy(value), dtype="float64")
-        return float(np.mean(value))
+        if weights is None or isinstance(function, (keras.metrics.Metric, keras.losses.Loss)):
+            return float(np.mean(value))
+        if np.shape(value)[:1] != np.shape(weights):
+            raise invalid_argument(
+                "metric",
+                "a Keras metric or loss, or a callable returning one value per sample, to "
+                "score with `sample_weight`",
+                self.metric,
+            )
+        return float(np.average(value.reshape(len(weights), -1).mean(axis=1), weights=weights))
 
     def better(self, a, b):
         return a < b if self.mode == "min" else a > b
 
 
 # The path itself.
+
+
+def _label(l1_ratio):
+    """How a path's regularizer is named in tables and plots."""
+    return "regularizer" if l1_ratio is None else f"l1_ratio={l1_ratio:g}"
+
+
+def _templates(regularizer, l1_ratios, name):
+    """`strength -> regularizer` for each path: the `regularizer` template, or per `l1_ratio`."""
+    if regularizer is None:
+        return [functools.partial(_regularizer_for, l1_ratio=r) for r in l1_ratios]
+    if l1_ratios != [1.0]:
+        value = l1_ratios[0] if name == "l1_ratio" else l1_ratios
+        raise invalid_argument(
+            name, "1.0 (the default) when `regularizer` is given (it sets the penalty)", value
+        )
+
+    def template(strength):
+        value = regularizer(strength)
+        if not callable(getattr(value, "prox", None)):
+            raise invalid_argument(
+                "regularizer",
+                "a callable (strength) -> regularizer with a proximal operator, e.g. "
+                "`lambda s: kerasreg.GroupLasso(s)`; it returned "
+                f"{value!r}",
+                regularizer,
+            )
+        return value
+
+    return [template]
 
 
 def _regularizer_for(strength, l1_ratio):
@@ -331,51 +408,199 @@ class _Fit:
     weights: list | None
 
 
-def _run_path(
-    build_model, x, y, strengths, l1_ratio, options, validation, scorer, keep_weights, label=""
-):
-    """Fits `strengths` (decreasing) in order; returns one `_Fit` per strength."""
-    top = float(strengths[0])
-    regularizer = _regularizer_for(top, l1_ratio)
+class _Trainer:
+    """Runs `fit` as every fit of a path runs: batches, repeats, callbacks, `tol`."""
+
+    def __init__(self, x, y, sample_weight, options):
+        fit_kwargs = dict(options.fit_kwargs)
+        self.callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+        batch_size = options.batch_size
+        self.predict_batch_size = None if batch_size == "full" else batch_size
+        n = np.shape(keras.tree.flatten(x)[0])[0]
+        if batch_size == "full":
+            batch_size = n
+            # Every batch is the training set itself, also when it is tiled.
+            fit_kwargs.setdefault("shuffle", False)
+        self.batch_size = batch_size
+        self.fit_kwargs = fit_kwargs
+        self.tol = options.tol
+        sample_weight = _mean_one(sample_weight)
+        self.data_weight = sample_weight  # one per sample of `x`, untiled
+        self.x, self.y, self.sample_weight = x, y, sample_weight
+        if options.repeat > 1:
+            self.x, self.y = _tile(x, options.repeat), _tile(y, options.repeat)
+            if sample_weight is not None:
+                self.sample_weight = _tile(sample_weight, options.repeat)
+
+    def fit(self, model, epochs):
+        extra = [_Converged(self.tol)] if self.tol is not None else []
+        history = model.fit(
+            self.x,
+            self.y,
+            sample_weight=self.sample_weight,
+            batch_size=self.batch_size,
+            epochs=epochs,
+            verbose=0,
+            callbacks=self.callbacks + extra,
+            **self.fit_kwargs,
+        )
+        sync_variables(model)
+        return history
+
+
+def _largest_strength(build_model, x, y, sample_weight, templates, options):
+    """The smallest strength at which the penalized weights stay zero (glmnet's `lambda_max`).
+
+    The penalized weights are set to zero and held there (`freeze_zeros`)
+    while the other weights (biases, unpenalized layers) are fitted as the
+    path's first fit runs: glmnet's null model, whose intercept makes the
+    grid of a linear model scikit-learn's, computed on centered data. Zero
+    is then a fixed point of the proximal gradient step exactly when
+    `prox_{s R}(-g) = 0`, `g` being the gradient of the data loss over all
+    of `x` and `R` the regularizer at strength 1; the smallest such `s` is
+    found by bisection on the prox, so any regularizer whose prox can zero
+    the weights has one, with no formula per penalty. With several
+    templates (`l1_ratios`), the largest of theirs. It is rounded up by
+    `2**-22` (float32's resolution, 2.4e-7 relative), so that rounding in
+    the fit at that strength cannot leave a weight at 1e-9.
+
+    Returns:
+        The strength, and the null model's weights (`model.get_weights()`),
+        where a warm-started path starts.
+    """
+    regularizer = templates[0](1.0)
     model, optimizer, penalized = _build(build_model, regularizer, options.seed)
+    for variable in penalized:
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    optimizer.freeze_zeros()
+    trainer = _Trainer(x, y, sample_weight, options)
+    trainer.fit(model, options.epochs)
+    n = np.shape(keras.tree.flatten(x)[0])[0]
+    batch_size = trainer.batch_size if isinstance(trainer.batch_size, int) else min(n, 256)
+    gradients = data_gradients(model, x, y, trainer.data_weight, penalized, batch_size)
+    if gradients is None:
+        raise invalid_argument(
+            "strengths",
+            f"a sequence of strengths, since the model's loss ({model.loss!r}) is not one loss "
+            "function and the automatic grid needs its gradient",
+            None,
+        )
+    top = max(_zeroing_strength(template(1.0), gradients) for template in templates)
+    return top * (1.0 + 2.0**-22), model.get_weights()
+
+
+def _zeroing_strength(regularizer, gradients):
+    """The smallest `s` with `regularizer.prox(-g, s) == 0` for every gradient `g`.
+
+    For L1 it is `max |g|`; for an elastic net, `max |g| / l1_ratio`; for a
+    group lasso, the largest group norm over the square root of its size.
+    """
+
+    def zeroes(strength):
+        return all(
+            not np.any(keras.ops.convert_to_numpy(regularizer.prox(-g, strength)))
+            for g in gradients
+        )
+
+    scale = max((float(np.max(np.abs(g), initial=0.0)) for g in gradients), default=0.0)
+    if scale == 0.0:
+        raise invalid_argument(
+            "strengths",
+            "a sequence of strengths, since the data loss has a zero gradient at zero weights "
+            "(every strength zeroes them: is `y` constant?)",
+            None,
+        )
+    high = scale
+    while not zeroes(high):
+        high *= 4.0
+        if high > 1e30 * scale:
+            raise invalid_argument(
+                "strengths",
+                f"a sequence of strengths, since no strength of {regularizer!r} zeroes the "
+                "weights (its prox shrinks without selecting, as L2's)",
+                None,
+            )
+    low = high / 4.0
+    while zeroes(low):
+        high, low = low, low / 4.0
+    for _ in range(64):  # bisection to the float64 resolution
+        middle = 0.5 * (low + high)
+        if middle in (low, high):
+            break
+        if zeroes(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _grid(build_model, x, y, sample_weight, strengths, n_strengths, eps, templates, options, names):
+    """`strengths` as given, or the automatic geometric grid; and the null model's weights."""
+    if strengths is not None:
+        for name, value in (("n_strengths", n_strengths), ("eps", eps)):
+            if value is not None:
+                raise invalid_argument(
+                    name, "None when `strengths` is given (the grid is then `strengths`)", value
+                )
+        return strengths, None
+    for name, value in names:
+        if value == 0.0:
+            raise invalid_argument(
+                name,
+                "a float in (0, 1] for an automatic grid (L2 zeroes no weight at any strength; "
+                "pass `strengths`)",
+                value,
+            )
+    top, null_weights = _largest_strength(build_model, x, y, sample_weight, templates, options)
+    n = _N_STRENGTHS if n_strengths is None else n_strengths
+    return np.geomspace(top, top * (_EPS if eps is None else eps), n), null_weights
+
+
+def _run_path(
+    build_model,
+    x,
+    y,
+    sample_weight,
+    strengths,
+    template,
+    options,
+    validation,
+    scorer,
+    keep_weights,
+    label="",
+    name="",
+    start=None,
+):
+    """Fits `strengths` (decreasing) in order; returns one `_Fit` per strength.
+
+    With warm starts, the first fit starts from the weights `start` if given.
+    """
+    top = float(strengths[0])
+    regularizer = template(top)
+    model, optimizer, penalized = _build(build_model, regularizer, options.seed)
+    if start is not None and options.warm_start:
+        model.set_weights(start)
     if validation is not None:
         scorer.bind(model)
-    warm_start, batch_size = options.warm_start, options.batch_size
+    warm_start = options.warm_start
     # The whole optimizer, a LossScaleOptimizer around it included.
     initial = None if warm_start else _snapshot(model, model.optimizer)
-    fit_kwargs = dict(options.fit_kwargs)
-    callbacks = list(fit_kwargs.pop("callbacks", None) or [])
-    predict_batch_size = None if batch_size == "full" else batch_size
-    if batch_size == "full":
-        batch_size = np.shape(keras.tree.flatten(x)[0])[0]
-        # Every batch is the training set itself, also when it is tiled.
-        fit_kwargs.setdefault("shuffle", False)
-    if options.repeat > 1:
-        x, y = _tile(x, options.repeat), _tile(y, options.repeat)
+    trainer = _Trainer(x, y, sample_weight, options)
     fits = []
     for i, strength in enumerate(strengths):
         if i and not warm_start:
             _restore(model, model.optimizer, initial)
         optimizer.strength_scale.assign(float(strength) / top)
         n_epochs = (options.warm_epochs or options.epochs) if (i and warm_start) else options.epochs
-        extra = [_Converged(options.tol)] if options.tol is not None else []
         start = time.perf_counter()
-        history = model.fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=n_epochs,
-            verbose=0,
-            callbacks=callbacks + extra,
-            **fit_kwargs,
-        )
+        history = trainer.fit(model, n_epochs)
         seconds = time.perf_counter() - start
-        sync_variables(model)
         nonzero, size = _count_nonzero(penalized)
         score = None
         if validation is not None:
-            x_val, y_val = validation
-            score = scorer(y_val, model.predict(x_val, batch_size=predict_batch_size, verbose=0))
+            x_val, y_val, w_val = validation
+            y_pred = model.predict(x_val, batch_size=trainer.predict_batch_size, verbose=0)
+            score = scorer(y_val, y_pred, w_val)
         fits.append(
             _Fit(
                 strength=float(strength),
@@ -390,16 +615,16 @@ def _run_path(
         if options.verbose:
             scored = "" if score is None else f", {scorer.name} {score:.4g}"
             print(
-                f"{label}l1_ratio {l1_ratio:g}, strength {strength:.4g}: {nonzero}/{size} "
+                f"{label}{name}strength {strength:.4g}: {nonzero}/{size} "
                 f"non-zero{scored}, {len(history.epoch)} epochs",
                 flush=True,
             )
     return fits
 
 
-def _rebuild(build_model, strength, l1_ratio, weights, seed):
+def _rebuild(build_model, strength, template, weights, seed):
     """A fresh model from the factory, with the regularizer at `strength`."""
-    model, _, _ = _build(build_model, _regularizer_for(strength, l1_ratio), seed)
+    model, _, _ = _build(build_model, template(strength), seed)
     model.set_weights(weights)
     return model
 
@@ -413,7 +638,8 @@ class RegularizationPath:
     Returned by `regularization_path`. Attributes:
 
     - `strengths`: the strengths, decreasing (NumPy array).
-    - `l1_ratio`: the elastic-net mixing of the path's regularizer.
+    - `l1_ratio`: the elastic-net mixing of the path's regularizer (`None`
+      for a `regularizer` template).
     - `nonzeros`, `sizes`: non-zero and total entries of the penalized weights
       after each fit (exact zeros, `np.count_nonzero`).
     - `epochs`, `seconds`: epochs run and wall time of each fit.
@@ -470,7 +696,7 @@ class RegularizationPath:
 
     def __repr__(self):
         return (
-            f"<RegularizationPath: l1_ratio={self.l1_ratio:g}, {len(self.strengths)} strengths "
+            f"<RegularizationPath: {_label(self.l1_ratio)}, {len(self.strengths)} strengths "
             f"from {self.strengths[0]:.4g} to {self.strengths[-1]:.4g}>"
         )
 
@@ -480,7 +706,8 @@ class CrossValidatedPath:
 
     Returned by `cross_validate_path`. Attributes:
 
-    - `strengths` (decreasing) and `l1_ratios`: the grid.
+    - `strengths` (decreasing) and `l1_ratios`: the grid (`l1_ratios` is
+      `[None]` for a `regularizer` template).
     - `fold_scores`: validation scores, shape `(len(l1_ratios),
       len(strengths), n_folds)`; `fold_nonzeros`, `fold_epochs` alike.
     - `metric` and `mode` (`"min"` or `"max"`): the score and its direction.
@@ -589,7 +816,7 @@ class CrossValidatedPath:
                 markersize=3,
                 capsize=2,
                 linewidth=1,
-                label=f"l1_ratio={ratio:g}",
+                label=_label(ratio),
             )
         shown = self.best if self.best["l1_ratio"] in ratios else None
         if shown is not None:
@@ -615,7 +842,7 @@ class CrossValidatedPath:
             [f"{self.fold_nonzeros[a, i].mean():.0f}" for i in range(0, len(self.strengths), every)]
         )
         top.minorticks_off()
-        top.set_xlabel(f"non-zero weights (l1_ratio={ratio:g})")
+        top.set_xlabel(f"non-zero weights ({_label(ratio)})")
         return ax
 
     def __str__(self):
@@ -624,9 +851,9 @@ class CrossValidatedPath:
         return (
             f"{text}\nscore: validation {self.metric} ({self.mode}), mean over "
             f"{self.fold_scores.shape[-1]} folds; sem = std / sqrt(folds)\n"
-            f"best:   l1_ratio={best['l1_ratio']:g}, strength={best['strength']:.4g} "
+            f"best:   {_label(best['l1_ratio'])}, strength={best['strength']:.4g} "
             f"({best['mean']:.4g}, {best['nonzero']:.1f} non-zero)\n"
-            f"one SE: l1_ratio={one_se['l1_ratio']:g}, strength={one_se['strength']:.4g} "
+            f"one SE: {_label(one_se['l1_ratio'])}, strength={one_se['strength']:.4g} "
             f"({one_se['mean']:.4g}, {one_se['nonzero']:.1f} non-zero)"
         )
 
@@ -650,9 +877,13 @@ def regularization_path(
     build_model,
     x,
     y,
-    strengths,
+    strengths=None,
     *,
+    n_strengths=None,
+    eps=None,
+    sample_weight=None,
     l1_ratio=1.0,
+    regularizer=None,
     validation_data=None,
     epochs=100,
     warm_epochs=None,
@@ -676,13 +907,60 @@ def regularization_path(
     and moves to each next strength through the optimizer's
     `strength_scale`.
 
+    **The automatic grid** (`strengths=None`), glmnet's and scikit-learn's:
+    `n_strengths` strengths spaced geometrically from the largest down to
+    `eps` times it. The largest is the smallest strength at which the
+    penalized weights stay zero: they are set to zero and held there while
+    the other weights (biases, unpenalized layers) are fitted as the first
+    fit runs (glmnet's null model), and it is the smallest `s` for which
+    zero is a fixed point of the proximal gradient step, `prox_{s R}(-g) =
+    0`, with `g` the gradient of the data loss (the model in inference mode)
+    over all of `x`. For a linear model with a mean-squared-error loss this
+    is the closed form, `2 max |X_c^T y_c| / (n l1_ratio)` on centered data
+    with an intercept: twice scikit-learn's `alpha_max`, as `L1(2 alpha)` is
+    `Lasso(alpha)`. For a network, "zero" is the point where every penalized
+    weight is zero and the rest fitted; the gradient there, not at the
+    random initial weights, decides whether zero is a solution (at the
+    initial weights it would only give the strength that zeroes the first
+    step). A warm-started path then starts from the null model.
+
+    **Sample weights.** Keras' default loss reduction, `"sum_over_batch_size"`,
+    divides `sum_i w_i loss_i` by the number of samples `n`, not by `sum_i
+    w_i`: with weights `w` as given, the data loss is `mean(w)` times the mean
+    loss over the rows repeated `w_i` times, and strength `s` would act there
+    as `s / mean(w)`. The path divides the weights by their mean (over the
+    training samples of each fit), so strength `s` with weights `w` is
+    strength `s` on the repeated rows, and `L1(2 * alpha)` is scikit-learn's
+    `Lasso(alpha).fit(x, y, sample_weight=w)`.
+
     Args:
         build_model: Callable `(regularizer) -> keras.Model`, compiled with
             `ProximalOptimizer`.
         x: Training inputs: an array, or a list/dict of arrays.
         y: Training targets.
-        strengths: The strengths; fitted from the largest down.
+        strengths: The strengths; fitted from the largest down. `None`
+            for the automatic grid (see below). Defaults to `None`.
+        n_strengths: Number of strengths of the automatic grid: glmnet's
+            `nlambda`, scikit-learn's `n_alphas`. Only without `strengths`.
+            Defaults to `None` (100).
+        eps: Smallest over largest strength of the automatic grid: glmnet's
+            `lambda.min.ratio`, scikit-learn's `eps`. Only without
+            `strengths`. Defaults to `None` (`1e-3`).
+        sample_weight: One non-negative weight per sample of `x`, or
+            `None`. The path divides them by their mean before `fit` (see
+            below), so that integer weights fit what repeating each sample
+            that many times fits, at the same strengths; the automatic grid
+            uses them too. `validation_data` is scored unweighted. Defaults
+            to `None`.
         l1_ratio: The elastic-net mixing in [0, 1]. Defaults to `1.0` (L1).
+        regularizer: Any other penalty along the path: a callable
+            `(strength) -> regularizer`, e.g. `lambda s:
+            kerasreg.GroupLasso(s, group_axis=0)`, called at the largest
+            strength (and by refits, at the chosen one). Its penalty must be
+            linear in the strength, as every kerasreg penalty is: the path
+            moves along it by scaling the prox (`strength_scale`). Only with
+            the default `l1_ratio`; the result's `l1_ratio` is then `None`.
+            Defaults to `None`.
         validation_data: `(x_val, y_val)` to score each fit on, or `None`.
             Defaults to `None`.
         epochs: Epochs of the first fit, and of every fit without warm
@@ -734,20 +1012,38 @@ def regularization_path(
     >>> path.nonzeros.tolist()  # the largest strength zeroes every weight
     [0, 2, 2]
     """
-    _check_same_samples(x, y)
+    _check_same_samples(x, y, sample_weight)
+    options = _PathOptions.pick(locals())
+    (template,) = _templates(regularizer, [l1_ratio], "l1_ratio")
+    label = None if regularizer is not None else l1_ratio
+    strengths, start = _grid(
+        build_model,
+        x,
+        y,
+        sample_weight,
+        strengths,
+        n_strengths,
+        eps,
+        [template],
+        options,
+        [("l1_ratio", label)],
+    )
     scorer = _Scorer(metric, "auto")
     fits = _run_path(
         build_model,
         x,
         y,
+        sample_weight,
         strengths,
-        l1_ratio,
-        _PathOptions.pick(locals()),
-        validation_data,
+        template,
+        options,
+        None if validation_data is None else (*validation_data, None),
         scorer,
         keep_weights,
+        name=f"{_label(label)}, ",
+        start=start,
     )
-    return RegularizationPath(fits, l1_ratio, scorer.name if validation_data is not None else None)
+    return RegularizationPath(fits, label, scorer.name if validation_data is not None else None)
 
 
 @validate_params(
@@ -764,9 +1060,13 @@ def cross_validate_path(
     build_model,
     x,
     y,
-    strengths,
+    strengths=None,
     *,
+    n_strengths=None,
+    eps=None,
+    sample_weight=None,
     l1_ratios=1.0,
+    regularizer=None,
     cv=5,
     groups=None,
     epochs=100,
@@ -799,8 +1099,27 @@ def cross_validate_path(
         x: Inputs: an array, or a list/dict of arrays.
         y: Targets.
         strengths: The strengths; each path runs from the largest down.
+            `None` for the automatic grid (see `regularization_path`),
+            computed once on all of `x`, as `LassoCV` does; with several
+            `l1_ratios`, from the largest of their largest strengths.
+            Defaults to `None`.
+        n_strengths: Number of strengths of the automatic grid (glmnet's
+            `nlambda`, scikit-learn's `n_alphas`). Defaults to `None` (100).
+        eps: Smallest over largest strength of the automatic grid (glmnet's
+            `lambda.min.ratio`, scikit-learn's `eps`). Defaults to `None`
+            (`1e-3`).
+        sample_weight: One non-negative weight per sample, or `None`. Each
+            fold's training part is fitted with its weights divided by their
+            mean (see `regularization_path`), and its held-out part scored
+            with its weights: the weighted mean of the metric (a callable
+            `metric` must then return one value per sample), as
+            `ElasticNetCV` scores. Defaults to `None`.
         l1_ratios: An `l1_ratio` in [0, 1] or a sequence of them (`1` is L1,
             `0` is L2). Defaults to `1.0`.
+        regularizer: Any other penalty, as a callable `(strength) ->
+            regularizer` (see `regularization_path`), e.g. to cross-validate
+            a `GroupLasso` strength. Only with the default `l1_ratios`; the
+            result's `l1_ratios` is then `[None]`. Defaults to `None`.
         cv: The folds, as scikit-learn takes them: an int (`KFold` with that
             many splits, no shuffling, as `LassoCV` does), a splitter such as
             `KFold(5, shuffle=True)` or `StratifiedKFold`, or an iterable of
@@ -848,7 +1167,7 @@ def cross_validate_path(
             "`cross_validate_path` takes its folds from scikit-learn, which kerasreg does not "
             "install. Install it with `pip install scikit-learn`."
         ) from error
-    _check_same_samples(x, y)
+    _check_same_samples(x, y, sample_weight)
     options = _PathOptions.pick(locals())
     scorer = _Scorer(metric, mode)
     try:
@@ -864,6 +1183,24 @@ def cross_validate_path(
         ) from error
     if len(folds) < 2:
         raise invalid_argument("cv", "at least 2 splits", cv)
+    templates = _templates(regularizer, l1_ratios, "l1_ratios")
+    if regularizer is not None:
+        l1_ratios = [None]
+    # One grid for every fold, from all the data, as `LassoCV` makes it.
+    # The folds' paths start from the model's initial weights, which never
+    # saw the held-out samples.
+    strengths, _ = _grid(
+        build_model,
+        x,
+        y,
+        sample_weight,
+        strengths,
+        n_strengths,
+        eps,
+        templates,
+        options,
+        [("l1_ratios", r) for r in l1_ratios],
+    )
 
     shape = (len(l1_ratios), len(strengths), len(folds))
     scores = np.zeros(shape)
@@ -877,13 +1214,19 @@ def cross_validate_path(
                 build_model,
                 _take(x, train),
                 _take(y, train),
+                None if sample_weight is None else sample_weight[train],
                 strengths,
-                l1_ratio,
+                templates[a],
                 options,
-                (_take(x, held_out), _take(y, held_out)),
+                (
+                    _take(x, held_out),
+                    _take(y, held_out),
+                    None if sample_weight is None else sample_weight[held_out],
+                ),
                 scorer,
                 keep_weights=False,
                 label=f"fold {k + 1}/{len(folds)}: ",
+                name=f"{_label(l1_ratio)}, ",
             )
             scores[a, :, k] = [f.score for f in fits]
             nonzeros[a, :, k] = [f.nonzero for f in fits]
@@ -894,11 +1237,12 @@ def cross_validate_path(
     )
     result.seconds = time.perf_counter() - start
     if refit:
-        _refit(result, build_model, x, y, strengths, scorer, options)
+        templates = dict(zip(l1_ratios, templates, strict=True))
+        _refit(result, build_model, x, y, sample_weight, strengths, templates, scorer, options)
     return result
 
 
-def _refit(result, build_model, x, y, strengths, scorer, options):
+def _refit(result, build_model, x, y, sample_weight, strengths, templates, scorer, options):
     """Refits `best` and `one_se` on all the data, along the same path."""
     chosen = {}
     for name in ("best", "one_se"):
@@ -910,10 +1254,22 @@ def _refit(result, build_model, x, y, strengths, scorer, options):
             path = strengths[strengths >= lowest]
         else:
             path = np.array(sorted({s for _, s in wanted}, reverse=True))
+        template = templates[l1_ratio]
         fits = _run_path(
-            build_model, x, y, path, l1_ratio, options, None, scorer, True, label="refit: "
+            build_model,
+            x,
+            y,
+            sample_weight,
+            path,
+            template,
+            options,
+            None,
+            scorer,
+            True,
+            label="refit: ",
+            name=f"{_label(l1_ratio)}, ",
         )
         by_strength = {f.strength: f.weights for f in fits}
         for name, strength in wanted:
-            model = _rebuild(build_model, strength, l1_ratio, by_strength[strength], options.seed)
+            model = _rebuild(build_model, strength, template, by_strength[strength], options.seed)
             setattr(result, f"{name}_model", model)

@@ -380,6 +380,16 @@ def file_with_bad_gate_axis():
     return _load_tampered("argument `axis`", lambda c: _gate_config(c).update(axis="features"))
 
 
+def path_grid_given_twice():
+    return _expect(
+        ValueError,
+        "argument `n_strengths`",
+        lambda: kerasreg.model_selection.regularization_path(
+            _never_called, _X, _Y, [1.0, 0.1], n_strengths=10
+        ),
+    )
+
+
 SCENARIOS = {
     "`ProximalOptimizer(ProximalOptimizer(SGD()))`": nested_proximal_optimizer,
     "`ProximalOptimizer(LossScaleOptimizer(SGD()))`": loss_scale_inside_the_wrapper,
@@ -403,6 +413,7 @@ SCENARIOS = {
     "`.keras` file, `L1` strength set to the string `'0.1'`": file_with_wrong_type,
     "`.keras` file, `ProximalOptimizer` mode set to `'fastest'`": file_with_bad_optimizer_mode,
     "`.keras` file, `FeatureGate` axis set to `'features'`": file_with_bad_gate_axis,
+    "`regularization_path` given both `strengths` and `n_strengths`": path_grid_given_twice,
 }
 
 

@@ -15,6 +15,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import ElasticNetCV
 from sklearn.linear_model import Lasso
 from sklearn.linear_model import LassoCV
+from sklearn.linear_model import MultiTaskLassoCV
 from sklearn.model_selection import GroupKFold
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import StandardScaler
@@ -37,14 +38,17 @@ def _diabetes():
     return x, (y - y.mean()) / y.std()
 
 
-def _linear_factory(x):
-    step = 1.0 / np.linalg.eigvalsh(2 * x.T @ x / len(x)).max()
+def _linear_factory(x, units=1):
+    # Keras' mse averages over the outputs too: the curvature is 2 X^T X / (n units).
+    step = float(1.0 / np.linalg.eigvalsh(2 * x.T @ x / (len(x) * units)).max())
 
     def build_model(regularizer):
         model = keras.Sequential(
             [
                 keras.Input((x.shape[1],)),
-                keras.layers.Dense(1, kernel_regularizer=regularizer, kernel_initializer="zeros"),
+                keras.layers.Dense(
+                    units, kernel_regularizer=regularizer, kernel_initializer="zeros"
+                ),
             ]
         )
         model.compile(
@@ -59,9 +63,9 @@ def _linear_factory(x):
 
 def _cross_validate(x, y, strengths, folds, **kwargs):
     return model_selection.cross_validate_path(
-        _linear_factory(x),
+        _linear_factory(x, 1 if y.ndim == 1 else y.shape[1]),
         x.astype("float32"),
-        y.astype("float32")[:, None],
+        y.astype("float32").reshape(len(y), -1),
         strengths,
         cv=folds,
         epochs=200,
@@ -163,6 +167,176 @@ def test_warm_and_cold_paths_reach_the_same_solutions():
         np.testing.assert_array_equal(weights[0][:, 0] == 0, sk.coef_ == 0)
         np.testing.assert_allclose(weights[0][:, 0], sk.coef_, atol=1e-3)
     assert paths[True].nonzeros[0] < paths[True].nonzeros[-1]
+
+
+def _uncentered_diabetes():
+    """Features and target away from zero mean, so that the intercept matters."""
+    x, y = _diabetes()
+    return x + np.linspace(-1.0, 2.0, x.shape[1]), y + 3.0
+
+
+def test_automatic_grid_is_lasso_cvs_and_its_top_zeroes_every_weight():
+    x, y = _uncentered_diabetes()
+    sk = LassoCV(alphas=3, eps=0.98, cv=3).fit(x, y)
+    path = model_selection.regularization_path(
+        _linear_factory(x),
+        x.astype("float32"),
+        y.astype("float32")[:, None],
+        n_strengths=3,
+        eps=0.98,
+        epochs=200,
+        tol=TOL,
+        batch_size="full",
+        repeat=REPEAT,
+        fit_kwargs={"shuffle": False},
+    )
+    # scikit-learn's alphas (computed on centered data: the intercept) times 2.
+    np.testing.assert_allclose(path.strengths, 2 * sk.alphas_, rtol=1e-6)
+    # Without the centering the largest strength would be far off.
+    uncentered = 2 * np.abs(x.T @ y).max() / len(x)
+    assert abs(uncentered / path.strengths[0] - 1) > 0.1
+    # The largest strength zeroes every weight; 1% below it, some survive.
+    assert path.nonzeros[0] == 0
+    assert path.nonzeros[1] > 0
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="the grid code is backend-neutral and the LassoCV grid test runs it here; these folds "
+    "cost half a minute of eager PyTorch steps",
+)
+def test_automatic_grid_of_a_cross_validated_elastic_net_is_elastic_net_cvs():
+    x, y = _uncentered_diabetes()
+    r = 0.5
+    sk = ElasticNetCV(l1_ratio=r, alphas=3, eps=0.1, cv=2).fit(x, y)
+    result = _cross_validate(
+        x,
+        y,
+        None,
+        list(KFold(2).split(x)),
+        l1_ratios=2 * r / (1 + r),
+        n_strengths=3,
+        eps=0.1,
+        refit=False,
+    )
+    # kerasreg's strength for scikit-learn's (alpha, r) is alpha * (1 + r).
+    np.testing.assert_allclose(result.strengths, sk.alphas_ * (1 + r), rtol=1e-6)
+
+
+def _weighted_path(x, y, sample_weight=None, **kwargs):
+    return model_selection.regularization_path(
+        _linear_factory(x),
+        x.astype("float32"),
+        y.astype("float32")[:, None],
+        sample_weight=sample_weight,
+        epochs=200,
+        tol=TOL,
+        batch_size="full",
+        repeat=REPEAT,
+        fit_kwargs={"shuffle": False},
+        **kwargs,
+    )
+
+
+def test_integer_sample_weights_fit_the_repeated_rows():
+    x, y = _uncentered_diabetes()
+    w = np.random.default_rng(0).integers(0, 4, len(x))  # zeros drop their rows
+    weighted = _weighted_path(x, y, w, n_strengths=3, eps=0.3)
+    repeated = _weighted_path(np.repeat(x, w, axis=0), np.repeat(y, w), n_strengths=3, eps=0.3)
+    # The same automatic grid, scikit-learn's with the same weights, times 2.
+    sk = LassoCV(alphas=3, eps=0.3, cv=3).fit(x, y, sample_weight=w)
+    # Within 3e-6: float32 weighted sums round more than unweighted ones (1.1e-6 on JAX).
+    np.testing.assert_allclose(weighted.strengths, 2 * sk.alphas_, rtol=3e-6)
+    np.testing.assert_allclose(repeated.strengths, weighted.strengths, rtol=3e-6)
+    for strength, a, b in zip(weighted.strengths, weighted.weights, repeated.weights, strict=True):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+        np.testing.assert_array_equal(a[0] == 0, b[0] == 0)
+        lasso = Lasso(alpha=strength / 2, tol=1e-10, max_iter=100_000)
+        lasso.fit(x, y, sample_weight=w)
+        np.testing.assert_allclose(a[0][:, 0], lasso.coef_, atol=1e-3)
+    assert 0 == weighted.nonzeros[0] < weighted.nonzeros[-1]
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="the fold code is backend-neutral and the sample-weight test runs the weighted fit "
+    "here; these folds cost half a minute of eager PyTorch steps",
+)
+def test_cross_validation_splits_and_scores_the_weights_as_lasso_cv():
+    x, y = _diabetes()
+    w = np.random.default_rng(1).uniform(0.2, 3.0, len(x))
+    folds = list(KFold(3).split(x))
+    sk = LassoCV(alphas=4, eps=0.05, cv=folds, tol=1e-10, max_iter=100_000)
+    sk.fit(x, y, sample_weight=w)
+    result = _cross_validate(
+        x, y, 2 * sk.alphas_, folds, sample_weight=w.astype("float32"), refit=False
+    )
+    # Fold by fold, the weighted validation errors of the weighted fits.
+    np.testing.assert_allclose(result.fold_scores[0], sk.mse_path_, rtol=1e-3)
+
+
+@pytest.mark.skipif(
+    BACKEND == "torch",
+    reason="the template code is backend-neutral and the next test runs a GroupLasso path here; "
+    "these folds cost minutes of eager PyTorch group-lasso steps",
+)
+def test_group_lasso_is_cross_validated_as_multi_task_lasso_cv():
+    # One group per input feature across 3 outputs: scikit-learn's multi-task
+    # lasso, (1 / 2n) ||Y - XW||^2 + alpha sum_j ||W_j||. Keras' mse averages
+    # over the 3 outputs and GroupLasso weighs each group by sqrt(3), so
+    # GroupLasso(s, group_axis=0) is MultiTaskLasso(alpha = 3 sqrt(3) s / 2).
+    x, y = _diabetes()
+    rng = np.random.default_rng(0)
+    targets = np.c_[y, y + x[:, 2], -y + 0.5 * rng.normal(size=len(y))]
+    to_ours = 2 / (3 * np.sqrt(3))
+    folds = list(KFold(2).split(x))
+    sk = MultiTaskLassoCV(alphas=3, eps=0.1, cv=folds, tol=1e-10, max_iter=100_000)
+    sk.fit(x, targets)
+    result = _cross_validate(
+        x,
+        targets,
+        None,
+        folds,
+        regularizer=lambda s: kerasreg.GroupLasso(s, group_axis=0),
+        n_strengths=3,
+        eps=0.1,
+    )
+    np.testing.assert_allclose(result.strengths, to_ours * sk.alphas_, rtol=1e-6)
+    np.testing.assert_allclose(result.fold_scores[0], sk.mse_path_, rtol=1e-3)
+    assert result.l1_ratios == [None] and "best:   regularizer" in str(result)
+    # The refitted model carries the template's regularizer at the chosen strength.
+    chosen = result.best_model.layers[0].kernel_regularizer
+    assert chosen == kerasreg.GroupLasso(result.best["strength"], group_axis=0)
+    kernel = _kernel_matrix(result.one_se_model)
+    assert np.all((kernel == 0).all(axis=1) | (kernel != 0).all(axis=1))  # whole rows
+
+
+def _kernel_matrix(model):
+    return to_numpy(model.layers[0].kernel)
+
+
+def test_a_group_lasso_path_runs_from_its_automatic_grid():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4))
+    x = (x - x.mean(axis=0)).astype("float32")  # centered: the intercept stays at zero
+    y = (x[:, :2] @ rng.normal(size=(2, 3))).astype("float32")
+    path = model_selection.regularization_path(
+        _linear_factory(x, units=3),
+        x,
+        y,
+        regularizer=lambda s: kerasreg.GroupLasso(s, group_axis=0),
+        n_strengths=3,
+        eps=0.01,
+        epochs=10,
+        batch_size="full",
+        repeat=5,
+    )
+    assert path.l1_ratio is None and "regularizer" in repr(path)
+    kernels = [weights[0] for weights in path.weights]
+    assert np.count_nonzero(kernels[0]) == 0  # the top of the grid zeroes every group
+    assert np.count_nonzero(kernels[-1].any(axis=1)) >= 2  # the two used inputs return
+    for kernel in kernels:
+        assert np.all((kernel == 0).all(axis=1) | (kernel != 0).all(axis=1))  # whole rows
 
 
 def _table_result(scores, nonzeros, mode="min"):
@@ -294,6 +468,16 @@ def test_classification_with_accuracy_and_a_stratified_splitter():
         ({"cv": []}, "cv"),
         ({"cv": GroupKFold(2)}, "cv"),  # needs `groups`
         ({"y": np.zeros(3)}, "y"),
+        # The grid is `strengths` or the automatic one, never both.
+        ({"n_strengths": 10}, "n_strengths"),
+        ({"eps": 0.01}, "eps"),
+        # No strength of L2 zeroes the weights: there is no automatic grid.
+        ({"strengths": None, "l1_ratios": [1.0, 0.0]}, "l1_ratios"),
+        ({"sample_weight": np.ones(19)}, "sample_weight"),
+        ({"sample_weight": -np.ones(20)}, "sample_weight"),
+        # A template sets the penalty: no l1_ratios beside it.
+        ({"regularizer": kerasreg.GroupLasso, "l1_ratios": 0.5}, "l1_ratios"),
+        ({"regularizer": lambda s: "l1"}, "regularizer"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, argument):

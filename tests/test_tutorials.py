@@ -4,7 +4,8 @@ Each notebook runs top to bottom in a new kernel on the backend under test
 (`KERAS_BACKEND` passes to the kernel), offline, on data shipped with
 scikit-learn; the notebooks assert their own claims (e.g. "the same zeros as
 scikit-learn"), so a claim that stops holding fails here. The pruning
-notebook is built on `tf.data` and runs on the TensorFlow backend only. The
+notebook is built on `tf.data` and runs on the TensorFlow backend only; its
+TensorFlow Datasets branch runs too, on `tfds.testing.mock_data`. The
 cross-validation and compaction notebooks run on TensorFlow and JAX: as eager
 PyTorch steps they take about eight and nine minutes, and what they show is
 tested on PyTorch by `test_model_selection.py`, `test_layers.py`,
@@ -81,3 +82,58 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     )
     assert f"backend {BACKEND}" in text
     assert "notebook ran in" in text
+
+
+# What the TensorFlow Datasets branch of the pruning notebook must produce
+# from `tfds.testing.mock_data` (random examples with MNIST's real features).
+_TFDS_CHECK = """
+assert TFDS_NAME == "mnist", TFDS_NAME
+assert (n_inputs, n_classes, EPOCHS) == (784, 10, 10)
+batch_x, batch_y = next(iter(train_ds))
+assert batch_x.shape == (BATCH, 784) and batch_x.dtype == tf.float32
+assert 0.0 <= float(tf.reduce_min(batch_x)) and float(tf.reduce_max(batch_x)) <= 1.0
+assert batch_y.dtype == tf.int64
+for name, (history, accuracy, model) in runs.items():
+    assert len(history["loss"]) == EPOCHS and 0.0 <= accuracy <= 1.0, name
+    assert model.input_shape == (None, 784), name
+print("tfds branch ok")
+"""
+
+
+def test_pruning_notebook_tfds_branch_on_mock_data(tmp_path, monkeypatch):
+    # The notebook's own cells, from the imports to the first trainings, with
+    # KERASREG_TFDS=mnist: `tfds.load` and everything after it in the input
+    # pipeline run as on the real data, but on generated examples (offline).
+    if BACKEND != "tensorflow":
+        pytest.skip("the pruning notebook is built on tf.data; runs on the TensorFlow backend")
+    pytest.importorskip("tensorflow_datasets")
+    import nbformat
+
+    path = ROOT / "tutorials" / "02_pruning_lenet.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    first_training = next(
+        i for i, cell in enumerate(notebook.cells) if "runs = {}" in "".join(cell.source)
+    )
+    mock = (
+        "import tensorflow_datasets as tfds\n\n"
+        "_mock = tfds.testing.mock_data(num_examples=96)\n"
+        "_mock.__enter__()\n"
+    )
+    notebook.cells = (
+        [nbformat.v4.new_code_cell(mock)]
+        + notebook.cells[: first_training + 1]
+        + [nbformat.v4.new_code_cell(_TFDS_CHECK)]
+    )
+    copy = tmp_path / path.name
+    nbformat.write(notebook, copy)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("KERASREG_TFDS", "mnist")
+    executed, _ = run_tutorials.execute(copy)
+    assert run_tutorials.errors(executed) == []
+    text = "".join(
+        "".join(output.get("text", ""))
+        for cell in executed.cells
+        for output in cell.get("outputs", [])
+    )
+    assert "mnist: 784 inputs, 10 classes, 10 epochs" in text
+    assert "tfds branch ok" in text
