@@ -25,4 +25,5 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "regularized_model.keras").exists()
     assert "['x0', 'x1', 'x2']" in out
     assert (tmp_path / "small_model.keras").exists()
+    assert (tmp_path / "pruned_model.keras.gz").exists()
     assert "one SE: l1_ratio=" in out
