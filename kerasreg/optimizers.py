@@ -96,6 +96,16 @@ def _replicas_in_sync():
     return context.num_replicas_in_sync
 
 
+class _StateInitializer:
+    """Part `j` of `prox_state(variable)`, as an initializer `(shape, dtype)`."""
+
+    def __init__(self, prox_state, variable, j):
+        self.prox_state, self.variable, self.j = prox_state, variable, j
+
+    def __call__(self, shape, dtype=None):
+        return ops.cast(self.prox_state(self.variable)[self.j], dtype)
+
+
 @register_serializable
 class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     r"""Wraps any Keras optimizer and applies each variable's proximal operator.
@@ -338,17 +348,23 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 continue
             key = self._var_key(variable)
             self._proximal[key] = proximal
-            initial_state = getattr(proximal, "prox_state", lambda x: None)(variable)
+            prox_state = getattr(proximal, "prox_state", lambda x: None)
+            initial_state = prox_state(variable)
             if initial_state is not None:
                 states = []
                 for j, value in enumerate(initial_state):
                     value = ops.convert_to_tensor(value)
+                    # The initial value goes in as the initializer, not by a
+                    # later `assign`: TensorFlow's `fit` builds the optimizer
+                    # while tracing its first step, where the variable is
+                    # created outside the graph (zeros) and an `assign` in
+                    # the trace is not what initializes it.
                     state = self.add_variable(
                         shape=tuple(value.shape),
+                        initializer=_StateInitializer(prox_state, variable, j),
                         dtype=keras.backend.standardize_dtype(value.dtype),
                         name=f"{variable.name}_prox_state_{j}",
                     )
-                    state.assign(value)
                     states.append(state)
                 self._prox_states[key] = states
         self.built = True

@@ -627,6 +627,29 @@ def test_magnitude_pruning_through_the_optimizer_matches_numpy(rng):
     assert np.count_nonzero(w == 0) == 12
 
 
+def test_magnitude_pruning_leaves_weights_alone_before_begin_step_in_fit():
+    # On TensorFlow, `fit` builds the optimizer while tracing its first step;
+    # the mask must still start as ones there, or every weight is zeroed
+    # from the first step on.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.normal(size=(32, 4)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(
+                4, kernel_regularizer=kerasreg.MagnitudePruning(0.5, begin_step=100, end_step=200)
+            ),
+        ]
+    )
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.01)), "mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps, all before begin_step
+    assert np.count_nonzero(to_numpy(model.layers[0].kernel) == 0) == 0
+    state = [v for v in model.optimizer.variables if "prox_state" in v.path]
+    assert len(state) == 1 and np.all(to_numpy(state[0]) == 1.0)
+
+
 def test_magnitude_pruning_state_is_saved_and_resumed(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 10)).astype("float32")

@@ -28,4 +28,5 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "digits_small.keras").exists()
     before, after = map(int, re.search(r"^(\d+) -> (\d+)$", out, flags=re.M).groups())
     assert after < before  # group lasso removed hidden units
+    assert (tmp_path / "pruned_model.keras.gz").exists()
     assert "one SE: l1_ratio=" in out

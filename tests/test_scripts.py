@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -94,3 +96,47 @@ def test_compaction_fuzzer_runs(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "property held on 4 models" in result.stdout
     assert "units removed" in result.stdout
+
+
+def _disk_size_rows(stdout):
+    """`{(model, variant): (gzip bytes, ratio)}` from the benchmark's table."""
+    rows = {}
+    for line in stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 10 and fields[1] in ("dense", "90%"):
+            rows[fields[0], fields[1]] = (int(fields[5].replace(",", "")), fields[6])
+    return rows
+
+
+def _run_disk_size_benchmark(tmp_path, model):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_disk_size.py"), "--quick"]
+        + ["--targets", "0.9", "--models", model],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    # What the file holds is printed, and the exact zeros reach the target.
+    assert "model.weights.h5" in result.stdout and "compression None" in result.stdout
+    assert f"{model} 90%: " in result.stdout
+    assert "exact zeros 90.00% of the kernels" in result.stdout
+    rows = _disk_size_rows(result.stdout)
+    assert set(rows) == {(model, "dense"), (model, "90%")}
+    # The property the benchmark shows: the sparse file gzips smaller.
+    assert rows[model, "90%"][0] < rows[model, "dense"][0]
+    assert rows[model, "dense"][1] == "1.00x"
+
+
+def test_disk_size_benchmark_runs(tmp_path):
+    # Shortened: LeNet-300-100 dense and at 90%, a few epochs.
+    _run_disk_size_benchmark(tmp_path, "lenet_300_100")
+
+
+@pytest.mark.slow
+def test_disk_size_benchmark_runs_on_an_applications_model(tmp_path):
+    # Shortened: a narrow MobileNetV2, two steps; compiling its training step
+    # takes about a minute on TensorFlow and JAX.
+    _run_disk_size_benchmark(tmp_path, "mobilenetv2")
