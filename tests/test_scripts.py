@@ -1,6 +1,7 @@
 """The scripts the README runs, run for real (shortened)."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,23 @@ def test_disk_size_benchmark_runs_on_an_applications_model(tmp_path):
     # Shortened: a narrow MobileNetV2, two steps; compiling its training step
     # takes about a minute on TensorFlow and JAX.
     _run_disk_size_benchmark(tmp_path, "mobilenetv2")
+
+
+def test_dependency_coverage_runs():
+    # Shortened to the KerasHub BERT: the table row is printed and some of
+    # its parameters (heads, feed-forward units) are in removable groups.
+    pytest.importorskip("keras_hub")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "dependency_coverage.py"), "--models", "BERT"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    row = re.search(
+        r"^\| BERT .*? \| ([\d,]+) \| ([\d.]+)% \| (\d+) \((\d+)\) \|", result.stdout, re.M
+    )
+    assert row, result.stdout
+    assert 0 < float(row.group(2)) < 100 and 0 < int(row.group(4)) < int(row.group(3))
