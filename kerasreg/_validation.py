@@ -380,10 +380,8 @@ class Callable(Constraint):
         return ["model", None, 3]
 
 
-class Strengths(Constraint):
-    """A non-empty 1-D sequence of distinct positive finite floats, sorted decreasing."""
-
-    description = "a non-empty 1-D sequence of distinct positive finite floats"
+class _NumberVector(Constraint):
+    """A 1-D array-like of ints or floats (not a string); subclasses check the values."""
 
     def type_ok(self, value):
         if isinstance(value, (str, bytes)):
@@ -393,6 +391,12 @@ class Strengths(Constraint):
         except (TypeError, ValueError):
             return False
         return values.dtype.kind in "iuf" and values.ndim == 1
+
+
+class Strengths(_NumberVector):
+    """A non-empty 1-D sequence of distinct positive finite floats, sorted decreasing."""
+
+    description = "a non-empty 1-D sequence of distinct positive finite floats"
 
     def value_ok(self, value):
         values = np.asarray(value, dtype="float64")
@@ -411,19 +415,10 @@ class Strengths(Constraint):
         return ["0.1", None, 0.1, [], [0.1, -1.0], [0.1, 0.1], [[0.1]], [0.1, float("nan")]]
 
 
-class SampleWeights(Constraint):
+class SampleWeights(_NumberVector):
     """A 1-D array of non-negative finite floats, not all zero (one weight per sample)."""
 
     description = "a 1-D array of non-negative finite floats, not all zero"
-
-    def type_ok(self, value):
-        if isinstance(value, (str, bytes)):
-            return False
-        try:
-            values = np.asarray(value)
-        except (TypeError, ValueError):
-            return False
-        return values.dtype.kind in "iuf" and values.ndim == 1
 
     def value_ok(self, value):
         values = np.asarray(value, dtype="float64")
