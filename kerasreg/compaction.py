@@ -19,6 +19,14 @@ from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import validate_params
+from kerasreg.dependency import CARRIES
+from kerasreg.dependency import MODEL_INPUT
+from kerasreg.dependency import MODEL_OUTPUT
+from kerasreg.dependency import READS
+from kerasreg.dependency import WRITES
+from kerasreg.dependency import _is_keras_hub
+from kerasreg.dependency import dependency_groups
+from kerasreg.layers import FeatureGate
 from kerasreg.layers import SelectFeatures
 
 __all__ = ["CompactionSummary", "LayerCompaction", "compact"]
@@ -475,7 +483,14 @@ def compact(model, return_summary=False):
     >>> bool(np.allclose(model.predict(x, verbose=0), small.predict(x, verbose=0)))
     True
     """
-    new_model, summary = _compact(model)
+    coupled, rows, notes = _compact_coupled(model)
+    new_model, summary = _compact(coupled)
+    summary = CompactionSummary(
+        layers=_merge_rows(rows, summary.layers),
+        left_as_is=_merge_notes(tuple(notes) + summary.left_as_is),
+        params=int(model.count_params()),
+        kept_params=summary.kept_params,
+    )
     for name, reason in summary.left_as_is:
         # stacklevel 3: past the `validate_params` wrapper, to the caller's line.
         warnings.warn(f"compact() left layer '{name}' as it is: {reason}.", stacklevel=3)
@@ -526,6 +541,237 @@ def _rebuild(model, layer, weights, config=None):
             setattr(new, key, initializer)
 
     return new, finish
+
+
+# Coupled channels: a channel of a residual stream, a concatenation, an
+# attention head, ... goes with every weight of its `DependencyGroup`.
+
+
+def _entries(member, channels):
+    """The values of `member`'s entries of `channels`, shape `(len(channels), -1)`."""
+    values = np.asarray(ops.convert_to_numpy(member.variable.value))
+    taken = np.take(values, member.indices[channels].reshape(-1), axis=member.axis)
+    return np.moveaxis(taken, member.axis, 0).reshape(len(channels), -1)
+
+
+def _zero(members, channels):
+    """Per channel of `channels`: whether `members` hold entries, all zero."""
+    zero = np.full(len(channels), bool(members))
+    for member in members:
+        zero &= ~np.any(_entries(member, channels) != 0, axis=1)
+    return zero
+
+
+def _statistic(member):
+    """Whether `member` is a moving statistic, which says nothing of the channel's value."""
+    return member.variable.path.split("/")[-1] in ("moving_mean", "moving_variance")
+
+
+def _silent_channels(group):
+    """Per channel of `group`: whether removing it leaves the model's function as is.
+
+    It is so when no weight reads it (its readers' rows are zero), or when
+    it is zero wherever it is read (its writers and carriers are zero and
+    zeros propagate along it).
+    """
+    channels = np.arange(group.channels)
+    silent = _zero([m for m in group.members if m.role == READS], channels)
+    if group.zeros_propagate:
+        own = [m for m in group.members if m.role in (WRITES, CARRIES) and not _statistic(m)]
+        silent |= _zero(own, channels)
+    return silent
+
+
+def _coupled_cuts(model):
+    """What the coupled pass removes: `(cuts, notes)`.
+
+    `cuts` maps `(id(variable), axis)` to `(variable, axis, indices)`, the
+    entries that go; `notes` names the layers whose silent channels stay.
+    """
+    cuts, notes = {}, []
+    for group in dependency_groups(model):
+        silent = _silent_channels(group)
+        if not silent.any():
+            continue
+        if group.reason in (MODEL_INPUT, MODEL_OUTPUT):
+            # Input features go through `SelectFeatures` in the second pass;
+            # the outputs keep their width.
+            continue
+        if not group.removable:
+            writers = [m.layer for m in group.members if m.role == WRITES]
+            notes.append(
+                (
+                    (writers or group.layers)[0],
+                    f"{int(silent.sum())} coupled channels with all-zero weights kept "
+                    f"({group.reason})",
+                )
+            )
+            continue
+        if silent.all():
+            silent[0] = False  # one channel keeps the tensors' shapes
+        for member in group.members:
+            key = (id(member.variable), member.axis)
+            variable, axis, indices = cuts.get(key, (member.variable, member.axis, ()))
+            cuts[key] = (variable, axis, tuple(indices) + tuple(member.indices[silent].ravel()))
+    return cuts, notes
+
+
+def _resized_config(layer, config, shapes):
+    """`layer`'s config for its new weight shapes (`id(variable)` -> shape)."""
+
+    def width(variable, axis=-1):
+        return int(shapes[id(variable)][axis])
+
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        config["num_heads"] = width(layer._query_dense.kernel, 1)
+        config["output_shape"] = width(layer._output_dense.kernel)
+    elif _is_keras_hub(layer, "TransformerEncoder"):
+        config["intermediate_dim"] = width(layer._feedforward_intermediate_dense.kernel)
+    elif isinstance(layer, keras.layers.Embedding):
+        config["output_dim"] = width(layer.embeddings)
+    elif isinstance(layer, keras.layers.EinsumDense):
+        output_shape = config["output_shape"]
+        if isinstance(output_shape, int):
+            config["output_shape"] = width(layer.kernel)
+        else:
+            config["output_shape"] = list(output_shape[:-1]) + [width(layer.kernel)]
+    elif isinstance(layer, FeatureGate):
+        if config.get("feature_names"):
+            keep = _kept_mask(shapes, layer.gates)
+            config["feature_names"] = [
+                n for n, k in zip(config["feature_names"], keep, strict=True) if k
+            ]
+    elif "filters" in config or "units" in config:
+        config["filters" if "filters" in config else "units"] = width(layer.kernel)
+    return config
+
+
+def _kept_mask(shapes, variable, axis=-1):
+    """Which entries of `variable` along `axis` stay."""
+    axis %= len(variable.shape)
+    return shapes.get(("mask", id(variable), axis), np.ones(variable.shape[axis], bool))
+
+
+def _cut_model(model, cuts, rows):
+    """A copy of `model` without the entries in `cuts` (nested models included)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    clones = {}
+
+    def clone(layer):
+        if id(layer) in clones:
+            return clones[id(layer)]
+        if not isinstance(layer, keras.layers.Layer):
+            clones[id(layer)] = (layer, None)  # a `keras.ops` function: no weights
+            return clones[id(layer)]
+        if isinstance(layer, keras.Model):
+            clones[id(layer)] = (_cut_model(layer, cuts, rows), None)
+            return clones[id(layer)]
+        weights, shapes, changed = [], {}, False
+        for variable, value in zip(layer.weights, layer.get_weights(), strict=True):
+            for axis in range(value.ndim):
+                cut = cuts.get((id(variable), axis))
+                if cut is not None:
+                    keep = np.ones(value.shape[axis], bool)
+                    keep[list(cut[2])] = False
+                    value = np.compress(keep, value, axis=axis)
+                    shapes[("mask", id(variable), axis)] = keep
+                    changed = True
+            shapes[id(variable)] = value.shape
+            weights.append(value)
+        config = None
+        if changed:
+            config = _resized_config(layer, layer.get_config(), shapes)
+            rows.append(_cut_row(layer, shapes))
+        clones[id(layer)] = _rebuild(model, layer, weights, config)
+        return clones[id(layer)]
+
+    if isinstance(model, keras.Sequential):
+        ref = _graph.functional_of(model).inputs[0]
+        new_model = keras.Sequential(
+            [keras.Input(batch_shape=ref.shape, dtype=ref.dtype, name=ref.name)]
+            + [clone(layer)[0] for layer in layers],
+            name=model.name,
+            trainable=model.trainable,
+        )
+    else:
+        new_model = keras.models.clone_model(model, clone_function=lambda layer: clone(layer)[0])
+    for layer in layers:
+        finish = clone(layer)[1]
+        if finish is not None:
+            finish()
+    return new_model
+
+
+def _cut_row(layer, shapes):
+    """The `LayerCompaction` of a layer that lost coupled channels."""
+    variables = layer.weights
+    first = variables[0]
+    # The axes of the units (heads, filters) and of the inputs.
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        first, axis, in_axis = layer._query_dense.kernel, 1, 0
+    elif isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        axis, in_axis = -2, -2  # one filter per channel
+    else:
+        axis, in_axis = -1, (-2 if len(first.shape) >= 2 else -1)
+    before, after = first.shape, shapes[id(first)]
+    inputs_before, inputs_after = before[in_axis], after[in_axis]
+    units = int(before[axis])
+    kept = _kept_mask(shapes, first, axis)
+    return LayerCompaction(
+        layer=layer.name,
+        units=units,
+        kept_units=int(after[axis]),
+        inputs=int(inputs_before),
+        kept_inputs=int(inputs_after),
+        params=int(sum(np.prod(v.shape) for v in variables)),
+        kept_params=int(sum(np.prod(shapes[id(v)]) for v in variables)),
+        unit_indices=tuple(int(i) for i in np.flatnonzero(kept)),
+    )
+
+
+def _compact_coupled(model):
+    """The coupled pass: `(model, rows, notes)`; the model itself when nothing goes."""
+    cuts, notes = _coupled_cuts(model)
+    if not cuts:
+        return model, [], notes
+    rows = []
+    try:
+        new_model = _cut_model(model, cuts, rows)
+    except ValueError as error:  # a nested model that Keras cannot clone
+        reason = f"coupled channels kept: the model cannot be rebuilt ({error})"
+        return model, [], notes + [(model.name, reason)]
+    if model.compiled and not new_model.compiled:
+        new_model.compile_from_config(model.get_compile_config())
+    return new_model, rows, notes
+
+
+def _merge_rows(first, second):
+    """Rows of two passes, one per layer: sizes from before the first, after the second."""
+    merged = {row.layer: row for row in first}
+    for row in second:
+        earlier = merged.get(row.layer)
+        if earlier is None:
+            merged[row.layer] = row
+            continue
+        units = None
+        if earlier.unit_indices is not None and row.unit_indices is not None:
+            units = tuple(earlier.unit_indices[i] for i in row.unit_indices)
+        merged[row.layer] = dataclasses.replace(
+            row,
+            units=earlier.units,
+            inputs=earlier.inputs,
+            params=earlier.params,
+            unit_indices=units,
+        )
+    return tuple(merged.values())
+
+
+def _merge_notes(notes):
+    """One `(layer, reasons)` note per layer, its reasons joined in order."""
+    merged = {}
+    for name, reason in notes:
+        merged.setdefault(name, []).append(reason)
+    return tuple((name, "; ".join(dict.fromkeys(reasons))) for name, reasons in merged.items())
 
 
 def _compact(model):

@@ -32,6 +32,10 @@ WRITES = "writes"  # a producer's weights: its output channel (kernel column, bi
 READS = "reads"  # a consumer's weights: its input channel (kernel rows)
 CARRIES = "carries"  # weights of one channel on its way (normalization, depthwise, gate)
 
+# Why the channels at the model's edges stay.
+MODEL_INPUT = "reaches a model input"
+MODEL_OUTPUT = "reaches a model output"
+
 
 @dataclasses.dataclass(frozen=True)
 class GroupMember:
@@ -83,12 +87,19 @@ class DependencyGroup:
             channels reach a model input or output or a node whose effect
             on channels is not known.
         reason: Why not, when not removable; else `None`.
+        zeros_propagate: Whether a channel whose `"writes"` and `"carries"`
+            weights are all zero (`BatchNormalization`'s moving statistics
+            aside) is zero wherever it is read: every function on its way
+            maps 0 to 0 and every `BatchNormalization` on it has a scale.
+            Such a channel can go, readers and all. Otherwise only zero
+            readers let it go.
     """
 
     channels: int
     members: tuple
     removable: bool
     reason: str | None
+    zeros_propagate: bool = True
 
     @property
     def layers(self):
@@ -125,6 +136,7 @@ class _Channels:
         self.parent = []
         self.spaces = {}  # key -> (offset, width)
         self.pinned = {}  # channel -> reason
+        self.nonzero = set()  # channels where a zero input does not give a zero output
         self.members = []  # (channel, layer path, variable, axis, index, role)
         self.described = set()  # layers whose weights are in `members` (shared: once)
 
@@ -168,6 +180,11 @@ class _Channels:
     def pin(self, offset, width, reason):
         for c in range(width):
             self.pinned.setdefault(offset + c, reason)
+
+    def keeps_zero(self, offset, width, keeps):
+        """Records, per channel, whether an operation on it maps 0 to 0."""
+        keeps = np.broadcast_to(np.asarray(keeps, bool), (width,))
+        self.nonzero.update(offset + c for c in range(width) if not keeps[c])
 
     def pin_tensor(self, tensor, reason):
         if _width(tensor):
@@ -228,6 +245,25 @@ def _entrywise(activation):
     return True
 
 
+def _zero_to_zero(fn, width=1):
+    """Per entry, whether `fn` (of per-channel constants) maps 0 to exactly 0."""
+    try:
+        out = np.asarray(fn(np.zeros(width)), dtype="float64")
+    except Exception:  # a function that cannot be evaluated counts as not
+        return np.zeros(width, bool)
+    return np.broadcast_to(out == 0, (width,))
+
+
+def _activation_keeps_zero(activation):
+    if activation is None:
+        return True
+    return bool(_zero_to_zero(lambda v: _graph.evaluate(activation, v))[0])
+
+
+# Merges of zeros that are not zero (0 / 0, 0 ** 0).
+_NONZERO_MERGES = frozenset({"Divide", "TrueDivide", "Power"})
+
+
 _NORMALIZATIONS = (
     keras.layers.LayerNormalization,
     keras.layers.GroupNormalization,
@@ -248,6 +284,8 @@ def _compute(channels, path, layer, node, kernel, in_axis, out_axis, bias):
     """A layer that reads the channels of one tensor and writes those of another."""
     rows = channels.space(("rows", id(layer)), kernel.shape[in_axis])
     cols = channels.space(("cols", id(layer)), kernel.shape[out_axis])
+    activation = getattr(layer, "activation", None)
+    channels.keeps_zero(cols, kernel.shape[out_axis], _activation_keeps_zero(activation))
     channels.join(channels.tensor(node.input_tensors[0]), rows, kernel.shape[in_axis])
     channels.join(channels.tensor(node.outputs[0]), cols, kernel.shape[out_axis])
     if channels.first_time(layer):
@@ -315,9 +353,16 @@ def _transformer_encoder(channels, path, layer, node):
         dict.fromkeys(("query", "value", "key"), stream),
         stream,
     )
+    channels.pin(
+        channels.space(("heads", id(attention)), attention.num_heads),
+        attention.num_heads,
+        f"{_graph.describe(layer)} derives its attention's key_dim from hidden_dim // "
+        "num_heads, so its heads cannot be removed through its config",
+    )
     first = channels.first_time(layer)
     inner, outer = layer._feedforward_intermediate_dense, layer._feedforward_output_dense
     units = channels.space(("units", id(layer)), inner.units)
+    channels.keeps_zero(units, inner.units, _activation_keeps_zero(inner.activation))
     if first:
         for norm in (layer._self_attention_layer_norm, layer._feedforward_layer_norm):
             for variable in norm.weights:
@@ -392,6 +437,18 @@ def _carried(layer):
     return [(v, v.ndim - 1) for v in layer.weights if v.ndim >= 1]
 
 
+def _carrier_keeps_zero(layer):
+    """Whether a per-channel layer outputs 0 once its own weights of a channel are 0.
+
+    A `BatchNormalization` without a scale outputs `-mean / std + beta` for
+    a zero input; one with a scale outputs 0 once its scale and offset are.
+    A depthwise convolution's activation must map 0 to 0.
+    """
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return bool(layer.scale)
+    return _activation_keeps_zero(getattr(layer, "activation", None))
+
+
 def _walk_graph(channels, model, prefix):
     graph = _graph.Graph(model)
     for node in graph.nodes:
@@ -422,14 +479,17 @@ def _walk_graph(channels, model, prefix):
             if rule.values is None and not _entrywise(layer.activation):
                 channels.pin_tensor(outputs[0], f"{_graph.describe(layer)} mixes its units")
         elif rule.kind in (_graph.ELEMENTWISE, _graph.POOLING):
-            channels.join(
-                channels.tensor(inputs[0]), channels.tensor(outputs[0]), _width(inputs[0])
+            width = _width(inputs[0])
+            channels.join(channels.tensor(inputs[0]), channels.tensor(outputs[0]), width)
+            channels.keeps_zero(
+                channels.tensor(outputs[0]), width, _zero_to_zero(rule.values, width)
             )
         elif rule.kind == _graph.PER_CHANNEL:
             width = _width(inputs[0])
             own = channels.space(("carried", id(layer)), width)
             channels.join(channels.tensor(inputs[0]), own, width)
             channels.join(channels.tensor(outputs[0]), own, width)
+            channels.keeps_zero(own, width, _carrier_keeps_zero(layer))
             if channels.first_time(layer):
                 for variable, axis in _carried(layer):
                     channels.add(own, path, variable, axis, CARRIES)
@@ -442,6 +502,8 @@ def _walk_graph(channels, model, prefix):
             target = channels.tensor(outputs[0])
             for tensor in inputs:
                 channels.join(channels.tensor(tensor), target, _width(tensor))
+            keeps = type(layer).__name__ not in _NONZERO_MERGES
+            channels.keeps_zero(target, _width(outputs[0]), keeps)
         elif rule.kind == _graph.CONCATENATE:
             target, offset = channels.tensor(outputs[0]), 0
             for tensor in inputs:
@@ -464,13 +526,15 @@ def _groups(channels):
     reasons = {}
     for channel, reason in channels.pinned.items():
         reasons.setdefault(channels.find(channel), reason)
+    nonzero = {channels.find(channel) for channel in channels.nonzero}
     families = {}
     for root in sorted(components):
         entries = components[root]
         signature = tuple((key, len(indices)) for key, indices in entries.items())
-        families.setdefault((signature, reasons.get(root)), []).append(entries)
+        key = (signature, reasons.get(root), root not in nonzero)
+        families.setdefault(key, []).append(entries)
     groups = []
-    for (signature, reason), family in families.items():
+    for (signature, reason, zeros_propagate), family in families.items():
         members = tuple(
             GroupMember(
                 layer=key[0],
@@ -481,7 +545,9 @@ def _groups(channels):
             )
             for key, _ in signature
         )
-        groups.append(DependencyGroup(len(family), members, reason is None, reason))
+        groups.append(
+            DependencyGroup(len(family), members, reason is None, reason, zeros_propagate)
+        )
     return groups
 
 
@@ -548,7 +614,7 @@ def dependency_groups(model):
     _walk_graph(channels, model, "")
     functional = _graph.functional_of(model)
     for tensor in functional.inputs:
-        channels.pin_tensor(tensor, "reaches a model input")
+        channels.pin_tensor(tensor, MODEL_INPUT)
     for tensor in functional.outputs:
-        channels.pin_tensor(tensor, "reaches a model output")
+        channels.pin_tensor(tensor, MODEL_OUTPUT)
     return _groups(channels)

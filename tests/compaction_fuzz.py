@@ -393,8 +393,8 @@ class _MeanOfRemoved(keras.layers.Layer):
         self.layer = layer
         self.removed = np.asarray(removed, dtype="float32")
 
-    def call(self, x):
-        y = self.layer(x)
+    def call(self, x, training=None, mask=None):
+        y = self.layer(x, training=training)
         axes = tuple(range(len(y.shape) - 1))
         mean = keras.ops.mean(y, axis=axes, keepdims=True)
         return y + keras.ops.convert_to_tensor(self.removed, y.dtype) * (mean - y)
@@ -430,7 +430,9 @@ def with_removed_units_replaced(model, removed):
 
     def clone_function(layer):
         if getattr(layer, "name", None) in removed:
-            mask = np.zeros(layer.kernel.shape[-1], "float32")
+            # Units of a Dense or convolution layer, channels of a normalization.
+            units = (layer.kernel if hasattr(layer, "kernel") else layer.weights[0]).shape[-1]
+            mask = np.zeros(units, "float32")
             mask[removed[layer.name]] = 1.0
             return _MeanOfRemoved(layer, mask)
         return layer

@@ -628,3 +628,217 @@ def test_keras_applications_compact_to_the_same_function(name, rng):
     assert small.count_params() <= model.count_params()
     assert summary.kept_params == small.count_params()
     compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
+
+
+# Coupled channels: residual streams, concatenations, attention heads.
+
+
+def _cut_channels(group, channels, roles):
+    """Zeroes the entries of `channels` in the members of `group` with `roles`."""
+    for member in group.members:
+        if member.role not in roles or member.variable.path.endswith("moving_variance"):
+            continue
+        values = to_numpy(member.variable.value).copy()
+        index = [slice(None)] * values.ndim
+        index[member.axis] = member.indices[channels].ravel()
+        values[tuple(index)] = 0.0
+        member.variable.assign(values)
+
+
+def _group_of(model, layer, role="writes"):
+    """The removable group in which `layer` has members with `role`."""
+    found = [
+        g
+        for g in kerasreg.dependency_groups(model)
+        if g.removable and any(m.layer == layer and m.role == role for m in g.members)
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _compact_quietly(model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small, summary = kerasreg.compact(model, return_summary=True)
+    messages = [str(w.message) for w in caught if str(w.message).startswith("compact()")]
+    return small, summary, messages
+
+
+def _residual_mlp():
+    inputs = keras.Input((5,))
+    x = keras.layers.Dense(6, "relu", name="stem")(inputs)
+    y = keras.layers.Dense(4, "relu", name="inner")(x)
+    y = keras.layers.Dense(6, name="back")(y)
+    x = keras.layers.Add(name="add")([x, y])
+    x = keras.layers.Activation("tanh")(x)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("zeroed", ["reads", "writes"])
+def test_a_residual_stream_loses_the_channels_of_every_branch(rng, zeroed):
+    model = _residual_mlp()
+    _randomize(model, rng)
+    stream = _group_of(model, "stem")
+    assert sorted(stream.layers) == ["back", "head", "inner", "stem"]
+    # Readers zero: nothing reads channels 1 and 4. Writers zero (kernel
+    # columns and biases of both branches): relu(0) + 0 = 0 and tanh(0) = 0,
+    # so they are zero wherever they are read.
+    roles = ("reads",) if zeroed == "reads" else ("writes", "carries")
+    _cut_channels(stream, [1, 4], roles)
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    rows = {row.layer: row for row in summary.layers}
+    assert (rows["stem"].units, rows["stem"].kept_units) == (6, 4)
+    assert rows["stem"].unit_indices == (0, 2, 3, 5)
+    assert (rows["back"].units, rows["back"].kept_units) == (6, 4)
+    assert (rows["inner"].inputs, rows["inner"].kept_inputs) == (6, 4)
+    assert (rows["head"].inputs, rows["head"].kept_inputs) == (6, 4)
+    # 4 weights (stem column + bias, back column + bias) and 7 reads
+    # (4 of inner, 3 of head) per channel.
+    assert model.count_params() - small.count_params() == 2 * (5 + 1 + 4 + 1 + 4 + 3)
+    assert summary.kept_params == small.count_params()
+    _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+
+
+def test_zeros_that_do_not_propagate_are_not_removed(rng):
+    # sigmoid(0) = 0.5: zero writers leave a constant channel, which compact
+    # may only remove by folding (which it does for chains, not streams).
+    inputs = keras.Input((5,))
+    x = keras.layers.Dense(6, "sigmoid", name="a")(inputs)
+    y = keras.layers.Dense(6, "sigmoid", name="b")(inputs)
+    x = keras.layers.Add()([x, y])
+    outputs = keras.layers.Dense(3, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    _randomize(model, rng)
+    stream = _group_of(model, "a")
+    assert not stream.zeros_propagate
+    _cut_channels(stream, [0, 2], ("writes",))
+    small, summary, messages = _compact_quietly(model)
+    assert small.count_params() == model.count_params()
+    assert any("'a'" in message for message in messages)
+    _assert_same_function(model, small, rng.normal(size=(16, 5)).astype("float32"))
+
+
+def test_concatenated_channels_go_at_their_offsets(rng):
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(3, 3, name="a")(inputs)
+    b = keras.layers.Conv2D(5, 3, activation="relu", name="b")(inputs)
+    c = keras.layers.Concatenate()([a, b])
+    c = keras.layers.BatchNormalization(name="bn")(c)
+    c = keras.layers.Conv2D(4, 1, name="c")(c)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(c))
+    model = keras.Model(inputs, outputs)
+    _randomize(model, rng)
+    kernel = to_numpy(model.get_layer("c").kernel.value).copy()
+    kernel[..., [1, 4, 6], :] = 0.0  # a's channel 1, b's channels 1 and 3
+    model.get_layer("c").kernel.assign(kernel)
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    rows = {row.layer: row for row in summary.layers}
+    assert rows["a"].unit_indices == (0, 2)
+    assert rows["b"].unit_indices == (0, 2, 4)
+    assert (rows["bn"].units, rows["bn"].kept_units) == (8, 5)
+    assert (rows["c"].inputs, rows["c"].kept_inputs) == (8, 5)
+    _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 2)).astype("float32"))
+
+
+@pytest.mark.parametrize("zeroed", ["reads", "writes"])
+def test_attention_heads_go_with_their_slices(rng, zeroed, tmp_path):
+    inputs = keras.Input((7, 8))
+    attention = keras.layers.MultiHeadAttention(4, 3, name="attention")
+    x = attention(inputs, inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(2, name="out")(x)
+    model = keras.Model(inputs, outputs)
+    x = rng.normal(size=(3, 7, 8)).astype("float32")
+    for variable in attention.weights:  # biases too
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    heads = _group_of(model, "attention/query")
+    assert heads.channels == 4
+    # Readers zero: the output projection ignores heads 1 and 3. Writers
+    # zero: their query, key and value slices are, so each attends
+    # uniformly to zero values.
+    roles = ("reads",) if zeroed == "reads" else ("writes",)
+    _cut_channels(heads, [1, 3], roles)
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    new = small.get_layer("attention")
+    assert (new.num_heads, new.key_dim) == (2, 3)
+    assert tuple(new._query_dense.kernel.shape) == (8, 2, 3)
+    (row,) = summary.layers
+    assert (row.layer, row.units, row.kept_units, row.unit_indices) == ("attention", 4, 2, (0, 2))
+    assert model.count_params() - small.count_params() == 2 * (3 * (8 * 3 + 3) + 3 * 8)
+    _assert_same_function(model, small, x)
+    path = str(tmp_path / "small.keras")
+    small.save(path)
+    _assert_same_function(model, keras.saving.load_model(path), x)
+
+
+def test_a_stream_through_a_layer_normalization_stays_and_says_why(rng):
+    inputs = keras.Input((5,))
+    x = keras.layers.Dense(6, name="a")(inputs)
+    x = keras.layers.LayerNormalization(name="norm")(x)
+    outputs = keras.layers.Dense(3, name="head")(x)
+    model = keras.Model(inputs, outputs)
+    _randomize(model, rng)
+    _zero(model, "head", inputs=[1, 2])
+    small, summary, messages = _compact_quietly(model)
+    assert small.count_params() == model.count_params()
+    assert any("'head'" in m and "normalizes" in m for m in messages), messages
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_expansion_channels_go_with_their_depthwise_filters(rng):
+    model = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10, classifier_activation=None
+    )
+    _randomize(model, rng)
+    expansion = _group_of(model, "block_2_expand")
+    assert {"block_2_expand_BN", "block_2_depthwise", "block_2_project"} <= set(expansion.layers)
+    cut = np.arange(0, expansion.channels, 2)
+    _cut_channels(expansion, cut, ("reads",))
+    x = rng.uniform(0.0, 255.0, size=(2, 32, 32, 3)).astype("float32")
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    rows = {row.layer: row for row in summary.layers}
+    expansion_layers = ("block_2_expand", "block_2_expand_BN", "block_2_depthwise")
+    for name in expansion_layers + ("block_2_depthwise_BN",):
+        assert rows[name].kept_units == expansion.channels - cut.size, name
+    assert (rows["block_2_project"].inputs, rows["block_2_project"].kept_inputs) == (
+        expansion.channels,
+        expansion.channels - cut.size,
+    )
+    compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
+
+
+@pytest.mark.slow
+def test_resnet50_stage_2_stream_narrows_in_every_block(rng):
+    model = keras.applications.ResNet50(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    _randomize(model, rng)
+    stream = _group_of(model, "conv2_block1_3_conv")
+    assert stream.channels == 256
+    writers = {m.layer for m in stream.members if m.role == "writes"}
+    assert writers == {
+        "conv2_block1_0_conv",
+        "conv2_block1_3_conv",
+        "conv2_block2_3_conv",
+        "conv2_block3_3_conv",
+    }
+    _cut_channels(stream, np.arange(0, 256, 2), ("reads",))
+    x = rng.uniform(0.0, 255.0, size=(2, 32, 32, 3)).astype("float32")
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    for name in sorted(writers):
+        assert small.get_layer(name).filters == 128, name
+    for name in ("conv2_block2_1_conv", "conv3_block1_0_conv", "conv3_block1_1_conv"):
+        assert small.get_layer(name).kernel.shape[-2] == 128, name
+    # 128 channels of 4 writers (kernel column and bias), 4 normalizations
+    # (4 numbers each) and 4 readers (kernel row).
+    readers = [m for m in stream.members if m.role == "reads"]
+    per_channel = sum(m.params for m in stream.members)
+    assert model.count_params() - small.count_params() == 128 * per_channel
+    assert len(readers) == 4
+    compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))

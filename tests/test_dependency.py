@@ -237,9 +237,13 @@ def test_keras_hub_bert_heads_and_feed_forward_units():
     }
     groups = _check_model(backbone, x)
     removable = [g for g in groups if g.removable]
-    heads = [g for g in removable if g.channels == 2]
     units = [g for g in removable if g.channels == 12]
-    assert len(heads) == 2 and len(units) == 2  # one of each per encoder layer
+    assert len(units) == 2  # one per encoder layer
+    # Its heads are found, but its config cannot say "fewer heads" (key_dim
+    # follows hidden_dim // num_heads): they stay, and say why.
+    heads = [g for g in groups if g.channels == 2]
+    assert len(heads) == 2 and not any(g.removable for g in heads)
+    assert all("key_dim" in g.reason for g in heads)
     assert sorted(units[0].layers) == [
         "transformer_layer_0/feedforward_intermediate_dense",
         "transformer_layer_0/feedforward_output_dense",
