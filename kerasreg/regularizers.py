@@ -572,10 +572,11 @@ class CoupledGroupLasso:
     >>> penalty = kerasreg.CoupledGroupLasso(
     ...     0.5, [[(kernel, 1, channels), (bias, 0, channels)]]
     ... )
-    >>> round(float(penalty([kernel.value, bias.value])), 4)  # 0.5 * sqrt(3) * (5 + 0.1732)
+    >>> value = penalty([kernel.value, bias.value])  # 0.5 * sqrt(3) * (5 + 0.1732)
+    >>> round(float(keras.ops.convert_to_numpy(value)), 4)
     4.4801
     >>> new_kernel, new_bias = penalty.prox([kernel.value, bias.value], 1.0)
-    >>> np.asarray(new_bias).tolist()
+    >>> keras.ops.convert_to_numpy(new_bias).tolist()
     [0.0, 0.0]
     """
 
