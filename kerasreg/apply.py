@@ -513,9 +513,12 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     `regularizer=None` removes the coupled penalties from those groups'
     weights. The new penalty replaces the previous regularizers of its
     weights, and a coupled penalty that shared a weight with it is removed
-    from all its weights. No config can hold it: such a model refuses to be
-    saved to `.keras` or cloned; save the weights with `save_weights` and
-    call `regularize` again on the rebuilt model (or remove it first).
+    from all its weights (as it is when `regularize` without `groups` gives
+    one of its weights another regularizer). No config can hold it (the layers' arguments, such
+    as `kernel_regularizer`, are set to `None`): such a model refuses to be
+    saved to `.keras` or cloned. Save the weights with `save_weights` and
+    call `regularize` again on the rebuilt model, remove the penalty first,
+    or save `kerasreg.strip(model)`, a copy without it.
 
     **Compiled and trained models.** Compiled train and test functions are
     reset, so the next `fit` or `evaluate` counts the new penalties. A
@@ -598,6 +601,7 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
         previous = _serialized(variable.regularizer)
         if previous != _serialized(new):
             changed.append(((visit, name, variable), previous, new))
+    changed += _released(visits, [variable for (_, _, variable), _, _ in changed])
     if not changed:
         return model
     optimizer = _built_proximal_optimizer(
@@ -630,6 +634,32 @@ def _joint_of(variable):
     return getattr(getattr(variable, "regularizer", None), "joint", None)
 
 
+def _where(visits):
+    """`{id(variable): (visit, weight name, variable)}` over the walk."""
+    where = {}
+    for visit in visits:
+        for variable in _model_walk.own_variables(visit.layer):
+            where.setdefault(id(variable), (visit, variable.name, variable))
+    return where
+
+
+def _released(visits, variables):
+    """`(target, previous, None)` for the other weights of the coupled penalties of `variables`.
+
+    A coupled penalty whose weight gets another regularizer goes from all
+    its weights: what is left of it would still count the weight.
+    """
+    chosen = {id(variable) for variable in variables}
+    where = _where(visits)
+    released = {}
+    for variable in variables:
+        joint = _joint_of(variable)
+        for other in joint.variables if joint is not None else ():
+            if id(other) not in chosen and id(other) in where:
+                released[id(other)] = (where[id(other)], _serialized(other.regularizer), None)
+    return list(released.values())
+
+
 def _coupled_groups(model, visits, layers, exclude):
     """The removable dependency groups that `layers` and `exclude` select."""
     selected = None if layers is None else {v.path for v in _selected(visits, layers, "layers")}
@@ -660,10 +690,7 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
             weights if len(weights) > 1 else weights[0],
         )
     visits = _model_walk.walk(model)
-    where = {}
-    for visit in visits:
-        for variable in _model_walk.own_variables(visit.layer):
-            where.setdefault(id(variable), (visit, variable.name, variable))
+    where = _where(visits)
     chosen = _coupled_groups(model, visits, layers, exclude)
     penalized = [
         [
@@ -707,7 +734,9 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
     for variable, regularizer_of in changes:
         visit, name, _ = where[id(variable)]
         previous = _serialized(variable.regularizer)
-        _attach(visit, name, variable, regularizer_of)
+        # No config holds a coupled penalty: the layer's argument says none.
+        _attach(visit, name, variable, None)
+        variable.regularizer = regularizer_of
         changed.append(((visit, name, variable), previous))
     _record_saving(model, visits, changed)
     if optimizer is not None:

@@ -359,3 +359,49 @@ def test_coupled_group_lasso_checks_its_groups(rng):
         penalty.get_config()
     with pytest.raises(NotImplementedError, match="cannot be serialized"):
         penalty.share(kernel).get_config()
+
+
+def test_strip_makes_a_copy_without_the_coupled_penalty(tmp_path):
+    model = _residual_mlp()
+    kerasreg.regularize(model, kerasreg.GroupLasso(0.1), groups="dependency")
+    plain = kerasreg.strip(model)
+    assert all(v.regularizer is None for v in plain.weights)
+    plain.save(tmp_path / "plain.keras")
+    x, _ = _data(n=4)
+    np.testing.assert_array_equal(to_numpy(plain(x)), to_numpy(model(x)))
+
+
+def test_another_regularizer_on_one_weight_removes_the_whole_coupled_penalty():
+    model = _residual_mlp()
+    kerasreg.regularize(model, kerasreg.GroupLasso(0.1), groups="dependency")
+    kerasreg.regularize(model, kerasreg.L1(0.01), layers=["head"])
+    assert model.get_layer("a").kernel.regularizer is not None
+    kerasreg.regularize(model, kerasreg.L1(0.01), layers=["a"])
+    assert model.get_layer("a").kernel.regularizer == kerasreg.L1(0.01)
+    for name in ("a", "b"):
+        assert model.get_layer(name).bias.regularizer is None
+    assert model.get_layer("b").kernel.regularizer is None
+    np.testing.assert_allclose(
+        _losses(model),
+        0.01 * sum(np.abs(to_numpy(model.get_layer(n).kernel)).sum() for n in ("a", "head")),
+        rtol=1e-5,
+    )
+
+
+def test_frozen_zeros_and_accumulation_steps_hold_for_joint_penalties():
+    x, y = _data()
+    model = _residual_mlp()
+    kerasreg.regularize(model, kerasreg.GroupLasso(100.0), groups="dependency")
+    inner = keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
+    model.compile(optimizer=kerasreg.ProximalOptimizer(inner), loss="mse")
+    before = _mlp_channels(model)
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)  # accumulates only
+    for parts, old in zip(_mlp_channels(model), before, strict=True):
+        for part, old_part in zip(parts, old, strict=True):
+            np.testing.assert_array_equal(part, old_part)
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)  # updates: all zero
+    assert _whole_channels(_mlp_channels(model)) == list(range(8))
+    model.optimizer.freeze_zeros()
+    kerasreg.regularize(model, kerasreg.GroupLasso(1e-6), groups="dependency")
+    model.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
+    assert _whole_channels(_mlp_channels(model)) == list(range(8))
