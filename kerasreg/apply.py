@@ -504,7 +504,9 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     its input channel's group and its columns to its output channel's, so
     penalizing both would make overlapping groups, whose prox has no closed
     form. Once a channel's writers and carriers are zero, the channel is zero,
-    and `kerasreg.compact` removes the readers' rows too. Each channel's norm
+    its readers' rows multiply zeros, and removing the channel removes them
+    too (the group lists them; `kerasreg.compact` does not yet remove
+    coupled groups). Each channel's norm
     is weighted by the square root of its number of entries, as `GroupLasso`
     does: a channel of 9 entries and one of 900 face thresholds in
     proportion to 3 and 30, the same pressure per entry. A group is taken
