@@ -405,3 +405,14 @@ def test_frozen_zeros_and_accumulation_steps_hold_for_joint_penalties():
     kerasreg.regularize(model, kerasreg.GroupLasso(1e-6), groups="dependency")
     model.fit(x, y, batch_size=len(x), epochs=2, verbose=0)
     assert _whole_channels(_mlp_channels(model)) == list(range(8))
+
+
+def test_the_moving_average_keeps_the_zeroed_channels():
+    x, y = _data()
+    model = _residual_mlp()
+    kerasreg.regularize(model, kerasreg.GroupLasso(100.0), groups="dependency")
+    inner = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9)
+    model.compile(optimizer=kerasreg.ProximalOptimizer(inner), loss="mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # fit ends with the averages
+    assert _whole_channels(_mlp_channels(model)) == list(range(8))
+    assert np.count_nonzero(to_numpy(model.get_layer("head").kernel)) > 0
