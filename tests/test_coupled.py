@@ -416,3 +416,45 @@ def test_the_moving_average_keeps_the_zeroed_channels():
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # fit ends with the averages
     assert _whole_channels(_mlp_channels(model)) == list(range(8))
     assert np.count_nonzero(to_numpy(model.get_layer("head").kernel)) > 0
+
+
+MIRRORED_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import json, keras, numpy as np, kerasreg
+sys.path.insert(0, os.environ["KERASREG_ROOT"])
+from tests.test_coupled import _data, _residual_mlp
+x, y = _data()
+results = []
+for replicas in (2, 1):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"][:replicas])
+    with strategy.scope():
+        model = _residual_mlp()
+        kerasreg.regularize(model, kerasreg.GroupLasso(0.01), groups="dependency")
+        model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(3), verbose=0)
+    results.append([keras.ops.convert_to_numpy(v).tolist() for v in model.trainable_variables])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="MirroredStrategy")
+def test_mirrored_training_takes_the_steps_of_one_device():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, KERASREG_ROOT=str(Path(__file__).resolve().parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    two, one = json.loads(result.stdout.strip().splitlines()[-1])
+    # A missed or doubled penalty gradient moves weights by about lr * strength = 1e-3.
+    for a, b in zip(two, one, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-6)
