@@ -21,6 +21,7 @@ from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import validate_params
+from kerasreg.apply import penalties_unguarded
 from kerasreg.dependency import CARRIES
 from kerasreg.dependency import MODEL_INPUT
 from kerasreg.dependency import MODEL_OUTPUT
@@ -467,7 +468,11 @@ def compact(model, return_summary=False):
     functional models are compacted in turn. The result is a new model with its own weights (the
     original is not modified), compiled like the original when it was
     compiled (same optimizer, loss and metrics, new optimizer state), and it
-    saves and loads like any Keras model.
+    saves and loads like any Keras model. Regularizers that the layers'
+    configs hold come with it; a penalty that no config holds (a coupled
+    group lasso from `kerasreg.regularize(..., groups="dependency")`) does
+    not: its channels are gone. Call `regularize` on the result to train it
+    on.
 
     Only inference is identical: training-time behaviour of `Dropout` and of
     `BatchNormalization` statistics can differ, because removed units no
@@ -507,8 +512,9 @@ def compact(model, return_summary=False):
     >>> bool(np.allclose(model.predict(x, verbose=0), small.predict(x, verbose=0)))
     True
     """
-    coupled, rows, notes = _compact_coupled(model)
-    new_model, summary = _compact(coupled)
+    with penalties_unguarded(model):
+        coupled, rows, notes = _compact_coupled(model)
+        new_model, summary = _compact(coupled)
     summary = CompactionSummary(
         layers=_merge_rows(rows, summary.layers),
         left_as_is=_merge_notes(tuple(notes) + summary.left_as_is),
