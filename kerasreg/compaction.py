@@ -682,20 +682,24 @@ def _kept_mask(shapes, variable, axis=-1):
     return shapes.get(("mask", id(variable), axis), np.ones(variable.shape[axis], bool))
 
 
-def _cut_model(model, cuts, rows):
-    """A copy of `model` without the entries in `cuts` (nested models included)."""
+def _cut_model(model, cuts, rows, finishers, input_shapes=None):
+    """A copy of `model` without the entries in `cuts` (nested models included).
+
+    The copy's weights are set by `finishers`, to call once the outermost
+    copy is built. A nested model is copied when it is called, on inputs
+    that may have lost channels: `input_shapes` are theirs (`None` for the
+    outermost model, whose inputs keep their shapes).
+    """
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     clones = {}
 
     def clone(layer):
         if id(layer) in clones:
             return clones[id(layer)]
-        if not isinstance(layer, keras.layers.Layer):
-            clones[id(layer)] = (layer, None)  # a `keras.ops` function: no weights
-            return clones[id(layer)]
-        if isinstance(layer, keras.Model):
-            clones[id(layer)] = (_cut_model(layer, cuts, rows), None)
-            return clones[id(layer)]
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+            # A `keras.ops` function (no weights), or a nested model: copied
+            # when called, once its inputs' shapes are known.
+            return layer
         weights, shapes, changed = [], {}, False
         for variable, value in zip(layer.weights, layer.get_weights(), strict=True):
             for axis in range(value.ndim):
@@ -712,23 +716,56 @@ def _cut_model(model, cuts, rows):
         if changed:
             config = _resized_config(layer, layer.get_config(), shapes)
             rows.append(_cut_row(layer, shapes))
-        clones[id(layer)] = _rebuild(model, layer, weights, config)
+        new, finish = _rebuild(model, layer, weights, config)
+        if finish is not None:
+            finishers.append(finish)
+        clones[id(layer)] = new
+        return new
+
+    def nested(layer, shapes):
+        if id(layer) not in clones:
+            clones[id(layer)] = _cut_model(layer, cuts, rows, finishers, shapes)
         return clones[id(layer)]
+
+    def call_function(layer, *args, **kwargs):
+        if isinstance(layer, keras.Model):
+            tensors = keras.tree.flatten(args[0] if args else kwargs.get("inputs"))
+            shapes = [tuple(t.shape) for t in tensors if hasattr(t, "shape")]
+            layer = nested(layer, shapes)
+        return layer(*args, **kwargs)
 
     if isinstance(model, keras.Sequential):
         ref = _graph.functional_of(model).inputs[0]
+        shape = tuple(ref.shape) if input_shapes is None else input_shapes[0]
         new_model = keras.Sequential(
-            [keras.Input(batch_shape=ref.shape, dtype=ref.dtype, name=ref.name)]
-            + [clone(layer)[0] for layer in layers],
+            [keras.Input(batch_shape=shape, dtype=ref.dtype, name=ref.name)],
             name=model.name,
             trainable=model.trainable,
         )
+        for layer in layers:
+            if isinstance(layer, keras.Model):
+                layer = nested(layer, [shape])
+            else:
+                layer = clone(layer)
+            new_model.add(layer)
+            shape = tuple(new_model.outputs[0].shape)
     else:
-        new_model = keras.models.clone_model(model, clone_function=lambda layer: clone(layer)[0])
-    for layer in layers:
-        finish = clone(layer)[1]
-        if finish is not None:
-            finish()
+        input_tensors = None
+        if input_shapes is not None:
+            originals = _graph.functional_of(model).inputs
+            input_tensors = keras.tree.pack_sequence_as(
+                _graph.functional_of(model)._inputs_struct,
+                [
+                    keras.Input(batch_shape=shape, dtype=t.dtype, name=t.name)
+                    for shape, t in zip(input_shapes, originals, strict=True)
+                ],
+            )
+        new_model = keras.models.clone_model(
+            model,
+            input_tensors=input_tensors,
+            clone_function=clone,
+            call_function=call_function,
+        )
     return new_model
 
 
@@ -764,9 +801,11 @@ def _compact_coupled(model):
     cuts, notes = _coupled_cuts(model)
     if not cuts:
         return model, [], notes
-    rows = []
+    rows, finishers = [], []
     try:
-        new_model = _cut_model(model, cuts, rows)
+        new_model = _cut_model(model, cuts, rows, finishers)
+        for finish in finishers:
+            finish()
     except ValueError as error:  # a nested model that Keras cannot clone
         reason = f"coupled channels kept: the model cannot be rebuilt ({error})"
         return model, [], notes + [(model.name, reason)]

@@ -842,3 +842,34 @@ def test_resnet50_stage_2_stream_narrows_in_every_block(rng):
     assert model.count_params() - small.count_params() == 128 * per_channel
     assert len(readers) == 4
     compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
+
+
+@pytest.mark.parametrize("inner_kind", ["sequential", "functional"])
+def test_coupled_channels_cross_into_nested_models_and_shared_layers(rng, inner_kind):
+    shared = keras.layers.Dense(4, "relu", name="shared")
+    if inner_kind == "sequential":
+        inner = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(4, name="inner_dense")], name="inner"
+        )
+    else:
+        inner_inputs = keras.Input((4,))
+        inner_outputs = keras.layers.Dense(4, name="inner_dense")(inner_inputs)
+        inner = keras.Model(inner_inputs, inner_outputs, name="inner")
+    inputs = keras.Input((3,))
+    a = shared(keras.layers.Dense(4, name="left")(inputs))
+    b = shared(keras.layers.Dense(4, name="right")(inputs))
+    outputs = keras.layers.Dense(2, name="head")(inner(keras.layers.Add()([a, b])))
+    model = keras.Model(inputs, outputs)
+    _randomize(model, rng)
+    kernel = to_numpy(inner.layers[-1].kernel.value).copy()
+    kernel[1] = 0.0  # the nested model no longer reads channel 1 of the shared layer
+    inner.layers[-1].kernel.assign(kernel)
+    _zero(model, "head", inputs=[2])  # nor the head channel 2 of the nested model
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    rows = {row.layer: row for row in summary.layers}
+    assert rows["shared"].unit_indices == (0, 2, 3)
+    assert (rows["inner_dense"].kept_inputs, rows["inner_dense"].kept_units) == (3, 3)
+    assert (rows["head"].inputs, rows["head"].kept_inputs) == (4, 3)
+    assert small.count_params() == model.count_params() - 5 - 4 - 4 - 2
+    _assert_same_function(model, small, rng.normal(size=(8, 3)).astype("float32"))
