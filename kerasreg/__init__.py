@@ -1,7 +1,8 @@
 """kerasreg: sparse training for Keras 3, on TensorFlow, JAX and PyTorch.
 
 Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
-`GroupLasso`, `MagnitudePruning`), pure proximal operators (`kerasreg.prox`),
+`GroupLasso`, `MagnitudePruning`; `CoupledGroupLasso` over several weights),
+pure proximal operators (`kerasreg.prox`),
 the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
 (`kerasreg.sparsity_report`) and callbacks that watch and steer sparsity
@@ -39,6 +40,7 @@ from kerasreg.layers import FeatureGate
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
+from kerasreg.regularizers import CoupledGroupLasso
 from kerasreg.regularizers import ElasticNet
 from kerasreg.regularizers import GroupLasso
 from kerasreg.regularizers import MagnitudePruning
@@ -48,6 +50,7 @@ from kerasreg.sparsity import sparsity_report
 __version__ = "0.1.0"
 
 __all__ = [
+    "CoupledGroupLasso",
     "ElasticNet",
     "FeatureGate",
     "FreezeSparsity",

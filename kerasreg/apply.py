@@ -13,10 +13,13 @@ import inspect
 import keras
 
 from kerasreg import _model_walk
+from kerasreg import dependency as dependency_lib
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._training import proximal_optimizer_of
+from kerasreg._validation import AnyOf
 from kerasreg._validation import Constraint
 from kerasreg._validation import InstanceOf
+from kerasreg._validation import Options
 from kerasreg._validation import invalid_argument
 from kerasreg._validation import validate_params
 
@@ -335,6 +338,9 @@ def _is_saved(visit, name, regularizer, index, own_configs):
 
 def _unsaved_reason(visit, name, variable, own_configs):
     where = f"{visit.path or visit.layer.name}/{variable.name}"
+    joint = getattr(variable.regularizer, "joint", None)
+    if joint is not None:
+        return f"'{where}' (its part of {joint!r}, a penalty over several weights)"
     own = own_configs.get(id(visit.layer)) or {}
     if not any(argument in own for argument in _config_arguments(name)):
         argument = _config_arguments(name)[0]
@@ -357,7 +363,7 @@ def _refuse_if_pending(layer):
             "returns and its `build` passes to `add_weight(regularizer=...)`; or save "
             "the weights with `save_weights` and call `kerasreg.regularize` again on the "
             "rebuilt model; or remove the penalties with `kerasreg.regularize(model, None, "
-            "...)`."
+            '...)` (with `groups="dependency"` for a coupled group lasso).'
         )
 
 
@@ -452,9 +458,10 @@ def _built_proximal_optimizer(model, changes):
         "layers": LayerSelector(),
         "weights": WeightNames(),
         "exclude": LayerSelector(),
+        "groups": AnyOf(Options("dependency"), None),
     }
 )
-def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=None):
+def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=None, groups=None):
     """Attaches a regularizer to chosen weights of a built model, in place.
 
     The penalties count in `model.losses` (so in the loss `fit` minimizes),
@@ -484,6 +491,36 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     and refuses to be saved or cloned: its `get_config` raises a
     `ValueError` naming those weights, rather than writing a file that
     loads without them.
+
+    **Coupled channels.** With `groups="dependency"`, `regularizer` is a
+    `GroupLasso` (only its `strength` is used) and the groups are the
+    removable groups of `kerasreg.dependency_groups(model)`: one penalty,
+    `kerasreg.CoupledGroupLasso`, puts one norm on each channel over every
+    weight that writes it (kernel columns and biases of each producer, in
+    every branch of a residual stream; the query, key and value slices of an
+    attention head) or carries it (`BatchNormalization`'s scale and shift,
+    depthwise kernels, `FeatureGate` gates), when trainable. The kernel rows
+    that read a channel are left out on purpose: a kernel's rows belong to
+    its input channel's group and its columns to its output channel's, so
+    penalizing both would make overlapping groups, whose prox has no closed
+    form. Once a channel's writers and carriers are zero, the channel is zero,
+    its readers' rows multiply zeros, and removing the channel removes them
+    too (the group lists them; `kerasreg.compact` does not yet remove
+    coupled groups). Each channel's norm
+    is weighted by the square root of its number of entries, as `GroupLasso`
+    does: a channel of 9 entries and one of 900 face thresholds in
+    proportion to 3 and 30, the same pressure per entry. A group is taken
+    when `layers` selects one of the layers that write it (`None`: all) and
+    `exclude` none of its layers; `weights` must be left at its default.
+    `regularizer=None` removes the coupled penalties from those groups'
+    weights. The new penalty replaces the previous regularizers of its
+    weights, and a coupled penalty that shared a weight with it is removed
+    from all its weights (as it is when `regularize` without `groups` gives
+    one of its weights another regularizer). No config can hold it (the layers' arguments, such
+    as `kernel_regularizer`, are set to `None`): such a model refuses to be
+    saved to `.keras` or cloned. Save the weights with `save_weights` and
+    call `regularize` again on the rebuilt model, remove the penalty first,
+    or save `kerasreg.strip(model)`, a copy without it.
 
     **Compiled and trained models.** Compiled train and test functions are
     reset, so the next `fit` or `evaluate` counts the new penalties. A
@@ -516,6 +553,9 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
             `add_weight(name=...)`. Defaults to `"kernel"`.
         exclude: Layers to leave out, chosen as `layers` chooses them.
             Defaults to `None`.
+        groups: `None` for one penalty per weight, or `"dependency"` for one
+            group lasso over the coupled channels of the model (see above).
+            Defaults to `None`.
 
     Returns:
         `model`, regularized.
@@ -525,7 +565,9 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
             built, a selector picks no layer, no selected layer has a named
             trainable weight, a callable returns no regularizer, or the
             model's built `ProximalOptimizer` would have to add or remove a
-            prox with a state.
+            prox with a state; with `groups="dependency"`, if `regularizer`
+            is not a `GroupLasso` or `None`, `weights` is given, or the model
+            has no removable group of coupled channels.
 
     Example:
 
@@ -552,6 +594,8 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
             "Sequential) or call it once on data before `regularize`",
             model,
         )
+    if groups is not None:
+        return _regularize_coupled(model, regularizer, layers, weights, exclude)
     visits = _model_walk.walk(model)
     changed = []
     for visit, name, variable in _targets(visits, layers, weights, exclude):
@@ -559,6 +603,7 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
         previous = _serialized(variable.regularizer)
         if previous != _serialized(new):
             changed.append(((visit, name, variable), previous, new))
+    changed += _released(visits, [variable for (_, _, variable), _, _ in changed])
     if not changed:
         return model
     optimizer = _built_proximal_optimizer(
@@ -576,7 +621,127 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     _record_saving(model, visits, [(target, previous) for target, previous, _ in changed])
     if optimizer is not None:
         optimizer._reread_regularizers([variable for (_, _, variable), _, _ in changed])
+    _reset_compiled(model)
+    return model
+
+
+def _reset_compiled(model):
+    """Drops compiled train and test functions, so the next call counts the new penalties."""
     for attribute in ("train_function", "test_function"):
         if getattr(model, attribute, None) is not None:
             setattr(model, attribute, None)
+
+
+def _joint_of(variable):
+    return getattr(getattr(variable, "regularizer", None), "joint", None)
+
+
+def _where(visits):
+    """`{id(variable): (visit, weight name, variable)}` over the walk."""
+    where = {}
+    for visit in visits:
+        for variable in _model_walk.own_variables(visit.layer):
+            where.setdefault(id(variable), (visit, variable.name, variable))
+    return where
+
+
+def _released(visits, variables):
+    """`(target, previous, None)` for the other weights of the coupled penalties of `variables`.
+
+    A coupled penalty whose weight gets another regularizer goes from all
+    its weights: what is left of it would still count the weight.
+    """
+    chosen = {id(variable) for variable in variables}
+    where = _where(visits)
+    released = {}
+    for variable in variables:
+        joint = _joint_of(variable)
+        for other in joint.variables if joint is not None else ():
+            if id(other) not in chosen and id(other) in where:
+                released[id(other)] = (where[id(other)], _serialized(other.regularizer), None)
+    return list(released.values())
+
+
+def _coupled_groups(model, visits, layers, exclude):
+    """The removable dependency groups that `layers` and `exclude` select."""
+    selected = None if layers is None else {v.path for v in _selected(visits, layers, "layers")}
+    excluded = set() if exclude is None else {v.path for v in _selected(visits, exclude, "exclude")}
+    chosen = []
+    for group in dependency_lib.dependency_groups(model):
+        paths = {member.layer for member in group.members}
+        writers = {m.layer for m in group.members if m.role == dependency_lib.WRITES}
+        if not group.removable or paths & excluded:
+            continue
+        if selected is None or writers & selected:
+            chosen.append(group)
+    return chosen
+
+
+def _regularize_coupled(model, regularizer, layers, weights, exclude):
+    """`regularize(..., groups="dependency")`: see its docstring."""
+    if regularizer is not None and not isinstance(regularizer, regularizers_lib.GroupLasso):
+        raise invalid_argument(
+            "regularizer",
+            'a kerasreg.GroupLasso (whose strength is used) or None with groups="dependency"',
+            regularizer,
+        )
+    if weights != ("kernel",):
+        raise invalid_argument(
+            "weights",
+            'the default with groups="dependency", where the groups choose the weights',
+            weights if len(weights) > 1 else weights[0],
+        )
+    visits = _model_walk.walk(model)
+    where = _where(visits)
+    chosen = _coupled_groups(model, visits, layers, exclude)
+    penalized = [
+        [
+            (member.variable, member.axis, member.indices)
+            for member in group.members
+            if member.role in (dependency_lib.WRITES, dependency_lib.CARRIES)
+            and member.variable.trainable
+            and id(member.variable) in where
+        ]
+        for group in chosen
+    ]
+    penalized = [members for members in penalized if members]
+    if not penalized:
+        raise invalid_argument(
+            "model",
+            "a model with a removable group of coupled channels with trainable weights "
+            "(see `kerasreg.dependency_groups`)"
+            + ("" if layers is None and exclude is None else " among the selected layers"),
+            model,
+        )
+    variables = [variable for members in penalized for variable, _, _ in members]
+    new = {}
+    if regularizer is not None:
+        penalty = regularizers_lib.CoupledGroupLasso(regularizer.strength, penalized)
+        new = {id(variable): penalty.share(variable) for variable in penalty.variables}
+    # A coupled penalty that shares a weight with the new one goes, from all its weights.
+    released = [
+        other
+        for variable in variables
+        if _joint_of(variable) is not None
+        for other in _joint_of(variable).variables
+    ]
+    if regularizer is None:
+        variables = [v for v in variables if _joint_of(v) is not None]
+    targets = list({id(v): v for v in variables + released if id(v) in where}.values())
+    changes = [(variable, new.get(id(variable))) for variable in targets]
+    optimizer = _built_proximal_optimizer(model, changes)
+    for visit in visits:
+        _remove_guard(visit.layer)
+    changed = []
+    for variable, regularizer_of in changes:
+        visit, name, _ = where[id(variable)]
+        previous = _serialized(variable.regularizer)
+        # No config holds a coupled penalty: the layer's argument says none.
+        _attach(visit, name, variable, None)
+        variable.regularizer = regularizer_of
+        changed.append(((visit, name, variable), previous))
+    _record_saving(model, visits, changed)
+    if optimizer is not None:
+        optimizer._reread_regularizers([variable for variable, _ in changes])
+    _reset_compiled(model)
     return model

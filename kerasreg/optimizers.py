@@ -43,7 +43,12 @@ _INNER_ONLY = (
 
 
 def _penalty_gradient(regularizer, value):
-    """Gradient of `regularizer(value)` with respect to `value`.
+    """Gradient of `regularizer(value)` with respect to `value`."""
+    return _penalty_gradients(lambda values: regularizer(values[0]), [value])[0]
+
+
+def _penalty_gradients(penalty, values):
+    """Gradients of `penalty(values)` with respect to each of `values` (a list).
 
     Differentiates the same function, with the same automatic differentiation,
     that put the penalty's gradient into the loss gradient, so subtracting it
@@ -53,26 +58,33 @@ def _penalty_gradient(regularizer, value):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        value = tf.convert_to_tensor(value)
+        values = [tf.convert_to_tensor(value) for value in values]
         with tf.GradientTape() as tape:
-            tape.watch(value)
-            penalty = regularizer(value)
-        gradient = tape.gradient(penalty, value)
-        return tf.zeros_like(value) if gradient is None else gradient
+            for value in values:
+                tape.watch(value)
+            result = penalty(values)
+        gradients = tape.gradient(result, values)
+        return [
+            tf.zeros_like(value) if gradient is None else gradient
+            for value, gradient in zip(values, gradients, strict=True)
+        ]
     if backend == "jax":
         import jax
 
-        return jax.grad(lambda v: regularizer(v))(value)
+        return list(jax.grad(lambda vs: penalty(list(vs)))(tuple(values)))
     if backend == "torch":
         import torch
 
         with torch.enable_grad():
-            leaf = value.detach().requires_grad_(True)
-            penalty = regularizer(leaf)
-            if not penalty.requires_grad:
-                return torch.zeros_like(leaf)
-            (gradient,) = torch.autograd.grad(penalty, leaf)
-        return gradient
+            leaves = [value.detach().requires_grad_(True) for value in values]
+            result = penalty(leaves)
+            if not result.requires_grad:
+                return [torch.zeros_like(leaf) for leaf in leaves]
+            gradients = torch.autograd.grad(result, leaves, allow_unused=True)
+        return [
+            torch.zeros_like(leaf) if gradient is None else gradient
+            for leaf, gradient in zip(leaves, gradients, strict=True)
+        ]
     raise NotImplementedError(
         f"ProximalOptimizer supports the tensorflow, jax and torch backends. "
         f"Received: backend={backend!r}"
@@ -94,6 +106,27 @@ def _replicas_in_sync():
     if context is None or not tf.distribute.has_strategy():
         return 1
     return context.num_replicas_in_sync
+
+
+def _gated(is_update_step, new, old):
+    """`new` on the inner optimizer's update steps, `old` on accumulation steps."""
+    return new if is_update_step is None else ops.where(is_update_step, new, old)
+
+
+def _joint(regularizer):
+    """The joint penalty `regularizer` is a share of, or `None` (see the class docstring)."""
+    return getattr(regularizer, "joint", None)
+
+
+def _check_joint(joint, keys, var_key):
+    """Refuses a joint penalty with a variable whose key is not in `keys`."""
+    for variable in joint.variables:
+        if var_key(variable) not in keys:
+            raise ValueError(
+                f"the penalty {joint!r} couples `{variable.path}`, which this optimizer does "
+                "not train: every variable of a penalty over several variables must be in "
+                "the optimizer's var_list (trainable, and in the same model)"
+            )
 
 
 class _StateInitializer:
@@ -163,6 +196,22 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     continues its ramp where it stopped.
     Regularizers whose prox has a state (`MagnitudePruning`'s schedule and
     mask) get it as optimizer variables too.
+
+    **Penalties over several variables.** A penalty may couple entries of
+    several variables, as `CoupledGroupLasso` couples the channels of a
+    residual stream across the layers that write and carry them. Such a
+    penalty is known by the `joint` attribute of its variables'
+    regularizers: an object with `variables`, `__call__(values)` (the
+    penalty of one value per variable) and `prox(values, steps)` (new
+    values, given one step per variable: scalars in `"plain"` mode,
+    per-coordinate tensors in `"preconditioned"` mode). The optimizer groups
+    the variables by joint penalty when it is built, removes the penalty's
+    gradient from each of them (one differentiation over all of them), and
+    after the inner step replaces them together by the joint prox; freezing,
+    gradient accumulation and moving averages apply to each variable as
+    above. All the variables of a joint penalty must be in the optimizer's
+    `var_list`; excluding any of them (`exclude_names`, `exclude_from_prox`)
+    leaves the whole joint penalty to the gradient.
 
     Args:
         inner_optimizer: The `keras.optimizers.Optimizer` instance to wrap.
@@ -260,6 +309,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         self._excluded_keys = set()
         self._proximal = {}
         self._prox_states = {}
+        self._joints = []  # the joint penalties whose prox is applied
+        self._joint_of = {}  # variable key -> its joint penalty
         self.strength_scale = self.add_variable(
             shape=(),
             initializer="ones",
@@ -310,7 +361,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         """Leaves variables to the gradient: no prox, penalty gradient kept.
 
         Call it before the optimizer is built, as
-        `exclude_from_weight_decay`.
+        `exclude_from_weight_decay`. Excluding one variable of a penalty over
+        several variables (`CoupledGroupLasso`) leaves that whole penalty to
+        the gradient.
 
         Args:
             var_list: List of variables to exclude. Defaults to `None`.
@@ -367,13 +420,35 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                     )
                     states.append(state)
                 self._prox_states[key] = states
+        self._register_joints(var_list)
         self.built = True
+
+    def _register_joints(self, var_list):
+        """Groups the variables of `var_list` by the joint penalty of their regularizers.
+
+        Raises:
+            ValueError: If a joint penalty has a variable outside `var_list`.
+        """
+        keys = {self._var_key(variable) for variable in var_list}
+        joints = {}
+        for variable in var_list:
+            joint = _joint(getattr(variable, "regularizer", None))
+            if joint is not None:
+                joints.setdefault(id(joint), joint)
+        self._joints, self._joint_of = [], {}
+        for joint in joints.values():
+            _check_joint(joint, keys, self._var_key)
+            if any(self._is_excluded(variable) for variable in joint.variables):
+                continue  # left to the gradient, as a whole
+            self._joints.append(joint)
+            for variable in joint.variables:
+                self._joint_of[self._var_key(variable)] = joint
 
     def _proximal_of(self, variable, regularizer=None):
         """The regularizer whose prox `variable` gets (with `regularizer`, if given)."""
         if regularizer is None:
             regularizer = getattr(variable, "regularizer", None)
-        if regularizer is None or self._is_excluded(variable):
+        if regularizer is None or self._is_excluded(variable) or _joint(regularizer) is not None:
             return None
         try:
             return regularizers_lib.get(regularizer)
@@ -392,8 +467,14 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
 
         Raises:
             ValueError: If a variable's prox has a state, now or with its
-                new regularizer.
+                new regularizer, or a new joint penalty has a variable that
+                this optimizer does not train.
         """
+        keys = {self._var_key(variable) for variable in self._trainable_variables}
+        for _, regularizer in changes:
+            joint = _joint(regularizer)
+            if joint is not None:
+                _check_joint(joint, keys, self._var_key)
         for variable, regularizer in changes:
             key = self._var_key(variable)
             proximal = self._proximal_of(variable, regularizer)
@@ -415,6 +496,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 self._proximal.pop(key, None)
             else:
                 self._proximal[key] = proximal
+        self._register_joints(self._trainable_variables)
 
     @validate_params({"frozen": Boolean()})
     def freeze_zeros(self, frozen=True):
@@ -435,12 +517,16 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         self.zeros_frozen.assign(1.0 if frozen else 0.0)
 
     def proximal_regularizer(self, variable):
-        """The regularizer whose prox is applied to `variable`, or `None`."""
-        return self._proximal.get(self._var_key(variable))
+        """The regularizer whose prox is applied to `variable`, or `None`.
+
+        For a variable of a penalty over several variables, the joint penalty.
+        """
+        key = self._var_key(variable)
+        return self._proximal.get(key, self._joint_of.get(key))
 
     def apply(self, grads, trainable_variables=None):
         trainable_variables = self._variables_to_update(trainable_variables)
-        grads, handled = self._remove_penalty_gradients(grads, trainable_variables)
+        grads, handled, joints = self._remove_penalty_gradients(grads, trainable_variables)
         inner = self.inner_optimizer
         # What the prox needs from before the inner step. `+ 0` reads the count
         # now (on TensorFlow, converting the variable would give a reference
@@ -448,12 +534,15 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         # which torch's in-place update cannot change.
         learning_rate, iteration = inner.learning_rate, inner.iterations + 0
         is_update_step = _preconditioners.is_update_step(inner)
-        was_zero = [variable.value == 0 for variable in handled]
+        members = [variable for joint in joints for variable in joint.variables]
+        was_zero = [variable.value == 0 for variable in handled + members]
         inner.apply(grads, trainable_variables)
-        for variable, zeros in zip(handled, was_zero, strict=True):
+        for variable, zeros in zip(handled, was_zero[: len(handled)], strict=True):
             step = self._prox_step(variable, learning_rate)
             self._apply_prox(variable, step, iteration, is_update_step, zeros)
-            if inner.use_ema:
+        self._apply_joint_proxes(joints, learning_rate, is_update_step, was_zero[len(handled) :])
+        if inner.use_ema:
+            for variable in handled + members:
                 self._keep_average_sparse(variable)
         self._iterations.assign_add(1)
 
@@ -476,12 +565,13 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         """Removes from `grads` the gradients of the penalties whose prox is applied.
 
         Returns:
-            The new gradients and the variables whose prox is applied.
+            The new gradients, the variables whose own prox is applied and
+            the joint penalties whose prox is applied.
         """
-        grads, handled = list(grads), []
+        grads, handled, joints = list(grads), [], []
         replicas = _replicas_in_sync() if self.penalty_in_loss else 1
         for i, variable in enumerate(trainable_variables):
-            regularizer = self.proximal_regularizer(variable)
+            regularizer = self._proximal.get(self._var_key(variable))
             if grads[i] is None or regularizer is None:
                 continue
             handled.append(variable)
@@ -490,7 +580,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 if replicas > 1:
                     penalty_grad = penalty_grad / replicas
                 grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
-        return grads, handled
+        position = {self._var_key(v): i for i, v in enumerate(trainable_variables)}
+        for joint in self._joints:
+            indices = [position.get(self._var_key(v)) for v in joint.variables]
+            if any(i is None or grads[i] is None for i in indices):
+                continue
+            joints.append(joint)
+            if self.penalty_in_loss:
+                values = [variable.value for variable in joint.variables]
+                for i, penalty_grad in zip(indices, _penalty_gradients(joint, values), strict=True):
+                    if replicas > 1:
+                        penalty_grad = penalty_grad / replicas
+                    grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+        return grads, handled, joints
 
     def _prox_step(self, variable, learning_rate):
         """The step of `variable`'s prox after the inner step (see the class docstring)."""
@@ -509,10 +611,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         Steps where the inner optimizer only accumulates change nothing.
         """
 
-        def gated(new, old):
-            return new if is_update_step is None else ops.where(is_update_step, new, old)
-
-        regularizer = self.proximal_regularizer(variable)
+        regularizer = self._proximal.get(self._var_key(variable))
         states = self._prox_states.get(self._var_key(variable))
         if states is None:
             value = regularizer.prox(variable.value, step)
@@ -521,10 +620,27 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 variable.value, step, iteration, tuple(s.value for s in states)
             )
             for state, new_state in zip(states, new_states, strict=True):
-                state.assign(gated(new_state, state.value))
+                state.assign(_gated(is_update_step, new_state, state.value))
+        self._assign_prox(variable, value, is_update_step, was_zero)
+
+    def _apply_joint_proxes(self, joints, learning_rate, is_update_step, was_zero):
+        """Replaces the variables of each joint penalty by its prox, together.
+
+        `was_zero` holds the zeros of each variable, joint by joint.
+        """
+        position = 0
+        for joint in joints:
+            steps = [self._prox_step(variable, learning_rate) for variable in joint.variables]
+            values = joint.prox([variable.value for variable in joint.variables], steps)
+            for variable, value in zip(joint.variables, values, strict=True):
+                self._assign_prox(variable, value, is_update_step, was_zero[position])
+                position += 1
+
+    def _assign_prox(self, variable, value, is_update_step, was_zero):
+        """Assigns `value` (the old zeros while frozen) on update steps."""
         held = ops.where(was_zero, ops.zeros_like(variable.value), variable.value)
         value = ops.where(self.zeros_frozen.value > 0.5, held, value)
-        variable.assign(ops.cast(gated(value, variable.value), variable.dtype))
+        variable.assign(ops.cast(_gated(is_update_step, value, variable.value), variable.dtype))
 
     def _keep_average_sparse(self, variable):
         """Zeroes the moving average, which `fit` copies into the model, where `variable` is 0."""

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_public_surface_is_pinned():
     # A rename or removal must fail here, loudly, before it reaches users.
     assert sorted(kerasreg.__all__) == [
+        "CoupledGroupLasso",
         "ElasticNet",
         "FeatureGate",
         "FreezeSparsity",
@@ -47,6 +48,7 @@ def test_public_surface_is_pinned():
     ]
     assert kerasreg.optimizers.__all__ == ["ProximalOptimizer"]
     assert sorted(kerasreg.regularizers.__all__) == [
+        "CoupledGroupLasso",
         "ElasticNet",
         "GroupLasso",
         "L1",
