@@ -17,8 +17,8 @@ the seed):
   MultiHeadAttention (8 heads, key_dim 32) + residual + LayerNormalization,
   Dense(512, ReLU) -> Dense(64) + residual + LayerNormalization; mean over
   the tokens, Dense(10). LayerNormalization pins the residual stream, so
-  heads and feed-forward units are what can go: they hold 97% of the
-  parameters.
+  heads and feed-forward units are what can go: with the weights that read
+  them they hold 99% of the parameters.
 
 Each network is trained twice with the same seed, data and epochs:
 
@@ -27,10 +27,13 @@ Each network is trained twice with the same seed, data and epochs:
   groups="dependency")`: one group per removable coupled channel or head
   (every kernel column and bias that writes it, BatchNormalization's scale
   and shift, the query, key and value slices of a head), under
-  `ProximalOptimizer(SGD(momentum=0.9))` with a cosine-decayed learning
-  rate, the strength ramped up from 0 over the first sixth of the epochs,
-  then `FreezeSparsity` from half of them (zero groups held, survivors
-  trained without the penalty's shrinkage); then `kerasreg.compact`.
+  `ProximalOptimizer(SGD(momentum=0.9))` with a learning rate
+  cosine-decayed from 0.05 (ResNet) or 0.01 (transformer), the strength
+  ramped up from 0 over the first sixth of the epochs, then
+  `FreezeSparsity` from half of them (zero groups held, survivors trained
+  without the penalty's shrinkage); then
+  `kerasreg.strip` (the coupled penalty has no config, so it must go before
+  the layers can be rebuilt) and `kerasreg.compact`.
 
 The script checks that the compacted model predicts what the sparse model
 predicts (same labels, logits within 1e-4) and prints, per network and
@@ -99,6 +102,11 @@ def transformer(d_model=64, heads=8, key_dim=32, ff=512, blocks=2):
 
 NETWORKS = {"resnet": resnet, "transformer": transformer}
 
+# The sparse model's inner optimizer and peak learning rate (cosine-decayed).
+# The post-norm transformer did not train with SGD at 0.05 (0.41 test
+# accuracy after 24 epochs, seed 0) but did at 0.01 (0.96 after 12).
+INNER = {"resnet": ("sgd", 0.05), "transformer": ("sgd", 0.01)}
+
 
 def shaped(name, x):
     """The flat 64-pixel rows as the network's inputs."""
@@ -109,7 +117,20 @@ def shaped(name, x):
     return np.concatenate([tokens, positions], axis=-1)
 
 
-def train(name, strength, data, epochs, seed, learning_rate):
+def penalize(model, strength, head_strength):
+    """The coupled group lasso on every removable channel; heads at their own strength."""
+    if head_strength is None:
+        return kerasreg.regularize(model, kerasreg.GroupLasso(strength), groups="dependency")
+    heads = keras.layers.MultiHeadAttention
+    model = kerasreg.regularize(
+        model, kerasreg.GroupLasso(head_strength), groups="dependency", layers=heads
+    )
+    return kerasreg.regularize(
+        model, kerasreg.GroupLasso(strength), groups="dependency", exclude=heads
+    )
+
+
+def train(name, strength, data, epochs, seed, head_strength=None):
     """Dense (`strength=None`) or coupled group lasso, then frozen."""
     x_train, _, y_train, _ = data
     keras.utils.set_random_seed(seed)
@@ -118,10 +139,15 @@ def train(name, strength, data, epochs, seed, learning_rate):
         optimizer = keras.optimizers.Adam(1e-3)
         callbacks = []
     else:
-        kerasreg.regularize(model, kerasreg.GroupLasso(strength), groups="dependency")
+        penalize(model, strength, head_strength)
+        inner, learning_rate = INNER[name]
         steps = epochs * math.ceil(len(x_train) / BATCH_SIZE)
         schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
-        optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(schedule, momentum=0.9))
+        if inner == "sgd":
+            inner_optimizer = keras.optimizers.SGD(schedule, momentum=0.9)
+        else:
+            inner_optimizer = keras.optimizers.Adam(schedule)
+        optimizer = kerasreg.ProximalOptimizer(inner_optimizer)
         ramp = max(1, epochs // 6)
 
         def ramp_strength(epoch, logs=None):
@@ -167,12 +193,12 @@ def inference_times(models, x, repeats):
     return [statistics.median(record) for record in times]
 
 
-def run(name, strength, learning_rate, epochs, seed, repeats):
+def run(name, strength, epochs, seed, repeats):
     data = load_data(seed)
     _, x_test, _, y_test = data
     x_test = shaped(name, x_test)
-    dense = train(name, None, data, epochs, seed, learning_rate)
-    sparse = train(name, strength, data, epochs, seed, learning_rate)
+    dense = train(name, None, data, epochs, seed)
+    sparse = train(name, strength, data, epochs, seed)
     # The coupled penalty lives in memory only (no layer config holds it):
     # strip removes it, so that compact can rebuild the layers.
     small, summary = kerasreg.compact(kerasreg.strip(sparse), return_summary=True)
@@ -211,10 +237,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--resnet-strength", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--resnet-strength", type=float, default=3e-3)
     parser.add_argument("--transformer-strength", type=float, default=1e-3)
-    parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
@@ -223,7 +248,7 @@ def main():
     for name in args.networks:
         strength = getattr(args, f"{name}_strength")
         for seed in args.seeds:
-            r = run(name, strength, args.learning_rate, args.epochs, seed, args.repeats)
+            r = run(name, strength, args.epochs, seed, args.repeats)
             r["params_ratio"] = r["dense_params"] / r["compact_params"]
             r["speedup"] = r["dense_ms"] / r["compact_ms"]
             results.append(r)
