@@ -7,6 +7,7 @@ built, and a `.keras` file keeps what the layers' configs hold
 of these, and refuses to let a model be saved without a penalty it carries.
 """
 
+import contextlib
 import copy
 import inspect
 
@@ -411,6 +412,27 @@ def _install_guard(layer):
             object.__setattr__(layer, method, _UnsavedGuard(layer, method))
 
 
+@contextlib.contextmanager
+def penalties_unguarded(model):
+    """Lets `model` be serialized with penalties no config holds (they are dropped).
+
+    For copies that are not the model itself: `strip`'s plain copy,
+    `compact`'s smaller one.
+    """
+    guarded = [
+        v.layer
+        for v in _model_walk.walk(model)
+        if isinstance(v.layer.__dict__.get("get_config"), _UnsavedGuard)
+    ]
+    for layer in guarded:
+        _remove_guard(layer)
+    try:
+        yield
+    finally:
+        for layer in guarded:
+            _install_guard(layer)
+
+
 def _record_saving(model, visits, changed):
     """Marks the changed weights whose penalty the model's config cannot hold.
 
@@ -504,20 +526,19 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     its input channel's group and its columns to its output channel's, so
     penalizing both would make overlapping groups, whose prox has no closed
     form. Once a channel's writers and carriers are zero, the channel is zero,
-    its readers' rows multiply zeros, and removing the channel removes them
-    too (the group lists them; `kerasreg.compact` does not yet remove
-    coupled groups). Each channel's norm
-    is weighted by the square root of its number of entries, as `GroupLasso`
-    does: a channel of 9 entries and one of 900 face thresholds in
-    proportion to 3 and 30, the same pressure per entry. A group is taken
+    its readers' rows multiply zeros, and `kerasreg.compact` removes the
+    channel with them. Each channel's norm is weighted by the square root
+    of its number of entries, as `GroupLasso` does: a channel of 9 entries
+    and one of 900 face thresholds in proportion to 3 and 30, the same
+    pressure per entry. A group is taken
     when `layers` selects one of the layers that write it (`None`: all) and
     `exclude` none of its layers; `weights` must be left at its default.
     `regularizer=None` removes the coupled penalties from those groups'
     weights. The new penalty replaces the previous regularizers of its
     weights, and a coupled penalty that shared a weight with it is removed
     from all its weights (as it is when `regularize` without `groups` gives
-    one of its weights another regularizer). No config can hold it (the layers' arguments, such
-    as `kernel_regularizer`, are set to `None`): such a model refuses to be
+    one of its weights another regularizer). No config can hold it (the
+    layers' arguments, such as `kernel_regularizer`, are set to `None`): such a model refuses to be
     saved to `.keras` or cloned. Save the weights with `save_weights` and
     call `regularize` again on the rebuilt model, remove the penalty first,
     or save `kerasreg.strip(model)`, a copy without it.

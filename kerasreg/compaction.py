@@ -3,8 +3,10 @@
 Zeros inside a dense kernel cost the same time and memory as any other
 number. Whole units, filters and input features are different: once a unit
 is zero on one side, it can be taken out of the network. `compact` finds
-them in chains of `Dense` and `Conv1D`/`Conv2D` layers and returns a new,
-smaller model that computes the same function.
+them along the coupled channels of the whole graph (residual streams,
+concatenations, attention heads) and in chains of `Dense` and
+`Conv1D`/`Conv2D` layers, and returns a new, smaller model that computes
+the same function.
 """
 
 import dataclasses
@@ -19,6 +21,7 @@ from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import validate_params
+from kerasreg.apply import penalties_unguarded
 from kerasreg.dependency import CARRIES
 from kerasreg.dependency import MODEL_INPUT
 from kerasreg.dependency import MODEL_OUTPUT
@@ -34,15 +37,17 @@ __all__ = ["CompactionSummary", "LayerCompaction", "compact"]
 
 @dataclasses.dataclass(frozen=True)
 class LayerCompaction:
-    """What `compact` did to one `Dense` or convolution layer.
+    """What `compact` did to one layer.
 
     Attributes:
         layer: The layer's name.
-        units: Output units (filters) before compaction.
+        units: Output units (filters; channels of a normalization or a
+            depthwise convolution; heads of a `MultiHeadAttention`) before
+            compaction.
         kept_units: Output units after.
         inputs: Input features (channels) of the kernel before compaction.
         kept_inputs: Input features after.
-        params: Parameters (kernel and bias) before.
+        params: Parameters of the layer before.
         kept_params: Parameters after.
         input_indices: Indices (into the layer's original inputs) of the
             features a `SelectFeatures` layer now passes to it, or `None`
@@ -67,8 +72,8 @@ class CompactionSummary:
     """The outcome of `compact`.
 
     Attributes:
-        layers: Tuple of `LayerCompaction`, one per `Dense`/convolution layer
-            that `compact` rebuilt.
+        layers: Tuple of `LayerCompaction`, one per layer that `compact`
+            rebuilt smaller.
         left_as_is: Tuple of `(layer name, reason)` for layers holding
             all-zero units or inputs that `compact` could not remove.
         params: Parameters of the original model.
@@ -409,13 +414,31 @@ def _param_count(kernel_shape, use_bias):
 def compact(model, return_summary=False):
     """Returns a smaller model that computes the same function.
 
-    Looks for chains of `Dense`, `Conv1D` and `Conv2D` layers (channels
-    last) with nodes between them that act on each unit alone: element-wise
-    activations, as layers or as `keras.ops` functions (`keras.ops.relu(x)`,
-    `2.0 * x`), `Dropout` (and the other layers that are the identity at
-    inference), `BatchNormalization` over the last axis, `FeatureGate`,
-    `DepthwiseConv1D`/`DepthwiseConv2D` (one output per channel), pooling,
-    `ZeroPadding` and `Flatten`. It removes:
+    It works in two passes. The first follows the channels through the
+    whole graph, as `kerasreg.dependency_groups` couples them: residual
+    streams (`Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`,
+    `x + y`), `Concatenate`, branches, depthwise convolutions,
+    `MultiHeadAttention` heads, `EinsumDense`, `Embedding` dimensions and
+    the feed-forward units of KerasHub's `TransformerEncoder`. A coupled
+    channel goes, with every weight of its group (the columns and biases
+    that write it, the normalization and depthwise slices that carry it, the
+    rows that read it; for a head, its query, key, value and output
+    slices), when
+
+    - every weight that reads it is zero: nothing reads it; or
+    - every weight that writes or carries it is zero (moving statistics
+      aside) and zeros propagate along it (`DependencyGroup.zeros_propagate`:
+      activations that map 0 to 0, normalizations with a scale): it is zero
+      wherever it is read. `kerasreg.regularize(model,
+      kerasreg.GroupLasso(s), groups="dependency")` trains channels to this.
+
+    The second pass looks for chains of `Dense`, `Conv1D` and `Conv2D`
+    layers (channels last) with nodes between them that act on each unit
+    alone: element-wise activations, as layers or as `keras.ops` functions
+    (`keras.ops.relu(x)`, `2.0 * x`), `Dropout` (and the other layers that
+    are the identity at inference), `BatchNormalization` over the last axis,
+    `FeatureGate`, `DepthwiseConv1D`/`DepthwiseConv2D` (one output per
+    channel), pooling, `ZeroPadding` and `Flatten`. It removes:
 
     - a unit (filter) whose outgoing weights are all zero;
     - a unit whose output is constant (all-zero incoming weights, or a
@@ -433,17 +456,23 @@ def compact(model, return_summary=False):
       inputs as the original. `summary.layers[i].input_indices` lists them,
       and `summary.layers[i].unit_indices` the units each layer keeps.
 
-    Removing one unit can make another removable; `compact` repeats until
-    nothing changes. What it cannot rewrite it copies unchanged: shared
-    layers, units feeding a branch, merges (`Add`, `Multiply`,
-    `Concatenate`, `x + y`, ...), reshapes and slices, and any other layer or
-    operation. Layers that hold all-zero units or inputs it had to keep are
-    named in a warning, with the node that stopped it, and in
-    `summary.left_as_is`. Nested Sequential and functional models are
-    compacted in turn. The result is a new model with its own weights (the
+    Removing one unit can make another removable; the second pass repeats
+    until nothing changes.
+
+    One channel of each group stays, so that every tensor keeps a width.
+    What it cannot rewrite it copies unchanged: shared layers, channels
+    that reach an opaque node (reshapes and slices, normalizations over the
+    channels), and any other layer or operation. Layers that hold all-zero
+    units or inputs it had to keep are named in a warning, with the node
+    that stopped it, and in `summary.left_as_is`. Nested Sequential and
+    functional models are compacted in turn. The result is a new model with its own weights (the
     original is not modified), compiled like the original when it was
     compiled (same optimizer, loss and metrics, new optimizer state), and it
-    saves and loads like any Keras model.
+    saves and loads like any Keras model. Regularizers that the layers'
+    configs hold come with it; a penalty that no config holds (a coupled
+    group lasso from `kerasreg.regularize(..., groups="dependency")`) does
+    not: its channels are gone. Call `regularize` on the result to train it
+    on.
 
     Only inference is identical: training-time behaviour of `Dropout` and of
     `BatchNormalization` statistics can differ, because removed units no
@@ -483,8 +512,9 @@ def compact(model, return_summary=False):
     >>> bool(np.allclose(model.predict(x, verbose=0), small.predict(x, verbose=0)))
     True
     """
-    coupled, rows, notes = _compact_coupled(model)
-    new_model, summary = _compact(coupled)
+    with penalties_unguarded(model):
+        coupled, rows, notes = _compact_coupled(model)
+        new_model, summary = _compact(coupled)
     summary = CompactionSummary(
         layers=_merge_rows(rows, summary.layers),
         left_as_is=_merge_notes(tuple(notes) + summary.left_as_is),

@@ -8,7 +8,6 @@ and `SelectFeatures` layers. Loading such a file needs `import kerasreg`.
 weights.
 """
 
-import contextlib
 import warnings
 
 import keras
@@ -125,23 +124,6 @@ class _Stripper:
         if isinstance(node, (list, tuple)):
             return type(node)(self(value) for value in node)
         return node
-
-
-@contextlib.contextmanager
-def _penalties_unguarded(model):
-    """Lets `model` be serialized with penalties no config holds (they are dropped)."""
-    guarded = [
-        v.layer
-        for v in _model_walk.walk(model)
-        if isinstance(v.layer.__dict__.get("get_config"), apply_lib._UnsavedGuard)
-    ]
-    for layer in guarded:
-        apply_lib._remove_guard(layer)
-    try:
-        yield
-    finally:
-        for layer in guarded:
-            apply_lib._install_guard(layer)
 
 
 def _stateful(model):
@@ -355,7 +337,7 @@ def strip(model, *, regularizers="remove", compile=False):
             model,
         )
     stripper = _Stripper(model, regularizers)
-    with _penalties_unguarded(model):
+    with apply_lib.penalties_unguarded(model):
         config = stripper(keras.saving.serialize_keras_object(model))
     compile_config = config.pop("compile_config", None)
     plain = _build(config, model)

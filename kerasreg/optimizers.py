@@ -64,8 +64,9 @@ def _penalty_gradients(penalty, values):
                 tape.watch(value)
             result = penalty(values)
         gradients = tape.gradient(result, values)
+        # `convert_to_tensor` makes the `IndexedSlices` of a gather dense.
         return [
-            tf.zeros_like(value) if gradient is None else gradient
+            tf.zeros_like(value) if gradient is None else tf.convert_to_tensor(gradient)
             for value, gradient in zip(values, gradients, strict=True)
         ]
     if backend == "jax":

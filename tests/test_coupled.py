@@ -209,6 +209,15 @@ def test_one_step_is_the_prox_of_the_data_gradient_step():
     )
 
 
+def _compacted(model, x):
+    """`kerasreg.compact(model)`, checked to predict as `model` does."""
+    small = kerasreg.compact(model)
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    return small
+
+
 def _whole_channels(channels):
     """The indices of the channels that are exactly zero in every member."""
     return [c for c, parts in enumerate(channels) if all(np.all(p == 0) for p in parts)]
@@ -227,6 +236,10 @@ def test_training_zeroes_whole_residual_channels(inner, strength):
     zero = _whole_channels(_mlp_channels(model))
     assert 0 < len(zero) < 8, zero
     assert np.isfinite(_losses(model))
+    # The zero channels leave every layer of the stream: a (6 x k and k),
+    # b (k x k and k, its rows read the stream), head (k x 3 and 3).
+    k = 8 - len(zero)
+    assert _compacted(model, x).count_params() == 7 * k + k * k + k + 3 * k + 3
 
 
 def test_training_zeroes_whole_channels_of_a_residual_cnn():
@@ -234,12 +247,15 @@ def test_training_zeroes_whole_channels_of_a_residual_cnn():
     x = rng.normal(size=(64, 6, 6, 3)).astype("float32")
     y = np.stack([x[..., 0].mean(axis=(1, 2)), x[..., 1].mean(axis=(1, 2))], axis=1)
     model = _residual_cnn()
-    kerasreg.regularize(model, kerasreg.GroupLasso(0.01), groups="dependency")
+    kerasreg.regularize(model, kerasreg.GroupLasso(0.003), groups="dependency")
     model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.02)), loss="mse")
     model.fit(x, y, batch_size=32, epochs=15, verbose=0)
     zero = _whole_channels(_cnn_channels(model))
-    assert len(zero) >= 1, zero
+    assert 0 < len(zero) < 4, zero
     assert np.isfinite(_losses(model))
+    # c1 (27 x k and k), bn (4 x k), c2 (9 k x k and k), head (k x 2 and 2).
+    k = 4 - len(zero)
+    assert _compacted(model, x).count_params() == 28 * k + 4 * k + 9 * k * k + k + 2 * k + 2
 
 
 def test_training_zeroes_whole_attention_heads():
@@ -264,6 +280,16 @@ def test_training_zeroes_whole_attention_heads():
     zero = _whole_channels(heads)
     assert 0 < len(zero) < 4, zero
     assert np.isfinite(_losses(model))
+    # The zero heads go: query, key and value (8 x 3 and 3 each per head),
+    # and their rows of the output projection. So do the output channels
+    # (a removable group too) whose column and bias are zero.
+    output = attention._output_dense
+    kernel, bias = to_numpy(output.kernel), to_numpy(output.bias)
+    m = int(np.sum(np.any(kernel != 0, axis=(0, 1)) | (bias != 0)))
+    k = 4 - len(zero)
+    small = _compacted(model, x)
+    assert small.get_layer("mha").num_heads == k
+    assert small.count_params() == 3 * (8 * k * 3 + k * 3) + k * 3 * m + m + m * 2 + 2
 
 
 def test_regularize_after_training_reaches_the_built_optimizer():
@@ -416,3 +442,45 @@ def test_the_moving_average_keeps_the_zeroed_channels():
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # fit ends with the averages
     assert _whole_channels(_mlp_channels(model)) == list(range(8))
     assert np.count_nonzero(to_numpy(model.get_layer("head").kernel)) > 0
+
+
+MIRRORED_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+import json, keras, numpy as np, kerasreg
+sys.path.insert(0, os.environ["KERASREG_ROOT"])
+from tests.test_coupled import _data, _residual_mlp
+x, y = _data()
+results = []
+for replicas in (2, 1):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"][:replicas])
+    with strategy.scope():
+        model = _residual_mlp()
+        kerasreg.regularize(model, kerasreg.GroupLasso(0.01), groups="dependency")
+        model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1)), loss="mse")
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(3), verbose=0)
+    results.append([keras.ops.convert_to_numpy(v).tolist() for v in model.trainable_variables])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="MirroredStrategy")
+def test_mirrored_training_takes_the_steps_of_one_device():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, KERASREG_ROOT=str(Path(__file__).resolve().parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    two, one = json.loads(result.stdout.strip().splitlines()[-1])
+    # A missed or doubled penalty gradient moves weights by about lr * strength = 1e-3.
+    for a, b in zip(two, one, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=2e-6)

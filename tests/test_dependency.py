@@ -178,6 +178,91 @@ def test_attention_heads_and_feed_forward_units():
     assert "LayerNormalization" in written[0].reason
 
 
+def _zero_written(group, channel):
+    for member in group.members:
+        if member.role in (WRITES, CARRIES) and not member.variable.path.endswith(
+            ("moving_mean", "moving_variance")
+        ):
+            _edit(member, channel, np.zeros_like)
+
+
+def _readers_matter(model, group, channel, x, rng):
+    """Whether perturbing the readers of `channel` changes the output."""
+    before = _outputs(model, x)
+    for member in group.members:
+        if member.role == READS:
+            _edit(member, channel, lambda v: v + rng.normal(size=v.shape))
+    return not np.array_equal(_outputs(model, x), before)
+
+
+def _zero_propagation_models():
+    rng = np.random.default_rng(8)
+    inputs = keras.Input((6, 6, 3))
+    a = L.Conv2D(4, 1, name="a")(inputs)
+    a = L.BatchNormalization(name="a_bn")(a)
+    a = L.ReLU()(a)
+    b = L.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw")(a)
+    c = L.Concatenate()([a, L.Add()([a, b])])
+    c = L.MaxPooling2D()(c)
+    cnn = keras.Model(inputs, L.Dense(2, name="head")(L.Flatten()(c)), name="cnn")
+
+    inputs = keras.Input((7, 8))
+    attention = L.MultiHeadAttention(num_heads=3, key_dim=2, name="mha")
+    x = L.GlobalAveragePooling1D()(attention(inputs, inputs))
+    mha = keras.Model(inputs, L.Dense(2, name="head")(x), name="attention")
+
+    models = [
+        (cnn, rng.normal(size=(3, 6, 6, 3)).astype("float32")),
+        (mha, rng.normal(size=(3, 7, 8)).astype("float32")),
+    ]
+    for model, _ in models:
+        for variable in model.weights:  # no zero biases, no unit statistics
+            if variable.path.endswith("moving_variance"):
+                variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype("float32"))
+            else:
+                variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    return models
+
+
+def test_zero_writers_silence_a_channel_where_zeros_propagate():
+    rng = np.random.default_rng(9)
+    for model, x in _zero_propagation_models():
+        removable = [g for g in kerasreg.dependency_groups(model) if g.removable]
+        assert removable and all(g.zeros_propagate for g in removable)
+        for group in removable:
+            channel = group.channels - 1
+            assert _readers_matter(model, group, channel, x, rng), group  # the test can fail
+            _zero_written(group, channel)
+            # The channel is zero wherever it is read: its readers do nothing.
+            assert not _readers_matter(model, group, channel, x, rng), group
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        lambda x: L.Activation("sigmoid")(x),  # sigmoid(0) = 0.5
+        lambda x: L.BatchNormalization(scale=False)(x),  # -mean / std + beta
+        lambda x: x + 1.0,
+        lambda x: L.Activation("softplus")(x),
+    ],
+)
+def test_zeros_that_do_not_propagate_are_flagged(between):
+    rng = np.random.default_rng(10)
+    inputs = keras.Input((5,))
+    h = between(L.Dense(4, name="a")(inputs))
+    model = keras.Model(inputs, L.Dense(2, name="head")(h))
+    for variable in model.weights:
+        if variable.path.endswith("moving_variance"):
+            variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype("float32"))
+        else:
+            variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    x = rng.normal(size=(4, 5)).astype("float32")
+    (group,) = [g for g in kerasreg.dependency_groups(model) if g.removable]
+    assert not group.zeros_propagate
+    _zero_written(group, 0)
+    assert _readers_matter(model, group, 0, x, rng)  # why the flag matters
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNetV2", "ResNet50"])
 def test_applications(name):

@@ -26,6 +26,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert "['x0', 'x1', 'x2']" in out
     assert (tmp_path / "small_model.keras").exists()
     assert (tmp_path / "digits_small.keras").exists()
+    stream = re.search(r"^stream: 128 -> (\d+) channels$", out, flags=re.M)
+    assert stream and 0 < int(stream.group(1)) < 128  # whole stream channels removed
     before, after = map(int, re.search(r"^(\d+) -> (\d+)$", out, flags=re.M).groups())
     assert after < before  # group lasso removed hidden units
     assert (tmp_path / "pruned_model.keras.gz").exists()

@@ -177,7 +177,14 @@ def test_dependency_coverage_runs():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     row = re.search(
-        r"^\| BERT .*? \| ([\d,]+) \| ([\d.]+)% \| (\d+) \((\d+)\) \|", result.stdout, re.M
+        r"^\| BERT .*? \| ([\d,]+) \| ([\d.]+)% \| (\d+) \((\d+)\) \| [\d.]+ \| "
+        r"([\d,]+) .*?\| ([\d.e+-]+) \|$",
+        result.stdout,
+        re.M,
     )
     assert row, result.stdout
     assert 0 < float(row.group(2)) < 100 and 0 < int(row.group(4)) < int(row.group(3))
+    # Half the feed-forward units cut: fewer parameters, the same predictions.
+    params, after = (int(row.group(i).replace(",", "")) for i in (1, 5))
+    assert after < params
+    assert float(row.group(6)) < 1e-5
