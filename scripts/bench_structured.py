@@ -26,14 +26,15 @@ Each network is trained twice with the same seed, data and epochs:
 - `sparse`: `kerasreg.regularize(model, kerasreg.GroupLasso(strength),
   groups="dependency")`: one group per removable coupled channel or head
   (every kernel column and bias that writes it, BatchNormalization's scale
-  and shift, the query, key and value slices of a head), under
+  and shift, the query, key and value slices of a head; for the
+  transformer, the heads, `layers=keras.layers.MultiHeadAttention`, get a
+  strength of their own: at one strength, feed-forward units go long
+  before any head does), under
   `ProximalOptimizer(SGD(momentum=0.9))` with a learning rate
   cosine-decayed from 0.05 (ResNet) or 0.01 (transformer), the strength
   ramped up from 0 over the first sixth of the epochs, then
   `FreezeSparsity` from half of them (zero groups held, survivors trained
-  without the penalty's shrinkage); then
-  `kerasreg.strip` (the coupled penalty has no config, so it must go before
-  the layers can be rebuilt) and `kerasreg.compact`.
+  without the penalty's shrinkage); then `kerasreg.compact`.
 
 The script checks that the compacted model predicts what the sparse model
 predicts (same labels, logits within 1e-4) and prints, per network and
@@ -193,15 +194,13 @@ def inference_times(models, x, repeats):
     return [statistics.median(record) for record in times]
 
 
-def run(name, strength, epochs, seed, repeats):
+def run(name, strength, head_strength, epochs, seed, repeats):
     data = load_data(seed)
     _, x_test, _, y_test = data
     x_test = shaped(name, x_test)
     dense = train(name, None, data, epochs, seed)
-    sparse = train(name, strength, data, epochs, seed)
-    # The coupled penalty lives in memory only (no layer config holds it):
-    # strip removes it, so that compact can rebuild the layers.
-    small, summary = kerasreg.compact(kerasreg.strip(sparse), return_summary=True)
+    sparse = train(name, strength, data, epochs, seed, head_strength)
+    small, summary = kerasreg.compact(sparse, return_summary=True)
 
     sparse_logits, small_logits = logits(sparse, x_test), logits(small, x_test)
     # The compacted model computes what the sparse model computes.
@@ -239,7 +238,8 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--resnet-strength", type=float, default=3e-3)
-    parser.add_argument("--transformer-strength", type=float, default=1e-3)
+    parser.add_argument("--transformer-strength", type=float, default=4e-3)
+    parser.add_argument("--head-strength", type=float, default=6e-3)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
 
@@ -247,12 +247,14 @@ def main():
     results = []
     for name in args.networks:
         strength = getattr(args, f"{name}_strength")
+        head_strength = args.head_strength if name == "transformer" else None
         for seed in args.seeds:
-            r = run(name, strength, args.epochs, seed, args.repeats)
+            r = run(name, strength, head_strength, args.epochs, seed, args.repeats)
             r["params_ratio"] = r["dense_params"] / r["compact_params"]
             r["speedup"] = r["dense_ms"] / r["compact_ms"]
             results.append(r)
-            print(f"\n== {name}, seed {seed}: coupled GroupLasso({strength:g}), then compact")
+            heads = "" if head_strength is None else f", heads {head_strength:g}"
+            print(f"\n== {name}, seed {seed}: coupled GroupLasso({strength:g}{heads}), compact")
             print(r["summary"])
     print()
     header = (
