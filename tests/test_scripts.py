@@ -68,6 +68,26 @@ def test_compaction_benchmark_runs(tmp_path):
     assert result.stdout.count(" True ") == 2
 
 
+def test_structured_benchmark_runs(tmp_path):
+    # Shortened: both networks train, compact and time on this backend; the
+    # script itself asserts that the compacted models predict what the
+    # sparse ones do.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_structured.py"), "--epochs", "2"]
+        + ["--seeds", "0", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for network in ("resnet", "transformer"):
+        assert re.search(rf"^{network} +0 ", result.stdout, re.M), result.stdout
+        assert re.search(rf"^{network} +mean ", result.stdout, re.M), result.stdout
+    assert "compacted predictions equal the sparse model's: True" in result.stdout
+
+
 def test_path_benchmark_runs(tmp_path):
     # Shortened: both paths, warm and cold, on this backend.
     result = subprocess.run(
