@@ -73,8 +73,8 @@ def test_structured_benchmark_runs(tmp_path):
     # script itself asserts that the compacted models predict what the
     # sparse ones do.
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_structured.py"), "--epochs", "2"]
-        + ["--seeds", "0", "--repeats", "1"],
+        [sys.executable, str(ROOT / "scripts" / "bench_structured.py"), "--epochs", "1"]
+        + ["--seeds", "0", "--repeats", "1", "--fine-tune-epochs", "1"],
         capture_output=True,
         text=True,
         env=os.environ.copy(),
