@@ -580,6 +580,9 @@ class CoupledGroupLasso:
     [0.0, 0.0]
     """
 
+    # `groups` is checked by `__init__` itself: its entries are variables.
+    _parameter_constraints = {"strength": _NON_NEGATIVE}
+
     def __init__(self, strength, groups):
         if not (_NON_NEGATIVE.type_ok(strength) and _NON_NEGATIVE.value_ok(strength)):
             raise InvalidArgumentError(

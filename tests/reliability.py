@@ -31,6 +31,10 @@ CLASSES = [
     (kerasreg.L2, {}),
     (kerasreg.ElasticNet, {}),
     (kerasreg.GroupLasso, {}),
+    (
+        kerasreg.CoupledGroupLasso,
+        {"groups": [[(keras.Variable(np.ones((2, 3)), name="kernel"), 1, np.arange(3)[:, None])]]},
+    ),
     (kerasreg.MagnitudePruning, {"final_sparsity": 0.5}),
     (kerasreg.ProximalOptimizer, {"inner_optimizer": keras.optimizers.SGD()}),
     (kerasreg.SparsityMonitor, {}),
