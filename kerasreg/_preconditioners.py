@@ -8,6 +8,7 @@ that lacks some of it, rather than letting a prox step go silently wrong.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -15,67 +16,89 @@ def _slot(optimizer, name, variable):
     return getattr(optimizer, name)[optimizer._get_variable_index(variable)]
 
 
-def _adam_steps(optimizer, variable, learning_rate):
+def _power(optimizer, beta, dtype):
+    """`beta ** t` after `t` steps, with `beta` cast as Keras' update casts it."""
+    return ops.power(ops.cast(beta, dtype), ops.cast(optimizer.iterations, dtype))
+
+
+# Each rule is `rule(optimizer, scale, dtype)`: it computes once what all the
+# variables of `dtype` share (bias corrections), and returns the function
+# `steps(variable)` of one variable's per-coordinate step, `scale` (the
+# learning rate, and any common factor) included.
+
+
+def _adam_rule(optimizer, scale, dtype):
     # Keras' Adam: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
     # The 1 / (1 - b1^t) corrects m; the metric is what multiplies it.
-    dtype = variable.dtype
-    t = ops.cast(optimizer.iterations, dtype)
-    v = _slot(optimizer, "_velocity_hats" if optimizer.amsgrad else "_velocities", variable)
-    correction = ops.sqrt(1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-    return learning_rate * correction / (ops.sqrt(v) + optimizer.epsilon)
+    scale = scale * ops.sqrt(1.0 - _power(optimizer, optimizer.beta_2, dtype))
+    name = "_velocity_hats" if optimizer.amsgrad else "_velocities"
+    return lambda variable: scale / (ops.sqrt(_slot(optimizer, name, variable)) + optimizer.epsilon)
 
 
-def _nadam_steps(optimizer, variable, learning_rate):
+def _nadam_rule(optimizer, scale, dtype):
     # Keras' Nadam: w -= lr * m_hat / (sqrt(v / (1 - b2^t)) + eps).
-    dtype = variable.dtype
-    t = ops.cast(optimizer.iterations, dtype)
-    v = _slot(optimizer, "_velocities", variable)
-    v_hat = v / (1.0 - ops.power(ops.cast(optimizer.beta_2, dtype), t))
-    return learning_rate / (ops.sqrt(v_hat) + optimizer.epsilon)
+    correction = 1.0 - _power(optimizer, optimizer.beta_2, dtype)
+
+    def steps(variable):
+        v_hat = _slot(optimizer, "_velocities", variable) / correction
+        return scale / (ops.sqrt(v_hat) + optimizer.epsilon)
+
+    return steps
 
 
-def _adamax_steps(optimizer, variable, learning_rate):
+def _adamax_rule(optimizer, scale, dtype):
     # Keras' Adamax: w -= lr / (1 - b1^t) * m / (u + eps).
-    return learning_rate / (_slot(optimizer, "_u", variable) + optimizer.epsilon)
+    return lambda variable: scale / (_slot(optimizer, "_u", variable) + optimizer.epsilon)
 
 
-def _rmsprop_steps(optimizer, variable, learning_rate):
+def _rmsprop_rule(optimizer, scale, dtype):
     # Keras' RMSprop: w -= lr * g / sqrt(v + eps) (centered: v - mean(g)^2);
     # with momentum b, b times the last move is added (see `momentum_factor`).
-    denominator = _slot(optimizer, "_velocities", variable) + optimizer.epsilon
-    if optimizer.centered:
-        denominator = denominator - ops.square(_slot(optimizer, "_average_gradients", variable))
-    return learning_rate / ops.sqrt(denominator)
+    def steps(variable):
+        denominator = _slot(optimizer, "_velocities", variable) + optimizer.epsilon
+        if optimizer.centered:
+            average = _slot(optimizer, "_average_gradients", variable)
+            denominator = denominator - ops.square(average)
+        return scale / ops.sqrt(denominator)
+
+    return steps
 
 
-def _adagrad_steps(optimizer, variable, learning_rate):
+def _adagrad_rule(optimizer, scale, dtype):
     # Keras' Adagrad: w -= lr * g / sqrt(accumulator + eps).
-    accumulator = _slot(optimizer, "_accumulators", variable)
-    return learning_rate / ops.sqrt(accumulator + optimizer.epsilon)
+    def steps(variable):
+        accumulator = _slot(optimizer, "_accumulators", variable)
+        return scale / ops.sqrt(accumulator + optimizer.epsilon)
+
+    return steps
 
 
 # Optimizers with a known diagonal preconditioner, their rule and the private
 # attributes it reads. Order matters: AdamW is an Adam subclass and must find
 # Adam's rule.
 _PRECONDITIONERS = (
-    (keras.optimizers.Nadam, _nadam_steps, lambda o: ["_velocities"]),
+    (keras.optimizers.Nadam, _nadam_rule, lambda o: ["_velocities"]),
     (
         keras.optimizers.Adam,
-        _adam_steps,
+        _adam_rule,
         lambda o: ["_velocity_hats" if o.amsgrad else "_velocities"],
     ),
-    (keras.optimizers.Adamax, _adamax_steps, lambda o: ["_u"]),
+    (keras.optimizers.Adamax, _adamax_rule, lambda o: ["_u"]),
     (
         keras.optimizers.RMSprop,
-        _rmsprop_steps,
+        _rmsprop_rule,
         lambda o: ["_velocities"] + ["_average_gradients"] * bool(o.centered),
     ),
-    (keras.optimizers.Adagrad, _adagrad_steps, lambda o: ["_accumulators"]),
+    (keras.optimizers.Adagrad, _adagrad_rule, lambda o: ["_accumulators"]),
 )
 
 
 def preconditioner_for(optimizer):
-    """The rule `rule(optimizer, variable, learning_rate)` of `optimizer`'s steps.
+    """The rule `rule(optimizer, scale, dtype)` of `optimizer`'s steps.
+
+    The rule returns `steps(variable)`, the per-coordinate step of a variable
+    of `dtype` (in that dtype) after the optimizer's latest update, times the
+    scalar `scale` (the learning rate, cast to `dtype`).
 
     Returns:
         The rule, or `None` for an optimizer whose per-coordinate step is not
@@ -137,7 +160,23 @@ def momentum_factor(optimizer, dtype):
     t = ops.cast(optimizer.iterations, dtype)
     if momentum >= 1.0:
         return t  # the limit of (1 - b^t) / (1 - b) as b -> 1
-    return (1.0 - ops.power(ops.cast(momentum, dtype), t)) / (1.0 - momentum)
+    b = _momentum_as_applied(optimizer, dtype)
+    return (1.0 - ops.power(b, t)) / (1.0 - b)
+
+
+def _momentum_as_applied(optimizer, dtype):
+    """The momentum `optimizer` multiplies by, as a scalar of `dtype`.
+
+    Not always the Python float: Keras' SGD multiplies by
+    `ops.cast(momentum, dtype)`, which TensorFlow converts to float32 first
+    (0.98 becomes 0.9800000190734863 even for float64 weights), while its
+    RMSprop, and both on JAX and PyTorch, use the float exactly in `dtype`.
+    A factor computed from another value would make training minimize data
+    loss + (1 - 1e-6) x penalty in float64.
+    """
+    if isinstance(optimizer, keras.optimizers.SGD):
+        return ops.cast(optimizer.momentum, dtype)
+    return ops.convert_to_tensor(np.asarray(optimizer.momentum, dtype=dtype))
 
 
 def is_update_step(optimizer):

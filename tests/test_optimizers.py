@@ -123,6 +123,53 @@ def float64():
     keras.config.set_dtype_policy("float32")
 
 
+class _SquaredErrorFloat64(keras.losses.Loss):
+    """Mean squared error over a batch of 3, summed in float64 on every backend.
+
+    Keras 3.15's `ops.mean` computes float64 in float32 on JAX and PyTorch,
+    so its `"mse"` loss, and the mean over the batch, would limit this test
+    to float32 precision there.
+    """
+
+    def __init__(self):
+        super().__init__(reduction="sum")
+
+    def call(self, y_true, y_pred):
+        return keras.ops.sum(keras.ops.square(y_true - y_pred), axis=-1) / 3.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.optimizers.SGD(0.005, momentum=0.98),
+        lambda: keras.optimizers.RMSprop(0.001, momentum=0.98),
+    ],
+    ids=["SGD", "RMSprop"],
+)
+def test_momentum_fixed_point_is_the_lasso_solution_in_float64(float64, make):
+    # x = [-1, 0, 1], y = x: scikit-learn's Lasso(alpha=0.1) coefficient is
+    # 0.85. The prox step's momentum factor must use the momentum as the
+    # inner optimizer applies it (TensorFlow's SGD rounds 0.98 through
+    # float32): from the exact 0.98, training minimizes data loss
+    # + (1 - 9.5e-7) x penalty and settles 1.4e-7 away.
+    x = np.array([[-1.0], [0.0], [1.0]])
+    expected = Lasso(alpha=0.1, tol=1e-15).fit(x, x[:, 0]).coef_[0]
+    # EinsumDense, not Dense: Keras 3.15's `ops.matmul` returns float32 for
+    # float64 inputs on PyTorch.
+    layer = keras.layers.EinsumDense(
+        "ab,bc->ac", 1, bias_axes="c", kernel_regularizer=kerasreg.L1(0.2)
+    )
+    model = keras.Sequential([keras.Input((1,)), layer])
+    model.compile(
+        optimizer=kerasreg.ProximalOptimizer(make()),
+        loss=_SquaredErrorFloat64(),
+        steps_per_execution=1 if BACKEND == "torch" else 500,
+    )
+    model.fit(FullBatch(x, x, 4000), epochs=1, verbose=0)
+    assert abs(expected - 0.85) < 1e-15
+    assert abs(to_numpy(layer.kernel)[0, 0] - expected) < 1e-14
+
+
 def test_l1_logistic_regression_matches_scikit_learn(float64):
     # float64: the problem is badly conditioned along correlated features,
     # so float32 gradients leave the coefficients 2e-3 from the optimum.

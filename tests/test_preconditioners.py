@@ -57,6 +57,12 @@ def _nadam_first_moment(gradients):
     return u[t] * m / (1 - product * u[t]) + (1 - u[t - 1]) * gradients[-1] / (1 - product)
 
 
+def _steps(optimizer, variable):
+    """The per-coordinate step the rule reads from `optimizer` for `variable`."""
+    rule = _preconditioners.preconditioner_for(optimizer)
+    return to_numpy(rule(optimizer, ops.cast(LR, "float32"), "float32")(variable))
+
+
 # name: (inner optimizer, displacement of the last step given the rule's step,
 # the gradients and the iterates).
 RULES = {
@@ -113,8 +119,7 @@ def test_rule_is_the_step_keras_takes(name):
     # maximum and the centered correction differ from the plain estimate.
     gradients[-1] *= 0.1
     variable, iterates = _run(optimizer, gradients)
-    rule = _preconditioners.preconditioner_for(optimizer)
-    step = to_numpy(rule(optimizer, variable, LR))
+    step = _steps(optimizer, variable)
     expected = displacement(step, gradients, iterates)
     np.testing.assert_allclose(iterates[-1] - iterates[-2], expected, rtol=1e-4, atol=1e-7)
 
@@ -141,8 +146,7 @@ def test_momentum_factor_is_the_long_run_carry(make):
     optimizer = make()
     gradient = np.linspace(-1.0, 1.0, 5).astype("float32")
     variable, iterates = _run(optimizer, [gradient] * 40)
-    rule = _preconditioners.preconditioner_for(optimizer) or (lambda o, v, lr: lr)
-    step = to_numpy(rule(optimizer, variable, LR))
+    step = _steps(optimizer, variable) if _preconditioners.preconditioner_for(optimizer) else LR
     factor = to_numpy(_preconditioners.momentum_factor(optimizer, "float32"))
     np.testing.assert_allclose(iterates[-1] - iterates[-2], -factor * step * gradient, rtol=1e-5)
 
