@@ -43,8 +43,23 @@ _INNER_ONLY = (
 
 
 def _penalty_gradient(regularizer, value):
-    """Gradient of `regularizer(value)` with respect to `value`."""
+    """Gradient of `regularizer(value)` with respect to `value`.
+
+    In closed form where the regularizer gives it (`penalty_gradient`), else
+    by automatic differentiation.
+    """
+    closed_form = getattr(regularizer, "penalty_gradient", None)
+    if closed_form is not None:
+        return closed_form(value)
     return _penalty_gradients(lambda values: regularizer(values[0]), [value])[0]
+
+
+def _joint_gradients(joint, values):
+    """Gradients of the joint penalty `joint(values)`, one per value."""
+    closed_form = getattr(joint, "gradients", None)
+    if closed_form is not None:
+        return closed_form(values)
+    return _penalty_gradients(joint, values)
 
 
 def _penalty_gradients(penalty, values):
@@ -109,9 +124,88 @@ def _replicas_in_sync():
     return context.num_replicas_in_sync
 
 
-def _gated(is_update_step, new, old):
-    """`new` on the inner optimizer's update steps, `old` on accumulation steps."""
-    return new if is_update_step is None else ops.where(is_update_step, new, old)
+def _known(condition):
+    """`condition` as a Python bool where its value is known now, else the tensor.
+
+    Eager steps (PyTorch, TensorFlow's `run_eagerly`) know the optimizer's
+    flags and skip the work of features that are off; traced steps (graphs,
+    XLA, JAX) select at run time.
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if not torch.compiler.is_compiling():
+            return bool(condition)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        value = tf.get_static_value(condition)
+        if value is not None:
+            return bool(value)
+    elif backend == "jax":
+        import jax
+
+        if not isinstance(condition, jax.core.Tracer):
+            return bool(condition)
+    return condition
+
+
+class _Hold:
+    """What keeps a variable from taking its prox in one step.
+
+    `gate` keeps the old value on the steps where the inner optimizer only
+    accumulates gradients; `freeze` sets the variable's old zeros back (and
+    takes no prox) while `zeros_frozen` is set. Each is skipped where it is
+    known to be off.
+    """
+
+    def __init__(self, is_update_step, frozen, was_zero):
+        self.is_update_step, self.frozen, self.was_zero = is_update_step, frozen, was_zero
+
+    def gate(self, new, old):
+        """`new` on the inner optimizer's update steps, `old` on accumulation steps."""
+        if self.is_update_step is None:
+            return new
+        return ops.where(self.is_update_step, new, old)
+
+    def freeze(self, value, prox_value):
+        """The variable's next value, given its value and prox (`None` if frozen)."""
+        if self.frozen is False:
+            return prox_value
+        held = ops.where(self.was_zero, ops.zeros_like(value), value)
+        if self.frozen is True:
+            return held
+        return ops.where(self.frozen, held, prox_value)
+
+
+class _Steps:
+    """The prox step of each variable after the inner step (see the class docstring).
+
+    What variables of one dtype share (the learning rate, bias corrections,
+    the momentum factor, `strength_scale`) is computed once per step.
+    """
+
+    def __init__(self, optimizer, learning_rate):
+        self._optimizer, self._learning_rate, self._rules = optimizer, learning_rate, {}
+
+    def __call__(self, variable):
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        if dtype not in self._rules:
+            self._rules[dtype] = self._rule(dtype)
+        return self._rules[dtype](variable)
+
+    def _rule(self, dtype):
+        optimizer = self._optimizer
+        inner = optimizer.inner_optimizer
+        scale = ops.cast(self._learning_rate, dtype)
+        factor = _preconditioners.momentum_factor(inner, dtype)
+        if factor is not None:
+            scale = scale * factor
+        scale = scale * ops.cast(optimizer.strength_scale.value, dtype)
+        if optimizer._preconditioner is None:
+            return lambda variable: scale
+        return optimizer._preconditioner(inner, scale, dtype)
 
 
 def _joint(regularizer):
@@ -536,12 +630,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         learning_rate, iteration = inner.learning_rate, inner.iterations + 0
         is_update_step = _preconditioners.is_update_step(inner)
         members = [variable for joint in joints for variable in joint.variables]
-        was_zero = [variable.value == 0 for variable in handled + members]
+        frozen = _known(self.zeros_frozen.value > 0.5)
+        was_zero = None
+        if frozen is not False:
+            was_zero = [variable.value == 0 for variable in handled + members]
         inner.apply(grads, trainable_variables)
-        for variable, zeros in zip(handled, was_zero[: len(handled)], strict=True):
-            step = self._prox_step(variable, learning_rate)
-            self._apply_prox(variable, step, iteration, is_update_step, zeros)
-        self._apply_joint_proxes(joints, learning_rate, is_update_step, was_zero[len(handled) :])
+        steps = _Steps(self, learning_rate)
+        holds = [
+            _Hold(is_update_step, frozen, None if was_zero is None else was_zero[i])
+            for i in range(len(handled) + len(members))
+        ]
+        for variable, hold in zip(handled, holds, strict=False):
+            self._apply_prox(variable, steps, iteration, hold)
+        self._apply_joint_proxes(joints, steps, holds[len(handled) :])
         if inner.use_ema:
             for variable in handled + members:
                 self._keep_average_sparse(variable)
@@ -571,16 +672,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         """
         grads, handled, joints = list(grads), [], []
         replicas = _replicas_in_sync() if self.penalty_in_loss else 1
+
+        def remove(i, penalty_grad):
+            if replicas > 1:
+                penalty_grad = penalty_grad / replicas
+            grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+
         for i, variable in enumerate(trainable_variables):
             regularizer = self._proximal.get(self._var_key(variable))
             if grads[i] is None or regularizer is None:
                 continue
             handled.append(variable)
             if self.penalty_in_loss:
-                penalty_grad = _penalty_gradient(regularizer, variable.value)
-                if replicas > 1:
-                    penalty_grad = penalty_grad / replicas
-                grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+                remove(i, _penalty_gradient(regularizer, variable.value))
         position = {self._var_key(v): i for i, v in enumerate(trainable_variables)}
         for joint in self._joints:
             indices = [position.get(self._var_key(v)) for v in joint.variables]
@@ -589,59 +693,45 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             joints.append(joint)
             if self.penalty_in_loss:
                 values = [variable.value for variable in joint.variables]
-                for i, penalty_grad in zip(indices, _penalty_gradients(joint, values), strict=True):
-                    if replicas > 1:
-                        penalty_grad = penalty_grad / replicas
-                    grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
+                for i, penalty_grad in zip(indices, _joint_gradients(joint, values), strict=True):
+                    remove(i, penalty_grad)
         return grads, handled, joints
 
-    def _prox_step(self, variable, learning_rate):
-        """The step of `variable`'s prox after the inner step (see the class docstring)."""
-        dtype = variable.dtype
-        step = ops.cast(learning_rate, dtype)
-        if self._preconditioner is not None:
-            step = self._preconditioner(self.inner_optimizer, variable, step)
-        factor = _preconditioners.momentum_factor(self.inner_optimizer, dtype)
-        if factor is not None:
-            step = step * factor
-        return step * ops.cast(self.strength_scale.value, dtype)
-
-    def _apply_prox(self, variable, step, iteration, is_update_step, was_zero):
-        """Replaces `variable` by its prox (by its old zeros while frozen).
-
-        Steps where the inner optimizer only accumulates change nothing.
-        """
-
+    def _apply_prox(self, variable, steps, iteration, hold):
+        """Replaces `variable` by its prox (by its old zeros while frozen)."""
         regularizer = self._proximal.get(self._var_key(variable))
         states = self._prox_states.get(self._var_key(variable))
         if states is None:
-            value = regularizer.prox(variable.value, step)
+            value = None if hold.frozen is True else regularizer.prox(variable.value, steps(variable))
         else:
             value, new_states = regularizer.prox_update(
-                variable.value, step, iteration, tuple(s.value for s in states)
+                variable.value, steps(variable), iteration, tuple(s.value for s in states)
             )
             for state, new_state in zip(states, new_states, strict=True):
-                state.assign(_gated(is_update_step, new_state, state.value))
-        self._assign_prox(variable, value, is_update_step, was_zero)
+                state.assign(hold.gate(new_state, state.value))
+        self._assign_prox(variable, value, hold)
 
-    def _apply_joint_proxes(self, joints, learning_rate, is_update_step, was_zero):
+    def _apply_joint_proxes(self, joints, steps, holds):
         """Replaces the variables of each joint penalty by its prox, together.
 
-        `was_zero` holds the zeros of each variable, joint by joint.
+        `holds` holds the `_Hold` of each variable, joint by joint.
         """
         position = 0
         for joint in joints:
-            steps = [self._prox_step(variable, learning_rate) for variable in joint.variables]
-            values = joint.prox([variable.value for variable in joint.variables], steps)
-            for variable, value in zip(joint.variables, values, strict=True):
-                self._assign_prox(variable, value, is_update_step, was_zero[position])
+            values = None
+            if holds[position].frozen is not True:
+                values = joint.prox(
+                    [variable.value for variable in joint.variables],
+                    [steps(variable) for variable in joint.variables],
+                )
+            for j, variable in enumerate(joint.variables):
+                self._assign_prox(variable, None if values is None else values[j], holds[position])
                 position += 1
 
-    def _assign_prox(self, variable, value, is_update_step, was_zero):
+    def _assign_prox(self, variable, value, hold):
         """Assigns `value` (the old zeros while frozen) on update steps."""
-        held = ops.where(was_zero, ops.zeros_like(variable.value), variable.value)
-        value = ops.where(self.zeros_frozen.value > 0.5, held, value)
-        variable.assign(ops.cast(_gated(is_update_step, value, variable.value), variable.dtype))
+        value = hold.freeze(variable.value, value)
+        variable.assign(ops.cast(hold.gate(value, variable.value), variable.dtype))
 
     def _keep_average_sparse(self, variable):
         """Zeroes the moving average, which `fit` copies into the model, where `variable` is 0."""
