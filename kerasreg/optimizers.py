@@ -702,7 +702,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         regularizer = self._proximal.get(self._var_key(variable))
         states = self._prox_states.get(self._var_key(variable))
         if states is None:
-            value = None if hold.frozen is True else regularizer.prox(variable.value, steps(variable))
+            value = None
+            if hold.frozen is not True:
+                value = regularizer.prox(variable.value, steps(variable))
         else:
             value, new_states = regularizer.prox_update(
                 variable.value, steps(variable), iteration, tuple(s.value for s in states)
