@@ -239,7 +239,10 @@ class ControllerState(NamedTuple):
     The optimizer holds it (`_load_state`, `_store_state`): the first three
     figures in its float32 `controller_state` variable, the scale in
     `strength_scale`, so it is saved with the optimizer and a run resumed
-    from a checkpoint continues its ramp.
+    from a checkpoint continues its ramp. The variable marks an unset
+    figure with infinity, not NaN: JAX's multi-process runtime checks that
+    every process puts equal values into a variable, and NaN equals nothing.
+    (NaN, as checkpoints of earlier versions hold, reads as unset too.)
 
     Attributes:
         initial: The sparsity the ramp starts from.
@@ -257,11 +260,13 @@ class ControllerState(NamedTuple):
 
 def _load_state(optimizer):
     memory = np.asarray(ops.convert_to_numpy(optimizer.controller_state), "float64")
+    memory = np.where(np.isfinite(memory), memory, np.nan)
     return ControllerState(*memory.tolist(), float(ops.convert_to_numpy(optimizer.strength_scale)))
 
 
 def _store_state(optimizer, state):
-    optimizer.controller_state.assign(np.array(state[:3], "float32"))
+    memory = np.array(state[:3], "float32")
+    optimizer.controller_state.assign(np.where(np.isnan(memory), np.inf, memory))
     optimizer.strength_scale.assign(state.scale)
 
 
