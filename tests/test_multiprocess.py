@@ -170,8 +170,8 @@ class Sequential(keras.Sequential):
             self._symbolic_build(data_batch=data_batch)
 
     # And it averages each step's logs over the workers along their axis 0,
-    # which a scalar lacks: a vector of one entry has one, and the mean of
-    # the workers' (equal) figures is the figure.
+    # which a scalar lacks: as vectors of one entry, they are averaged over
+    # the workers as MirroredStrategy's fit averages them over devices.
     def train_step(self, data):
         return {key: tf.reshape(value, [1]) for key, value in super().train_step(data).items()}
 
@@ -247,8 +247,9 @@ import os
 os.environ["KERAS_BACKEND"] = "jax"
 import jax
 jax.config.update("jax_enable_x64", True)
+# Cross-process collectives on CPU through gloo (the default in recent JAX).
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
 import keras
-# One CPU device per process; cross-process collectives through gloo.
 keras.distribution.initialize(
     os.environ["KERASREG_COORDINATOR"], num_processes=2, process_id=int(os.environ["KERASREG_ID"])
 )
@@ -303,7 +304,13 @@ print(json.dumps(report))
 )
 def test_jax_data_and_model_parallel_across_processes_equal_single_process_training(tmp_path):
     (port,) = _free_ports(1)
-    envs = [{"KERASREG_COORDINATOR": f"127.0.0.1:{port}", "KERASREG_ID": str(i)} for i in range(2)]
+    # One CPU device per process: the flags CI may set, less a forced count.
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags = " ".join(f for f in flags if "xla_force_host_platform_device_count" not in f)
+    envs = [
+        {"KERASREG_COORDINATOR": f"127.0.0.1:{port}", "KERASREG_ID": str(i), "XLA_FLAGS": flags}
+        for i in range(2)
+    ]
     first, second = _run_workers(JAX_SCRIPT, envs, tmp_path)
     assert first["devices"] == 2 and first["local_devices"] == 1
     # DataParallel keeps every variable whole in both processes ...
