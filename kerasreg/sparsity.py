@@ -224,7 +224,8 @@ def _to_numpy(value):
     That is a collective, so every process must make the same calls, as
     callbacks do. An array whole in every process is read locally.
     """
-    value = getattr(value, "value", value)
+    if isinstance(value, keras.Variable):
+        value = value.value
     if keras.backend.backend() == "jax":
         import jax
 
