@@ -64,6 +64,8 @@ def _zero_counter(variables):
 
     The counting runs where the weights live, compiled into one call where
     the backend allows it, and only the vector of counts reaches the host.
+    On JAX, weights split across processes are counted by each process's
+    part inside the compiled call, whose counts every process then holds.
     """
     sizes = np.array([int(np.prod(v.shape)) for v in variables], "int64")
     if not variables:
@@ -81,14 +83,22 @@ def _zero_counter(variables):
         import jax
         import jax.numpy as jnp
 
-        if all(d.platform == "cpu" for v in variables for d in v.value.devices()):
-            # Host memory already: NumPy reads the buffers without a copy.
+        values = [v.value for v in variables]
+        if all(
+            (value.is_fully_addressable or value.is_fully_replicated)
+            and all(d.platform == "cpu" for d in value.devices())
+            for value in values
+        ):
+            # Host memory already, whole in this process: NumPy reads the
+            # buffers without a copy.
             return lambda: (
                 sizes
                 - np.array([np.count_nonzero(np.asarray(v.value)) for v in variables], "int64")
             )
         count = jax.jit(lambda values: jnp.stack([jnp.count_nonzero(v) for v in values]))
-        return lambda: sizes - np.asarray(count([v.value for v in variables]), "int64")
+        return lambda: (
+            sizes - sparsity_lib._to_numpy(count([v.value for v in variables])).astype("int64")
+        )
     if backend == "torch" and all(v.value.device.type == "cpu" for v in variables):
         return lambda: (
             sizes
@@ -239,7 +249,10 @@ class ControllerState(NamedTuple):
     The optimizer holds it (`_load_state`, `_store_state`): the first three
     figures in its float32 `controller_state` variable, the scale in
     `strength_scale`, so it is saved with the optimizer and a run resumed
-    from a checkpoint continues its ramp.
+    from a checkpoint continues its ramp. The variable marks an unset
+    figure with infinity, not NaN: JAX's multi-process runtime checks that
+    every process puts equal values into a variable, and NaN equals nothing.
+    (NaN, as checkpoints of earlier versions hold, reads as unset too.)
 
     Attributes:
         initial: The sparsity the ramp starts from.
@@ -257,11 +270,13 @@ class ControllerState(NamedTuple):
 
 def _load_state(optimizer):
     memory = np.asarray(ops.convert_to_numpy(optimizer.controller_state), "float64")
+    memory = np.where(np.isfinite(memory), memory, np.nan)
     return ControllerState(*memory.tolist(), float(ops.convert_to_numpy(optimizer.strength_scale)))
 
 
 def _store_state(optimizer, state):
-    optimizer.controller_state.assign(np.array(state[:3], "float32"))
+    memory = np.array(state[:3], "float32")
+    optimizer.controller_state.assign(np.where(np.isnan(memory), np.inf, memory))
     optimizer.strength_scale.assign(state.scale)
 
 
@@ -490,9 +505,10 @@ def _complete_sparsity(variables, sparsity):
 
     One projection onto the sparsity level, over the weights taken together
     (`kerasreg.prox.project_sparsity` on their concatenation); weights that
-    are zero already count. Does nothing if they are sparse enough.
+    are zero already count. Does nothing if they are sparse enough. Weights
+    split across JAX processes are gathered whole in each (a collective).
     """
-    values = [np.asarray(ops.convert_to_numpy(v.value)) for v in variables]
+    values = [sparsity_lib._to_numpy(v) for v in variables]
     magnitudes = np.concatenate([np.abs(v).ravel() for v in values])
     needed = int(round(sparsity * magnitudes.size))
     if needed == 0 or np.count_nonzero(magnitudes == 0) >= needed:

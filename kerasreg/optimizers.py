@@ -287,7 +287,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     the loss still shows the penalty at its nominal strength), and
     `zeros_frozen`, set by `freeze_zeros()`, holds the sparsity pattern.
     A third, `controller_state`, holds the memory of `TargetSparsity`'s
-    controller (NaN when unset), so that a run restored from a checkpoint
+    controller (infinite when unset), so that a run restored from a checkpoint
     continues its ramp where it stopped.
     Regularizers whose prox has a state (`MagnitudePruning`'s schedule and
     mask) get it as optimizer variables too.
@@ -422,7 +422,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         )
         self.controller_state = self.add_variable(
             shape=(3,),
-            initializer=keras.initializers.Constant(float("nan")),
+            initializer=keras.initializers.Constant(float("inf")),  # unset; see ControllerState
             dtype="float32",
             aggregation="only_first_replica",
             name="controller_state",

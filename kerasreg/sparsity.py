@@ -215,8 +215,33 @@ def _reported_weights(model_or_layer, include_biases=False):
     return found
 
 
+def _to_numpy(value):
+    """The whole of `value` (a tensor or variable) as a NumPy array.
+
+    Under JAX's multi-process runtime, an array split across processes
+    (a `ModelParallel` layout over their devices) cannot be read whole
+    by any one of them: each process gathers the parts from the others.
+    That is a collective, so every process must make the same calls, as
+    callbacks do. An array whole in every process is read locally.
+    """
+    if isinstance(value, keras.Variable):
+        value = value.value
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if (
+            isinstance(value, jax.Array)
+            and not value.is_fully_addressable
+            and not value.is_fully_replicated
+        ):
+            from jax.experimental import multihost_utils
+
+            value = multihost_utils.process_allgather(value, tiled=True)
+    return np.asarray(ops.convert_to_numpy(value))
+
+
 def _figures(key, layer, variable, tolerance):
-    value = np.asarray(ops.convert_to_numpy(variable))
+    value = _to_numpy(variable)
     zero = value == 0
     figures = {
         "key": key,
@@ -252,7 +277,9 @@ def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
     Covers kernels by default: every float weight of rank 2 or more, plus
     any weight that carries a regularizer (e.g. a 1-D feature gate). Works
     on Sequential, functional and subclassed models, nested models, shared
-    layers (counted once) and users' own layers.
+    layers (counted once) and users' own layers. Under JAX's multi-process
+    runtime, weights split across processes are gathered whole, so every
+    process must call it.
 
     Args:
         model_or_layer: A `keras.Model` or `keras.layers.Layer`.

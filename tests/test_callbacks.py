@@ -16,6 +16,7 @@ import kerasreg
 from kerasreg.callbacks import ControllerState
 from kerasreg.callbacks import _load_state
 from kerasreg.callbacks import _scheduled_sparsity
+from kerasreg.callbacks import _store_state
 from kerasreg.callbacks import _update_controller
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
@@ -405,6 +406,18 @@ def test_control_law_properties(
     assert change * (target - predicted) >= -1e-6
     expected = min(max(gain * (target - predicted), -math.log(max_change)), math.log(max_change))
     assert change == pytest.approx(expected, abs=1e-6)
+
+
+def test_controller_memory_holds_no_nan():
+    # JAX's multi-process runtime refuses to put into a variable a value it
+    # cannot see is equal in every process, and NaN equals nothing: the
+    # optimizer holds an unset figure as infinity, read back as NaN.
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD())
+    np.testing.assert_array_equal(to_numpy(optimizer.controller_state), [np.inf] * 3)
+    np.testing.assert_equal(_load_state(optimizer), ControllerState())
+    _store_state(optimizer, ControllerState(0.5, scale=2.0))
+    np.testing.assert_array_equal(to_numpy(optimizer.controller_state), [0.5, np.inf, np.inf])
+    np.testing.assert_equal(_load_state(optimizer), (0.5, math.nan, math.nan, 2.0))
 
 
 def test_hooks_apply_the_law_to_what_the_optimizer_holds():
