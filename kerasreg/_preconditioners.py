@@ -27,12 +27,23 @@ def _power(optimizer, beta, dtype):
 # learning rate, and any common factor) included.
 
 
-def _adam_rule(optimizer, scale, dtype):
+def adam_scale(optimizer, scale, dtype):
+    """`scale` times the part of Adam's step all coordinates share."""
     # Keras' Adam: w -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
     # The 1 / (1 - b1^t) corrects m; the metric is what multiplies it.
-    scale = scale * ops.sqrt(1.0 - _power(optimizer, optimizer.beta_2, dtype))
-    name = "_velocity_hats" if optimizer.amsgrad else "_velocities"
-    return lambda variable: scale / (ops.sqrt(_slot(optimizer, name, variable)) + optimizer.epsilon)
+    return scale * ops.sqrt(1.0 - _power(optimizer, optimizer.beta_2, dtype))
+
+
+def adam_second_moment(optimizer, variable):
+    """The second-moment estimate Adam divides by (its running maximum for AMSGrad)."""
+    return _slot(optimizer, "_velocity_hats" if optimizer.amsgrad else "_velocities", variable)
+
+
+def adam_rule(optimizer, scale, dtype):
+    scale = adam_scale(optimizer, scale, dtype)
+    return lambda variable: (
+        scale / (ops.sqrt(adam_second_moment(optimizer, variable)) + optimizer.epsilon)
+    )
 
 
 def _nadam_rule(optimizer, scale, dtype):
@@ -80,7 +91,7 @@ _PRECONDITIONERS = (
     (keras.optimizers.Nadam, _nadam_rule, lambda o: ["_velocities"]),
     (
         keras.optimizers.Adam,
-        _adam_rule,
+        adam_rule,
         lambda o: ["_velocity_hats" if o.amsgrad else "_velocities"],
     ),
     (keras.optimizers.Adamax, _adamax_rule, lambda o: ["_u"]),

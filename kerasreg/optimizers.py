@@ -13,6 +13,7 @@ weights minimize the regularized objective.
 import keras
 from keras import ops
 
+from kerasreg import _fused
 from kerasreg import _preconditioners
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
@@ -195,17 +196,37 @@ class _Steps:
             self._rules[dtype] = self._rule(dtype)
         return self._rules[dtype](variable)
 
-    def _rule(self, dtype):
+    def fused(self, variables):
+        """The steps of `variables`, computed together (`kerasreg._fused`)."""
+        if self._optimizer._preconditioner is not _preconditioners.adam_rule:
+            return [self(variable) for variable in variables]
+        by_dtype = {}
+        for i, variable in enumerate(variables):
+            by_dtype.setdefault(keras.backend.standardize_dtype(variable.dtype), []).append(i)
+        steps = [None] * len(variables)
+        for dtype, indices in by_dtype.items():
+            scale = self._scale(dtype)
+            group = [variables[i] for i in indices]
+            inner = self._optimizer.inner_optimizer
+            for i, step in zip(indices, _fused.adam_steps(inner, group, scale), strict=True):
+                steps[i] = step
+        return steps
+
+    def _scale(self, dtype):
+        """The learning rate, momentum factor and `strength_scale`, in `dtype`."""
         optimizer = self._optimizer
-        inner = optimizer.inner_optimizer
         scale = ops.cast(self._learning_rate, dtype)
-        factor = _preconditioners.momentum_factor(inner, dtype)
+        factor = _preconditioners.momentum_factor(optimizer.inner_optimizer, dtype)
         if factor is not None:
             scale = scale * factor
-        scale = scale * ops.cast(optimizer.strength_scale.value, dtype)
+        return scale * ops.cast(optimizer.strength_scale.value, dtype)
+
+    def _rule(self, dtype):
+        optimizer = self._optimizer
+        scale = self._scale(dtype)
         if optimizer._preconditioner is None:
             return lambda variable: scale
-        return optimizer._preconditioner(inner, scale, dtype)
+        return optimizer._preconditioner(optimizer.inner_optimizer, scale, dtype)
 
 
 def _joint(regularizer):
@@ -621,31 +642,43 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
 
     def apply(self, grads, trainable_variables=None):
         trainable_variables = self._variables_to_update(trainable_variables)
-        grads, handled, joints = self._remove_penalty_gradients(grads, trainable_variables)
         inner = self.inner_optimizer
+        is_update_step = _preconditioners.is_update_step(inner)
+        if is_update_step is not None:
+            is_update_step = _known(is_update_step)
+        frozen = _known(self.zeros_frozen.value > 0.5)
+        grads, handled, fused, joints = self._remove_penalty_gradients(
+            grads, trainable_variables, fuse=frozen is False and _fused.enabled()
+        )
         # What the prox needs from before the inner step. `+ 0` reads the count
         # now (on TensorFlow, converting the variable would give a reference
         # that sees the step's increment); the comparisons make new tensors,
         # which torch's in-place update cannot change.
         learning_rate, iteration = inner.learning_rate, inner.iterations + 0
-        is_update_step = _preconditioners.is_update_step(inner)
         members = [variable for joint in joints for variable in joint.variables]
-        frozen = _known(self.zeros_frozen.value > 0.5)
         was_zero = None
-        if frozen is not False:
+        if frozen is not False and is_update_step is not False:
             was_zero = [variable.value == 0 for variable in handled + members]
         inner.apply(grads, trainable_variables)
-        steps = _Steps(self, learning_rate)
-        holds = [
-            _Hold(is_update_step, frozen, None if was_zero is None else was_zero[i])
-            for i in range(len(handled) + len(members))
-        ]
-        for variable, hold in zip(handled, holds, strict=False):
-            self._apply_prox(variable, steps, iteration, hold)
-        self._apply_joint_proxes(joints, steps, holds[len(handled) :])
-        if inner.use_ema:
-            for variable in handled + members:
-                self._keep_average_sparse(variable)
+        if is_update_step is not False:  # the inner optimizer updated the weights
+            gate = None if is_update_step is True else is_update_step
+            steps = _Steps(self, learning_rate)
+            if fused:
+                _fused.apply_prox(
+                    [variable.value for variable, _ in fused],
+                    steps.fused([variable for variable, _ in fused]),
+                    [coefficients for _, coefficients in fused],
+                )
+            holds = [
+                _Hold(gate, frozen, None if was_zero is None else was_zero[i])
+                for i in range(len(handled) + len(members))
+            ]
+            for variable, hold in zip(handled, holds, strict=False):
+                self._apply_prox(variable, steps, iteration, hold)
+            self._apply_joint_proxes(joints, steps, holds[len(handled) :])
+            if inner.use_ema:
+                for variable in handled + [v for v, _ in fused] + members:
+                    self._keep_average_sparse(variable)
         self._iterations.assign_add(1)
 
     def _variables_to_update(self, trainable_variables):
@@ -663,14 +696,21 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 self.build(trainable_variables)
         return trainable_variables
 
-    def _remove_penalty_gradients(self, grads, trainable_variables):
+    def _remove_penalty_gradients(self, grads, trainable_variables, fuse):
         """Removes from `grads` the gradients of the penalties whose prox is applied.
 
+        Args:
+            grads: The gradients of `trainable_variables`.
+            trainable_variables: The variables.
+            fuse: Whether variables with element-wise penalties are handled
+                together (`kerasreg._fused`).
+
         Returns:
-            The new gradients, the variables whose own prox is applied and
+            The new gradients, the variables whose own prox is applied, the
+            pairs `(variable, coefficients)` of those handled together, and
             the joint penalties whose prox is applied.
         """
-        grads, handled, joints = list(grads), [], []
+        grads, handled, fused, joints = list(grads), [], [], []
         replicas = _replicas_in_sync() if self.penalty_in_loss else 1
 
         def remove(i, penalty_grad):
@@ -678,13 +718,27 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 penalty_grad = penalty_grad / replicas
             grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
 
+        fused_indices = []
         for i, variable in enumerate(trainable_variables):
             regularizer = self._proximal.get(self._var_key(variable))
             if grads[i] is None or regularizer is None:
                 continue
+            coefficients = _fused.coefficients(regularizer, variable, grads[i]) if fuse else None
+            if coefficients is not None:
+                fused.append((variable, coefficients))
+                fused_indices.append(i)
+                continue
             handled.append(variable)
             if self.penalty_in_loss:
                 remove(i, _penalty_gradient(regularizer, variable.value))
+        if fused and self.penalty_in_loss:
+            new = _fused.remove_penalty_gradients(
+                [grads[i] for i in fused_indices],
+                [variable.value for variable, _ in fused],
+                [coefficients for _, coefficients in fused],
+            )
+            for i, grad in zip(fused_indices, new, strict=True):
+                grads[i] = grad
         position = {self._var_key(v): i for i, v in enumerate(trainable_variables)}
         for joint in self._joints:
             indices = [position.get(self._var_key(v)) for v in joint.variables]
@@ -695,7 +749,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 values = [variable.value for variable in joint.variables]
                 for i, penalty_grad in zip(indices, _joint_gradients(joint, values), strict=True):
                     remove(i, penalty_grad)
-        return grads, handled, joints
+        return grads, handled, fused, joints
 
     def _apply_prox(self, variable, steps, iteration, hold):
         """Replaces `variable` by its prox (by its old zeros while frozen)."""

@@ -91,9 +91,17 @@ def soft_threshold(x, threshold):
     [-1.0, 0.0, 0.0, 0.0, 0.5]
     """
     out_dtype, x, (t,) = _prepare(x, threshold)
-    # Written with `<=` so that a NaN in `x` fails the test and stays NaN.
-    z = ops.where(ops.abs(x) <= t, ops.zeros_like(x), x - ops.sign(x) * t)
-    return ops.cast(z, out_dtype)
+    return ops.cast(_shrink(x, t), out_dtype)
+
+
+def _shrink(x, t):
+    """`sign(x) * max(|x| - t, 0)` in four element-wise operations.
+
+    `x - clip(x, -t, t)` is `x - t` above `t`, `x + t` below `-t`, and
+    `x - x = 0` between (the same floating-point operations as the
+    formula's, so the same bits); a NaN in `x` stays NaN.
+    """
+    return x - ops.clip(x, -t, t)
 
 
 def prox_squared_l2(x, threshold):
@@ -160,8 +168,7 @@ def prox_elastic_net(x, l1_threshold, l2_threshold):
     [-1.0, 0.0, 0.5]
     """
     out_dtype, x, (a, b) = _prepare(x, l1_threshold, l2_threshold)
-    z = ops.where(ops.abs(x) <= a, ops.zeros_like(x), x - ops.sign(x) * a)
-    return ops.cast(z / (1.0 + 2.0 * b), out_dtype)
+    return ops.cast(_shrink(x, a) / (1.0 + 2.0 * b), out_dtype)
 
 
 def _maximum(a, b):

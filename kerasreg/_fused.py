@@ -1,0 +1,151 @@
+"""`ProximalOptimizer`'s step in PyTorch's eager mode, fused across variables.
+
+Without compilation, PyTorch runs every Keras operation as its own call from
+Python, and the Python around a small operation (conversions, dtype checks,
+dispatch) costs more than the arithmetic. Keras' own PyTorch optimizers
+therefore update all variables at once with `torch._foreach_*` kernels. This
+module does the same for the variables whose penalty is element-wise (`L1`,
+`L2`, `ElasticNet`, and Keras' own, which `regularizers.get` turns into
+them): it removes their penalty gradients and applies their proximal
+operators with one call per operation for all of them, with the arithmetic
+of the per-variable path, so the results are the same to the bit.
+"""
+
+import keras
+
+from kerasreg import _preconditioners
+from kerasreg import regularizers as regularizers_lib
+
+_DTYPES = ("float32", "float64")
+
+
+def enabled():
+    """Whether this step runs in PyTorch's eager mode."""
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    return not torch.compiler.is_compiling()
+
+
+def coefficients(regularizer, variable, gradient):
+    """`(l1, l2)` of `l1 * sum|w| + l2 * sum w^2`, or `None` if not fused.
+
+    Only kerasreg's own element-wise penalties are fused (a subclass may
+    change the penalty), on float32 and float64 weights whose gradient has
+    their dtype (half-precision weights compute in float32).
+    """
+    dtype = keras.backend.standardize_dtype(variable.dtype)
+    if dtype not in _DTYPES or keras.backend.standardize_dtype(gradient.dtype) != dtype:
+        return None
+    kind = type(regularizer)
+    if kind is regularizers_lib.L1:
+        return (regularizer.l1, 0.0)
+    if kind is regularizers_lib.L2:
+        return (0.0, regularizer.l2)
+    if kind is regularizers_lib.ElasticNet:
+        return (regularizer.l1, regularizer.l2)
+    return None
+
+
+def _where(items, keep):
+    return [item for item, kept in zip(items, keep, strict=True) if kept]
+
+
+def remove_penalty_gradients(grads, values, coefficients):
+    """`grads` minus the gradients of the penalties at `values`.
+
+    The penalty gradient is `l1 * sign(w) + 2 * l2 * w`, which is what
+    PyTorch's automatic differentiation of the penalty gives (the
+    derivative of `|w|` at 0 is 0, the terms are summed, then subtracted).
+
+    Args:
+        grads: List of gradient tensors.
+        values: List of weight tensors.
+        coefficients: List of `(l1, l2)` pairs.
+
+    Returns:
+        The list of new gradient tensors.
+    """
+    import torch
+
+    with torch.no_grad():
+        penalty = [None] * len(values)
+        has_l1 = [l1 != 0.0 for l1, _ in coefficients]
+        if any(has_l1):
+            signs = torch._foreach_sign(_where(values, has_l1))
+            torch._foreach_mul_(signs, [l1 for l1, _ in _where(coefficients, has_l1)])
+            for i, sign in zip(_where(range(len(values)), has_l1), signs, strict=True):
+                penalty[i] = sign
+        has_l2 = [l2 != 0.0 for _, l2 in coefficients]
+        if any(has_l2):
+            squares = torch._foreach_mul(
+                _where(values, has_l2), [2.0 * l2 for _, l2 in _where(coefficients, has_l2)]
+            )
+            for i, square in zip(_where(range(len(values)), has_l2), squares, strict=True):
+                penalty[i] = square if penalty[i] is None else penalty[i] + square
+        has_penalty = [p is not None for p in penalty]
+        new = list(grads)
+        if any(has_penalty):
+            subtracted = torch._foreach_sub(
+                _where(grads, has_penalty), _where(penalty, has_penalty)
+            )
+            for i, grad in zip(_where(range(len(grads)), has_penalty), subtracted, strict=True):
+                new[i] = grad
+        return new
+
+
+def adam_steps(optimizer, variables, scale):
+    """Adam's per-coordinate steps of `variables`, times `scale`, as
+    `kerasreg._preconditioners.adam_rule` computes them.
+
+    Args:
+        optimizer: The inner `keras.optimizers.Adam` (or subclass), after
+            its update.
+        variables: List of variables of one dtype.
+        scale: Scalar tensor of that dtype, the learning rate and common
+            factors.
+    """
+    import torch
+
+    dtype = keras.backend.standardize_dtype(variables[0].dtype)
+    scale = _preconditioners.adam_scale(optimizer, scale, dtype)
+    with torch.no_grad():
+        moments = [_preconditioners.adam_second_moment(optimizer, v).value for v in variables]
+        denominators = torch._foreach_sqrt(moments)
+        torch._foreach_add_(denominators, optimizer.epsilon)
+        return torch._foreach_div([scale] * len(variables), denominators)
+
+
+def apply_prox(values, steps, coefficients):
+    """Replaces each of `values` (in place) by its prox with its step.
+
+    Soft thresholding is written `w - clip(w, -t, t)`, equal to the
+    per-coordinate `sign(w) * max(|w| - t, 0)` of `kerasreg.prox`; the L2
+    part divides by `1 + 2 * t2` as `prox_elastic_net` does.
+
+    Args:
+        values: List of weight tensors, updated in place.
+        steps: List of step tensors: scalars, or one step per coordinate.
+        coefficients: List of `(l1, l2)` pairs.
+    """
+    import torch
+
+    with torch.no_grad():
+        has_l1 = [l1 != 0.0 or l2 == 0.0 for l1, l2 in coefficients]
+        if any(has_l1):
+            x = _where(values, has_l1)
+            thresholds = torch._foreach_mul(
+                _where(steps, has_l1), [l1 for l1, _ in _where(coefficients, has_l1)]
+            )
+            clipped = torch._foreach_maximum(x, torch._foreach_neg(thresholds))
+            torch._foreach_minimum_(clipped, thresholds)
+            torch._foreach_sub_(x, clipped)
+        has_l2 = [l2 != 0.0 for _, l2 in coefficients]
+        if any(has_l2):
+            denominators = torch._foreach_mul(
+                _where(steps, has_l2), [l2 for _, l2 in _where(coefficients, has_l2)]
+            )
+            torch._foreach_mul_(denominators, 2.0)
+            torch._foreach_add_(denominators, 1.0)
+            torch._foreach_div_(_where(values, has_l2), denominators)
