@@ -740,3 +740,51 @@ def test_building_twice_under_loss_scaling_adds_no_variables():
     count = len(optimizer.variables)
     keras.optimizers.LossScaleOptimizer(optimizer).build([variable])
     assert len(optimizer.variables) == count
+
+
+def _fused_or_not(monkeypatch, fused, make_inner):
+    """Weights after five steps with random gradients, fused (PyTorch) or not."""
+    monkeypatch.setattr(kerasreg._fused, "enabled", lambda: fused)
+    rng = np.random.default_rng(0)
+    regularizers = [
+        kerasreg.L1(1.0),
+        kerasreg.L2(0.1),
+        kerasreg.ElasticNet(2.0, 0.5),
+        kerasreg.ElasticNet(0.1, 0.0),
+        keras.regularizers.L1(1.0),
+        kerasreg.GroupLasso(0.05),  # not element-wise: the per-variable path
+    ]
+    variables = []
+    for j, regularizer in enumerate(regularizers):
+        value = rng.normal(size=(4, 5)) * (rng.random((4, 5)) > 0.3)  # exact zeros too
+        variable = keras.Variable(value.astype("float64" if j == 2 else "float32"))
+        variable.regularizer = regularizer
+        variables.append(variable)
+    optimizer = kerasreg.ProximalOptimizer(make_inner())
+    for _ in range(5):
+        grads = [
+            keras.ops.convert_to_tensor(rng.normal(size=(4, 5)).astype(v.dtype)) for v in variables
+        ]
+        optimizer.apply(grads, variables)
+    return [to_numpy(variable) for variable in variables]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="steps are fused in PyTorch's eager mode only")
+@pytest.mark.parametrize(
+    "make_inner",
+    [
+        lambda: keras.optimizers.Adam(0.1),
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+        lambda: keras.optimizers.RMSprop(0.05),
+    ],
+    ids=["Adam", "SGD", "RMSprop"],
+)
+def test_fused_steps_equal_per_variable_steps_to_the_bit(monkeypatch, make_inner):
+    fused = _fused_or_not(monkeypatch, True, make_inner)
+    separate = _fused_or_not(monkeypatch, False, make_inner)
+    for j in (0, 2, 4):  # the L1 terms zero weights
+        assert np.count_nonzero(fused[j] == 0) > 0
+    for a, b in zip(fused, separate, strict=True):
+        np.testing.assert_array_equal(
+            a.view(f"uint{8 * a.itemsize}"), b.view(f"uint{8 * b.itemsize}")
+        )
