@@ -13,6 +13,7 @@ weights minimize the regularized objective.
 import keras
 from keras import ops
 
+from kerasreg import _autodiff
 from kerasreg import _preconditioners
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._saving import register_serializable
@@ -44,52 +45,7 @@ _INNER_ONLY = (
 
 def _penalty_gradient(regularizer, value):
     """Gradient of `regularizer(value)` with respect to `value`."""
-    return _penalty_gradients(lambda values: regularizer(values[0]), [value])[0]
-
-
-def _penalty_gradients(penalty, values):
-    """Gradients of `penalty(values)` with respect to each of `values` (a list).
-
-    Differentiates the same function, with the same automatic differentiation,
-    that put the penalty's gradient into the loss gradient, so subtracting it
-    removes that contribution.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        values = [tf.convert_to_tensor(value) for value in values]
-        with tf.GradientTape() as tape:
-            for value in values:
-                tape.watch(value)
-            result = penalty(values)
-        gradients = tape.gradient(result, values)
-        # `convert_to_tensor` makes the `IndexedSlices` of a gather dense.
-        return [
-            tf.zeros_like(value) if gradient is None else tf.convert_to_tensor(gradient)
-            for value, gradient in zip(values, gradients, strict=True)
-        ]
-    if backend == "jax":
-        import jax
-
-        return list(jax.grad(lambda vs: penalty(list(vs)))(tuple(values)))
-    if backend == "torch":
-        import torch
-
-        with torch.enable_grad():
-            leaves = [value.detach().requires_grad_(True) for value in values]
-            result = penalty(leaves)
-            if not result.requires_grad:
-                return [torch.zeros_like(leaf) for leaf in leaves]
-            gradients = torch.autograd.grad(result, leaves, allow_unused=True)
-        return [
-            torch.zeros_like(leaf) if gradient is None else gradient
-            for leaf, gradient in zip(leaves, gradients, strict=True)
-        ]
-    raise NotImplementedError(
-        f"ProximalOptimizer supports the tensorflow, jax and torch backends. "
-        f"Received: backend={backend!r}"
-    )
+    return _autodiff.gradients(lambda values: regularizer(values[0]), [value])[0]
 
 
 def _replicas_in_sync():
@@ -589,7 +545,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             joints.append(joint)
             if self.penalty_in_loss:
                 values = [variable.value for variable in joint.variables]
-                for i, penalty_grad in zip(indices, _penalty_gradients(joint, values), strict=True):
+                for i, penalty_grad in zip(
+                    indices, _autodiff.gradients(joint, values), strict=True
+                ):
                     if replicas > 1:
                         penalty_grad = penalty_grad / replicas
                     grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
