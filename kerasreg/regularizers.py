@@ -111,17 +111,22 @@ def _abs_gradient(upstream, x):
 def _sqrt_gradient(upstream, root):
     """The gradient `upstream * d sqrt(y) / dy` at `root = sqrt(y)`, as autodiff computes it.
 
-    Each backend rounds its own formula: TensorFlow `(0.5 * upstream) / root`
-    (and exactly 0 where `upstream` is 0), JAX `upstream * (0.5 / root)`,
-    PyTorch `upstream / (2 * root)`.
+    JAX computes `upstream * (0.5 / root)`, PyTorch `upstream / (2 * root)`.
+    TensorFlow's `SqrtGrad` kernel gives 0 where `upstream` is 0, and
+    otherwise rounds two ways, one ulp apart at times: `dy * (0.5 / y)` on
+    whole SIMD packets and `(0.5 * dy) / y` on the entries Eigen leaves over,
+    which depend on the tensor's size, alignment and the CPU. No formula
+    written with ops reproduces that, so TensorFlow calls the kernel itself,
+    on a tensor of the same shape as in the penalty's gradient.
     """
     backend = keras.backend.backend()
-    if backend == "jax":
-        return upstream * (_constant(0.5, root) / root)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.raw_ops.SqrtGrad(y=root, dy=upstream)
     if backend == "torch":
         return upstream / (root * 2.0)
-    gradient = (_constant(0.5, root) * upstream) / root
-    return ops.where(upstream == 0, ops.zeros_like(gradient), gradient)
+    return upstream * (_constant(0.5, root) / root)
 
 
 def _square_gradient(upstream, x):
@@ -873,9 +878,18 @@ class CoupledGroupLasso:
         ]
         grads = self._scatter([ops.zeros_like(v) for v in x], matrices)
         # Autodiff adds the gradient of a gather into zeros, which turns -0.0
-        # into 0.0; adding 0 does the same and changes nothing else.
-        grads = [g + ops.zeros_like(g) for g in grads]
-        return [ops.cast(g, v.dtype) for g, v in zip(grads, values, strict=True)]
+        # into 0.0; adding 0 does the same and changes nothing else. On
+        # TensorFlow, the gradient of a gather along axis 0 stays sparse
+        # (`IndexedSlices`) through the cast back to the weight's dtype and
+        # is added into zeros after it.
+        sparse_first = keras.backend.backend() == "tensorflow"
+        results = []
+        for g, value, (_, axis, _, _) in zip(grads, values, self._layouts, strict=True):
+            g = ops.cast(g + ops.zeros_like(g), value.dtype)
+            if sparse_first and axis == 0:
+                g = g + ops.zeros_like(g)
+            results.append(g)
+        return results
 
     def prox(self, values, steps):
         r"""The joint proximal operator.

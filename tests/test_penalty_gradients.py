@@ -219,16 +219,30 @@ KERAS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", ["float32"])
+@pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize(("cls", "kwargs"), KERAS_CASES)
 def test_keras_regularizers_gradients_match(rng, cls, kwargs, dtype):
-    """Keras' own L1, L2 and L1L2 put the same gradient into the loss as their kerasreg maps."""
+    """Keras' own L1, L2 and L1L2 put the same gradient into the loss as their kerasreg maps.
+
+    Bitwise for float32 weights on every backend. For float64 weights only to
+    float32 precision: Keras rounds its coefficients to float32 where kerasreg
+    keeps the Python floats (Keras' `L1` stores a float32 tensor; on
+    TensorFlow `ops.cast(0.01, "float64")` goes through float32 for `L2` and
+    `L1L2` too), and `get` maps `L1L2(l1, l2)` to `ElasticNet(l1 + l2,
+    l1 / (l1 + l2))`, whose coefficients in double precision can differ from
+    `l1` and `l2` in the last bit.
+    """
     keras_regularizer = cls(**kwargs)
     tiny = TINY[dtype]
     array = np.concatenate([rng.normal(size=20), [0.0, -0.0, tiny, -tiny]])
     x = tensor(array, dtype)
     ours = kerasreg.regularizers.get(keras_regularizer).penalty_gradient(x)
-    assert_same_bits(ours, autodiff(keras_regularizer, x))
+    if dtype == "float32":
+        assert_same_bits(ours, autodiff(keras_regularizer, x))
+    else:
+        np.testing.assert_allclose(
+            to_numpy(ours), to_numpy(autodiff(keras_regularizer, x)), rtol=1e-7
+        )
 
 
 class _CubedL1(kerasreg.ProximalRegularizer):
