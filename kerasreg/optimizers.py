@@ -13,6 +13,7 @@ weights minimize the regularized objective.
 import keras
 from keras import ops
 
+from kerasreg import _autodiff
 from kerasreg import _fused
 from kerasreg import _preconditioners
 from kerasreg import regularizers as regularizers_lib
@@ -46,13 +47,14 @@ _INNER_ONLY = (
 def _penalty_gradient(regularizer, value):
     """Gradient of `regularizer(value)` with respect to `value`.
 
-    In closed form where the regularizer gives it (`penalty_gradient`), else
-    by automatic differentiation.
+    In closed form where the regularizer gives it (`penalty_gradient`: every
+    kerasreg regularizer; the default differentiates the penalty), else by
+    automatic differentiation.
     """
     closed_form = getattr(regularizer, "penalty_gradient", None)
     if closed_form is not None:
         return closed_form(value)
-    return _penalty_gradients(lambda values: regularizer(values[0]), [value])[0]
+    return _autodiff.gradients(lambda values: regularizer(values[0]), [value])[0]
 
 
 def _joint_gradients(joint, values):
@@ -60,52 +62,7 @@ def _joint_gradients(joint, values):
     closed_form = getattr(joint, "gradients", None)
     if closed_form is not None:
         return closed_form(values)
-    return _penalty_gradients(joint, values)
-
-
-def _penalty_gradients(penalty, values):
-    """Gradients of `penalty(values)` with respect to each of `values` (a list).
-
-    Differentiates the same function, with the same automatic differentiation,
-    that put the penalty's gradient into the loss gradient, so subtracting it
-    removes that contribution.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        values = [tf.convert_to_tensor(value) for value in values]
-        with tf.GradientTape() as tape:
-            for value in values:
-                tape.watch(value)
-            result = penalty(values)
-        gradients = tape.gradient(result, values)
-        # `convert_to_tensor` makes the `IndexedSlices` of a gather dense.
-        return [
-            tf.zeros_like(value) if gradient is None else tf.convert_to_tensor(gradient)
-            for value, gradient in zip(values, gradients, strict=True)
-        ]
-    if backend == "jax":
-        import jax
-
-        return list(jax.grad(lambda vs: penalty(list(vs)))(tuple(values)))
-    if backend == "torch":
-        import torch
-
-        with torch.enable_grad():
-            leaves = [value.detach().requires_grad_(True) for value in values]
-            result = penalty(leaves)
-            if not result.requires_grad:
-                return [torch.zeros_like(leaf) for leaf in leaves]
-            gradients = torch.autograd.grad(result, leaves, allow_unused=True)
-        return [
-            torch.zeros_like(leaf) if gradient is None else gradient
-            for leaf, gradient in zip(leaves, gradients, strict=True)
-        ]
-    raise NotImplementedError(
-        f"ProximalOptimizer supports the tensorflow, jax and torch backends. "
-        f"Received: backend={backend!r}"
-    )
+    return _autodiff.gradients(joint, values)
 
 
 def _replicas_in_sync():

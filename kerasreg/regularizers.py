@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasreg import _autodiff
 from kerasreg import prox as prox_lib
 from kerasreg._saving import register_serializable
 from kerasreg._validation import Axes
@@ -91,6 +92,63 @@ def _as_compute_tensor(x):
     return x, dtype
 
 
+def _abs_gradient(upstream, x):
+    """The gradient `upstream * d|x|/dx`, as the backend's autodiff computes it.
+
+    TensorFlow and PyTorch multiply by `sign(x)`, which is 0 at 0 and at
+    -0.0. JAX (the JVP of `lax.abs` in `jax/_src/lax/lax.py`) is
+    `select(x >= 0, g, -g)`, whose transpose adds the two branches: `upstream`
+    where `x >= 0` (at 0 and -0.0 too), `0 + -upstream` elsewhere (NaN
+    included), which is 0.0, not -0.0, where `upstream` is 0.
+    """
+    if keras.backend.backend() == "jax":
+        zeros = ops.zeros_like(x)
+        positive = x >= 0
+        return ops.where(positive, upstream, zeros) + -ops.where(positive, zeros, upstream)
+    return upstream * ops.sign(x)
+
+
+def _sqrt_gradient(upstream, root):
+    """The gradient `upstream * d sqrt(y) / dy` at `root = sqrt(y)`, as autodiff computes it.
+
+    JAX computes `upstream * (0.5 / root)`, PyTorch `upstream / (2 * root)`.
+    TensorFlow's `SqrtGrad` kernel gives 0 where `upstream` is 0, and
+    otherwise rounds two ways, one ulp apart at times: `dy * (0.5 / y)` on
+    whole SIMD packets and `(0.5 * dy) / y` on the entries Eigen leaves over,
+    which depend on the tensor's size, alignment and the CPU. No formula
+    written with ops reproduces that, so TensorFlow calls the kernel itself,
+    on a tensor of the same shape as in the penalty's gradient.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.raw_ops.SqrtGrad(y=root, dy=upstream)
+    if backend == "torch":
+        return upstream / (root * 2.0)
+    return upstream * (_constant(0.5, root) / root)
+
+
+def _square_gradient(upstream, x):
+    """The gradient `upstream * d x**2 / dx`, rounded as every backend rounds it."""
+    return upstream * (x * 2.0)
+
+
+def _safe_norm_gradient(x, axis, scale):
+    """The gradient of `scale * sum(prox._safe_norm(x, axis))` with respect to `x`.
+
+    Follows `_safe_norm` step by step: zero through both `where`s at a
+    group whose squares sum to 0 (all zeros, or so small they underflow).
+    """
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    zero = squared == 0
+    root = ops.sqrt(ops.where(zero, ops.ones_like(squared), squared))
+    upstream = ops.where(zero, ops.zeros_like(squared), scale * ops.ones_like(squared))
+    upstream = _sqrt_gradient(upstream, root)
+    upstream = ops.where(zero, ops.zeros_like(squared), upstream)
+    return _square_gradient(upstream, x)
+
+
 class ProximalRegularizer(Configurable, keras.regularizers.Regularizer):
     """Base class of regularizers that know their proximal operator.
 
@@ -103,11 +161,31 @@ class ProximalRegularizer(Configurable, keras.regularizers.Regularizer):
     `keras.saving.register_keras_serializable`; `kerasreg.regularizers.get`
     knows every registered subclass by its class name and its snake-case
     name.
+
+    `ProximalOptimizer` asks `penalty_gradient(x)` for the gradient of the
+    penalty, to remove it from the loss gradient. The default differentiates
+    `__call__` with the backend's automatic differentiation; a subclass may
+    override it with a closed form, which must give the same numbers.
     """
 
     def __call__(self, x):
         """Returns the penalty `R(x)`, a scalar in the dtype of `x`."""
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__().")
+
+    def penalty_gradient(self, x):
+        """Returns the gradient of `self(x)` with respect to `x`.
+
+        The gradient as the backend's automatic differentiation computes it,
+        rounding included, so that subtracting it from a loss gradient removes
+        exactly the penalty's share. The default differentiates `__call__`.
+
+        Args:
+            x: Tensor, the weight.
+
+        Returns:
+            A tensor with the shape and dtype of `x`.
+        """
+        return _autodiff.gradients(lambda values: self(values[0]), [ops.convert_to_tensor(x)])[0]
 
     def prox(self, x, step):
         r"""Returns :math:`\operatorname{argmin}_z \frac12 \|z - x\|^2 + step \cdot R(z)`.
@@ -209,6 +287,10 @@ class L1(ProximalRegularizer):
         penalty = _constant(self.l1, x) * ops.sum(ops.abs(x))
         return ops.cast(penalty, dtype)
 
+    def penalty_gradient(self, x):
+        x, dtype = _as_compute_tensor(x)
+        return ops.cast(_abs_gradient(_constant(self.l1, x), x), dtype)
+
     def prox(self, x, step):
         return prox_lib.soft_threshold(x, _threshold(step, self.l1, x))
 
@@ -251,6 +333,10 @@ class L2(ProximalRegularizer):
         x, dtype = _as_compute_tensor(x)
         penalty = _constant(self.l2, x) * ops.sum(ops.square(x))
         return ops.cast(penalty, dtype)
+
+    def penalty_gradient(self, x):
+        x, dtype = _as_compute_tensor(x)
+        return ops.cast(_square_gradient(_constant(self.l2, x), x), dtype)
 
     def prox(self, x, step):
         return prox_lib.prox_squared_l2(x, _threshold(step, self.l2, x))
@@ -323,6 +409,17 @@ class ElasticNet(ProximalRegularizer):
         if self.l2 != 0.0:
             penalty += _constant(self.l2, x) * ops.sum(ops.square(x))
         return ops.cast(penalty, dtype)
+
+    def penalty_gradient(self, x):
+        x, dtype = _as_compute_tensor(x)
+        terms = []
+        if self.l1 != 0.0:
+            terms.append(_abs_gradient(_constant(self.l1, x), x))
+        if self.l2 != 0.0:
+            terms.append(_square_gradient(_constant(self.l2, x), x))
+        if not terms:
+            return ops.zeros_like(ops.cast(x, dtype))
+        return ops.cast(terms[0] if len(terms) == 1 else terms[0] + terms[1], dtype)
 
     def prox(self, x, step):
         return prox_lib.prox_elastic_net(
@@ -427,6 +524,15 @@ class GroupLasso(ProximalRegularizer):
             scale = _constant(scale, x)
         penalty = scale * ops.sum(norms)
         return ops.cast(penalty, dtype)
+
+    def penalty_gradient(self, x):
+        x, dtype = _as_compute_tensor(x)
+        reduce_axes, size = self._group_geometry(x.shape)
+        if size is None:
+            scale = self._threshold(x, None, prox_lib._safe_norm(x, reduce_axes))
+        else:
+            scale = _constant(self._threshold(x, size, None), x)
+        return ops.cast(_safe_norm_gradient(x, reduce_axes, scale), dtype)
 
     def prox(self, x, step):
         x = ops.convert_to_tensor(x)
@@ -752,6 +858,39 @@ class CoupledGroupLasso:
             total = total + _constant(math.sqrt(size), total) * ops.sum(norms)
         return _constant(self.strength, total) * total
 
+    def gradients(self, values):
+        """The gradients of the penalty, as automatic differentiation computes them.
+
+        Args:
+            values: One tensor per variable, in the order of `variables`.
+
+        Returns:
+            The gradient of `self(values)` with respect to each of `values`,
+            with its shape and dtype.
+        """
+        values = [ops.convert_to_tensor(v) for v in values]
+        dtype = self._compute_dtype(values)
+        x = [ops.cast(v, dtype) for v in values]
+        strength = _constant(self.strength, x[0])
+        matrices = [
+            _safe_norm_gradient(m, 1, _constant(math.sqrt(size), m) * strength)
+            for (size, _), m in zip(self._groups, self._matrices(x), strict=True)
+        ]
+        grads = self._scatter([ops.zeros_like(v) for v in x], matrices)
+        # Autodiff adds the gradient of a gather into zeros, which turns -0.0
+        # into 0.0; adding 0 does the same and changes nothing else. On
+        # TensorFlow, the gradient of a gather along axis 0 stays sparse
+        # (`IndexedSlices`) through the cast back to the weight's dtype and
+        # is added into zeros after it.
+        sparse_first = keras.backend.backend() == "tensorflow"
+        results = []
+        for g, value, (_, axis, _, _) in zip(grads, values, self._layouts, strict=True):
+            g = ops.cast(g + ops.zeros_like(g), value.dtype)
+            if sparse_first and axis == 0:
+                g = g + ops.zeros_like(g)
+            results.append(g)
+        return results
+
     def prox(self, values, steps):
         r"""The joint proximal operator.
 
@@ -944,6 +1083,9 @@ class MagnitudePruning(ProximalRegularizer):
     def __call__(self, x):
         x = ops.convert_to_tensor(x)
         return ops.zeros((), dtype=x.dtype)
+
+    def penalty_gradient(self, x):
+        return ops.zeros_like(ops.convert_to_tensor(x))
 
     def prox(self, x, step):
         return prox_lib.project_sparsity(x, self.final_sparsity)
