@@ -237,10 +237,17 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     `(1 - b**t) / (1 - b)` after `t` steps, so that training still minimizes
     data loss + penalty, not data loss + `(1 - b)` x penalty.
 
+    The step sizes and factors use the inner optimizer's hyperparameters as
+    it applies them (cast to each variable's dtype), so that the fixed point
+    is the penalized minimizer to the precision of the weights, float64
+    included.
+
     **No double counting.** Keras adds the penalty to the loss, so the loss
     you see is the true objective. For the variables it handles, this wrapper
     removes the penalty's gradient from the gradient before the inner step
-    (the prox accounts for the penalty instead), so the fixed point of
+    (the prox accounts for the penalty instead; kerasreg's regularizers give
+    it in closed form, equal to the backend's automatic differentiation to
+    the bit, and other regularizers are differentiated), so the fixed point of
     training minimizes data loss + penalty. This assumes the loss whose
     gradient is passed includes the penalty exactly once, as `model.fit` and
     a custom loop adding `sum(model.losses)` do; pass `penalty_in_loss=False`
@@ -248,15 +255,24 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
 
     Works with `model.fit`, custom training loops (`apply_gradients` /
     `apply`), JAX's `stateless_apply`, `jit_compile=True`, TensorFlow's
-    `MirroredStrategy` (each replica's loss holds the penalty divided by the
-    number of replicas, as Keras computes it), `keras.distribution` on JAX
-    (`DataParallel`, `ModelParallel`), learning-rate schedules, gradient
+    `MirroredStrategy` and `MultiWorkerMirroredStrategy` (each replica's
+    loss holds the penalty divided by the number of replicas, as Keras
+    computes it), `keras.distribution` on JAX (`DataParallel`,
+    `ModelParallel`, in one process or several), learning-rate schedules, gradient
     accumulation (the prox runs only on steps where the inner optimizer
     updates) and mixed precision (`LossScaleOptimizer`, which `compile` adds
     for `mixed_float16`, wraps this optimizer). With `use_ema=True` on the
     inner optimizer, the moving average keeps the sparsity pattern: where
     the prox holds a weight at zero, its average is zero too, so the weights
     `fit` finalizes are as sparse as the iterates.
+
+    **Cost.** The wrapper's work per step is element-wise: the penalty's
+    gradient, the step sizes (shared factors computed once per dtype), the
+    prox, and the selects for freezing and gradient accumulation only where
+    they can be on (eager steps read the flags). On PyTorch's eager mode,
+    the variables with element-wise penalties (`L1`, `L2`, `ElasticNet`) are
+    handled together with `torch._foreach_*` kernels, as Keras' own PyTorch
+    optimizers update.
 
     **Controls.** Two optimizer variables steer the prox during training
     (callbacks in `kerasreg.callbacks` set them; they are saved with the
