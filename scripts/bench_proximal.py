@@ -11,8 +11,8 @@ Prints, from one run on one machine:
    own `L1` with Adam, and kerasreg's `L1` with `ProximalOptimizer(Adam)`.
 
 With `--sizes`, part 1 is also measured on larger models (1b), one table
-row per model and compilation mode: 64-w-w-10 ReLU networks on the digits pixels
-(`--sizes 200 480 1000 2400 5000`, the default widths, give about 55k, 267k,
+row per model and compilation mode: 64-w-w-10 ReLU networks on the digits
+pixels (`--sizes 200 480 1000 2400 5000`, the default widths, give about 55k, 267k,
 1.1M, 5.9M and 25M parameters) and, with `--resnet`, Keras'
 `ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)` on the digits
 upscaled 4x to 32x32 and copied to three channels. Every kernel has
@@ -20,7 +20,8 @@ upscaled 4x to 32x32 and copied to three channels. Every kernel has
 `kerasreg.regularize`. Each timed epoch is `--steps` batches (the training
 images repeated to fill them), and the number of timed epochs is cut where
 the warm-up shows that `--timing-epochs` of them would take longer than
-`--budget` seconds (never fewer than 3). Each row also gives two memory
+`--budget` seconds (never fewer than 3, unless `--timing-epochs` is
+smaller). Each row also gives two memory
 figures:
 
 - optimizer state: the bytes of `optimizer.variables` (shape times item
@@ -33,8 +34,10 @@ figures:
   counts the wrapper's state and any transient buffers of its step that
   raise the peak, on whichever device memory the process holds in its own
   address space (CPU here), and it carries the noise of two separate
-  processes (a few MB): read it for large models, where one float32 copy
-  of the weights is tens of MB. `--no-memory` skips these processes.
+  processes (a few MB), and where the peak comes from importing and
+  compiling rather than from training (small models), it can read 0: read it
+  for large models, where one float32 copy of the weights is tens of MB.
+  `--no-memory` skips these processes.
 
 Usage:
     KERAS_BACKEND=tensorflow python scripts/bench_proximal.py
