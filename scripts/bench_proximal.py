@@ -27,17 +27,16 @@ figures:
 - optimizer state: the bytes of `optimizer.variables` (shape times item
   size, not read back), for Adam, and what `ProximalOptimizer` keeps beyond
   its inner Adam (`variables` minus `inner_optimizer.variables`);
-- peak RSS: `resource.getrusage(RUSAGE_SELF).ru_maxrss` of a fresh Python
-  process that builds the model, compiles it as the row does and runs one
-  epoch of `--steps` batches (tracing and compiling included), one process
-  per optimizer; the figure is ProximalOptimizer's peak minus Adam's. It
-  counts the wrapper's state and any transient buffers of its step that
-  raise the peak, on whichever device memory the process holds in its own
-  address space (CPU here), and it carries the noise of two separate
-  processes (a few MB), and where the peak comes from importing and
-  compiling rather than from training (small models), it can read 0: read it
-  for large models, where one float32 copy of the weights is tens of MB.
-  `--no-memory` skips these processes.
+- peak RSS: in a fresh Python process per optimizer, the model is built
+  and compiled, the kernel's peak RSS (`VmHWM`) is reset to the current RSS
+  (`/proc/self/clear_refs`, Linux), and one epoch of `--steps` batches runs;
+  the process's figure is the peak minus the RSS at the reset, and the
+  table gives ProximalOptimizer's minus Adam's. It counts the wrapper's
+  state (built in the first step) and whatever its step's tracing,
+  compiling and transient buffers add to the peak, in the process's own
+  memory (CPU here); it carries the noise of two separate processes (a few
+  MB), so read it for large models, where one float32 copy of the weights
+  is tens of MB. `--no-memory` skips these processes.
 
 Usage:
     KERAS_BACKEND=tensorflow python scripts/bench_proximal.py
@@ -47,7 +46,6 @@ Usage:
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -162,25 +160,32 @@ def state_bytes(variables):
     return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
 
+def _memory_kb(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
 def peak_rss_child(spec, optimizer, jit_compile, steps, batch_size):
-    """Builds, compiles and trains one epoch in this process; prints its peak RSS."""
+    """Builds and compiles the model, then prints how far one epoch raises RSS (Linux)."""
     keras.utils.set_random_seed(0)
     _, make_model, _ = sized_model(spec)
     model = compile_model(make_model(), make_optimizer(optimizer), jit_compile)
     x, y = sized_data(spec, steps, batch_size)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # the peak (VmHWM) restarts from the current RSS
+    before = _memory_kb("VmRSS")
     model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-    # Kilobytes on Linux.
-    print(f"peak_rss_kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
+    print(f"peak_rss_increase_kb {_memory_kb('VmHWM') - before}")
 
 
 def peak_rss_mb(spec, optimizer, jit_compile, steps, batch_size):
-    """Peak RSS, in MB, of a fresh process running `peak_rss_child`."""
+    """Peak RSS increase, in MB, of one epoch in a fresh process (`peak_rss_child`)."""
     command = [sys.executable, os.path.abspath(__file__), "--peak-rss-child", spec, optimizer]
     command += [str(jit_compile), "--steps", str(steps), "--batch-size", str(batch_size)]
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if result.returncode != 0:
         raise RuntimeError(result.stdout[-2000:] + result.stderr[-3000:])
-    return int(result.stdout.split("peak_rss_kb ")[1].split()[0]) / 1024
+    return int(result.stdout.split("peak_rss_increase_kb ")[1].split()[0]) / 1024
 
 
 def size_table(specs, modes, args):
