@@ -10,13 +10,45 @@ Prints, from one run on one machine:
    accuracy of LeNet-300-100 on scikit-learn's digits: dense baseline, Keras'
    own `L1` with Adam, and kerasreg's `L1` with `ProximalOptimizer(Adam)`.
 
+With `--sizes`, part 1 is also measured on larger models (1b), one table
+row per model and compilation mode: 64-w-w-10 ReLU networks on the digits
+pixels (`--sizes 200 480 1000 2400 5000`, the default widths, give about 55k, 267k,
+1.1M, 5.9M and 25M parameters) and, with `--resnet`, Keras'
+`ResNet50(weights=None, input_shape=(32, 32, 3), classes=10)` on the digits
+upscaled 4x to 32x32 and copied to three channels. Every kernel has
+`kerasreg.L1(1e-4)`; the MLPs take it as `kernel_regularizer`, ResNet50 from
+`kerasreg.regularize`. Each timed epoch is `--steps` batches (the training
+images repeated to fill them), and the number of timed epochs is cut where
+the warm-up shows that `--timing-epochs` of them would take longer than
+`--budget` seconds (never fewer than 3, unless `--timing-epochs` is
+smaller). Each row also gives two memory
+figures:
+
+- optimizer state: the bytes of `optimizer.variables` (shape times item
+  size, not read back), for Adam, and what `ProximalOptimizer` keeps beyond
+  its inner Adam (`variables` minus `inner_optimizer.variables`);
+- peak RSS: in a fresh Python process per optimizer, the model is built
+  and compiled, the kernel's peak RSS (`VmHWM`) is reset to the current RSS
+  (`/proc/self/clear_refs`, Linux), and one epoch of `--steps` batches runs;
+  the process's figure is the peak minus the RSS at the reset, and the
+  table gives ProximalOptimizer's minus Adam's. It counts the wrapper's
+  state (built in the first step) and whatever its step's tracing,
+  compiling and transient buffers add to the peak, in the process's own
+  memory (CPU here); it carries the noise of two separate processes (a few
+  MB), so read it for large models, where one float32 copy of the weights
+  is tens of MB. `--no-memory` skips these processes.
+
 Usage:
     KERAS_BACKEND=tensorflow python scripts/bench_proximal.py
     KERAS_BACKEND=jax python scripts/bench_proximal.py --epochs 60
+    KERAS_BACKEND=torch python scripts/bench_proximal.py --timing-only --sizes --resnet
 """
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
@@ -47,28 +79,155 @@ class EpochTimer(keras.callbacks.Callback):
         self.times = getattr(self, "times", []) + [time.perf_counter() - self._start]
 
 
-def step_times(optimizers, data, jit_compile, epochs, batch_size):
-    """Median seconds per training step for each optimizer factory.
+def step_times(optimizers, make_model, data, jit_compile, epochs, batch_size, budget=None):
+    """Median seconds per training step for each optimizer factory, and the models.
 
     The models train in turn, one epoch each, `epochs` times, so that a
     change in machine load affects all of them alike; each epoch is timed
-    from its first to its last batch.
+    from its first to its last batch. With `budget` (seconds), fewer epochs
+    where the second warm-up epoch shows that `epochs` of them would take
+    longer, but at least 3.
     """
-    x_train, _, y_train, _ = data
+    x, y = data
     models = []
+    warm_up = []
     for make_optimizer in optimizers:
         keras.utils.set_random_seed(0)
-        model = compile_model(lenet_300_100(kerasreg.L1(1e-4)), make_optimizer(), jit_compile)
-        model.fit(x_train, y_train, batch_size=batch_size, epochs=2, verbose=0)  # warm-up
+        model = compile_model(make_model(), make_optimizer(), jit_compile)
+        timer = EpochTimer()
+        model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer])
+        warm_up.append(timer.times[-1])
         models.append(model)
+    if budget is not None:
+        epochs = min(epochs, max(3, int(budget / sum(warm_up))))
     timers = [EpochTimer() for _ in models]
     for _ in range(epochs):
         for model, timer in zip(models, timers, strict=True):
-            model.fit(
-                x_train, y_train, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer]
+            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[timer])
+    steps = int(np.ceil(len(x) / batch_size))
+    return [statistics.median(timer.times) / steps for timer in timers], models
+
+
+def mlp(width):
+    """The 64-`width`-`width`-10 ReLU network, `kerasreg.L1(1e-4)` on its kernels."""
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(width, "relu", kernel_regularizer=kerasreg.L1(1e-4)),
+            keras.layers.Dense(width, "relu", kernel_regularizer=kerasreg.L1(1e-4)),
+            keras.layers.Dense(10, kernel_regularizer=kerasreg.L1(1e-4)),
+        ],
+        name=f"mlp_{width}",
+    )
+
+
+def resnet50():
+    """Keras' ResNet50 for 32x32x3 inputs and 10 classes, `kerasreg.L1(1e-4)` on its kernels."""
+    model = keras.applications.ResNet50(
+        weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None
+    )
+    kerasreg.regularize(model, kerasreg.L1(1e-4))
+    return model
+
+
+def sized_model(spec):
+    """`(name, model factory, input transform)` of `"mlp:<width>"` or `"resnet50"`."""
+    if spec == "resnet50":
+
+        def to_images(x):
+            images = np.kron(x.reshape(-1, 8, 8), np.ones((4, 4), "float32"))
+            return np.repeat(images[..., None], 3, axis=-1)
+
+        return "resnet50-32x32x3", resnet50, to_images
+    width = int(spec.removeprefix("mlp:"))
+    return f"mlp-64-{width}-{width}-10", lambda: mlp(width), lambda x: x
+
+
+def sized_data(spec, steps, batch_size):
+    """The digits training set repeated (or cut) to `steps` batches, transformed for `spec`."""
+    x_train, _, y_train, _ = load_data(0)
+    _, _, transform = sized_model(spec)
+    rows = steps * batch_size
+    return transform(np.resize(x_train, (rows, x_train.shape[1]))), np.resize(y_train, rows)
+
+
+def make_optimizer(name):
+    adam = keras.optimizers.Adam(1e-3)
+    return kerasreg.ProximalOptimizer(adam) if name == "proximal" else adam
+
+
+def state_bytes(variables):
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def _memory_kb(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def peak_rss_child(spec, optimizer, jit_compile, steps, batch_size):
+    """Builds and compiles the model, then prints how far one epoch raises RSS (Linux)."""
+    keras.utils.set_random_seed(0)
+    _, make_model, _ = sized_model(spec)
+    model = compile_model(make_model(), make_optimizer(optimizer), jit_compile)
+    x, y = sized_data(spec, steps, batch_size)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # the peak (VmHWM) restarts from the current RSS
+    before = _memory_kb("VmRSS")
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    print(f"peak_rss_increase_kb {_memory_kb('VmHWM') - before}")
+
+
+def peak_rss_mb(spec, optimizer, jit_compile, steps, batch_size):
+    """Peak RSS increase, in MB, of one epoch in a fresh process (`peak_rss_child`)."""
+    command = [sys.executable, os.path.abspath(__file__), "--peak-rss-child", spec, optimizer]
+    command += [str(jit_compile), "--steps", str(steps), "--batch-size", str(batch_size)]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout[-2000:] + result.stderr[-3000:])
+    return int(result.stdout.split("peak_rss_increase_kb ")[1].split()[0]) / 1024
+
+
+def size_table(specs, modes, args):
+    header = (
+        f"   {'model':<24} {'mode':<12} {'params':>11} {'Adam ms':>9} {'Prox ms':>9} "
+        f"{'ratio':>6} {'Adam state MB':>13} {'+state MB':>9} {'+peak RSS MB':>12}"
+    )
+    print(header)
+    for spec in specs:
+        name, make_model, _ = sized_model(spec)
+        data = sized_data(spec, args.steps, args.batch_size)
+        for mode, jit in modes.items():
+            (plain, proximal), models = step_times(
+                [lambda: make_optimizer("adam"), lambda: make_optimizer("proximal")],
+                make_model,
+                data,
+                jit,
+                args.timing_epochs,
+                args.batch_size,
+                args.budget,
             )
-    steps = int(np.ceil(len(x_train) / batch_size))
-    return [statistics.median(timer.times) / steps for timer in timers]
+            params = models[0].count_params()
+            adam_state = state_bytes(models[0].optimizer.variables)
+            wrapper = models[1].optimizer
+            extra_state = state_bytes(wrapper.variables) - state_bytes(
+                wrapper.inner_optimizer.variables
+            )
+            del models
+            if args.no_memory:
+                extra_peak = "-"
+            else:
+                peaks = [
+                    peak_rss_mb(spec, optimizer, jit, args.steps, args.batch_size)
+                    for optimizer in ("adam", "proximal")
+                ]
+                extra_peak = f"{peaks[1] - peaks[0]:.1f}"
+            print(
+                f"   {name:<24} {mode:<12} {params:>11,} {plain * 1e3:>9.3f} "
+                f"{proximal * 1e3:>9.3f} {proximal / plain:>6.3f} {adam_state / 2**20:>13.2f} "
+                f"{extra_state / 2**20:>9.2f} {extra_peak:>12}",
+                flush=True,
+            )
 
 
 def sparsity_and_accuracy(model, data):
@@ -100,26 +259,47 @@ def main(argv=None):
     parser.add_argument("--timing-epochs", type=int, default=30, help="timed epochs (default 30)")
     parser.add_argument("--timing-only", action="store_true", help="only the step-time part")
     parser.add_argument("--batch-size", type=int, default=64, help="timing batch (default 64)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        help="also time 64-w-w-10 MLPs of these widths (none given: 200 480 1000 2400 5000)",
+    )
+    parser.add_argument("--resnet", action="store_true", help="also time ResNet50 on 32x32 inputs")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="batches per timed epoch with --sizes (default 10)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=30,
+        help="seconds of timed epochs per size and mode, at least 3 epochs (default 30)",
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS processes")
+    parser.add_argument("--peak-rss-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.peak_rss_child:
+        spec, optimizer, jit = args.peak_rss_child
+        peak_rss_child(spec, optimizer, jit == "True", args.steps, args.batch_size)
+        return
 
     backend = keras.backend.backend()
     print(f"kerasreg {kerasreg.__version__}, Keras {keras.__version__}, backend {backend}")
-    data = load_data(0)
-
-    print("\n1. Training-step time, ProximalOptimizer(Adam) / Adam (same model and data)")
     if backend == "tensorflow":
         modes = {"with XLA": True, "without XLA": False}
     elif backend == "jax":
         modes = {"with XLA (jax.jit)": True}
     else:
         modes = {"without XLA (eager PyTorch)": False}
+
+    data = load_data(0)
+    print("\n1. Training-step time, ProximalOptimizer(Adam) / Adam (same model and data)")
     for label, jit in modes.items():
-        plain, proximal = step_times(
-            [
-                lambda: keras.optimizers.Adam(1e-3),
-                lambda: kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
-            ],
-            data,
+        (plain, proximal), _ = step_times(
+            [lambda: make_optimizer("adam"), lambda: make_optimizer("proximal")],
+            lambda: lenet_300_100(kerasreg.L1(1e-4)),
+            (data[0], data[2]),
             jit,
             args.timing_epochs,
             args.batch_size,
@@ -128,6 +308,20 @@ def main(argv=None):
             f"   {label}: Adam {plain * 1e3:.3f} ms/step, ProximalOptimizer(Adam) "
             f"{proximal * 1e3:.3f} ms/step, ratio {proximal / plain:.3f}"
         )
+    if args.sizes is not None or args.resnet:
+        widths = [200, 480, 1000, 2400, 5000] if args.sizes == [] else args.sizes or []
+        specs = [f"mlp:{width}" for width in widths] + (["resnet50"] if args.resnet else [])
+        print(
+            f"\n1b. Training-step time, ProximalOptimizer(Adam) / Adam, against model size: "
+            f"kerasreg.L1(1e-4) on every kernel, Adam(1e-3), batch {args.batch_size}, "
+            f"{args.steps} steps per timed epoch; +state and +peak RSS are "
+            f"ProximalOptimizer's beyond Adam's"
+        )
+        short = {True: "xla", False: "graph" if backend == "tensorflow" else "eager"}
+        if backend == "jax":
+            short[True] = "jax.jit"
+        size_table(specs, {short[jit]: jit for jit in modes.values()}, args)
+
     if args.timing_only:
         return
 
@@ -148,10 +342,10 @@ def main(argv=None):
             lambda: kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)),
         ),
     ]
-    for label, make_regularizer, make_optimizer in rows:
+    for label, make_regularizer, make_row_optimizer in rows:
         results = []
         for seed in range(args.seeds):
-            model = train(make_regularizer(), make_optimizer(), data, args.epochs, seed)
+            model = train(make_regularizer(), make_row_optimizer(), data, args.epochs, seed)
             results.append(sparsity_and_accuracy(model, data))
         zeros = [r[0] for r in results]
         accuracy = [r[1] for r in results]

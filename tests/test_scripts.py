@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,55 @@ def test_quickstart_runs_end_to_end(tmp_path):
     # SparsityMonitor's per-layer figures in the progress lines, and the plot.
     assert "epoch    2/2" in result.stdout and "(fc_300 " in result.stdout
     assert (tmp_path / "quickstart.png").stat().st_size > 10_000
+
+
+def test_proximal_benchmark_runs(tmp_path):
+    # Shortened: the LeNet-300-100 timing and one small MLP of the size table
+    # on this backend; the figures are not checked, only that every row is
+    # printed with its fields. The peak-RSS processes are tested below.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_proximal.py"), "--timing-only"]
+        + ["--timing-epochs", "1", "--sizes", "16", "--steps", "2", "--budget", "0"]
+        + ["--no-memory"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    modes = {"tensorflow": ["xla", "graph"], "jax": ["jax.jit"], "torch": ["eager"]}[
+        keras.backend.backend()
+    ]
+    lenet = re.findall(r"ms/step, ratio (\d+\.\d+)$", result.stdout, re.M)
+    assert len(lenet) == len(modes), result.stdout
+    rows = re.findall(
+        r"^ +mlp-64-16-16-10 +(\S+) +([\d,]+)( +\d+\.\d+){3} +(\d+\.\d+) +(\d+\.\d+) +-$",
+        result.stdout,
+        re.M,
+    )
+    assert [row[0] for row in rows] == modes, result.stdout
+    for _, params, _, adam_state, extra_state in rows:
+        assert params == "1,482"  # 64*16 + 16 + 16*16 + 16 + 16*10 + 10
+        assert float(adam_state) > 0 and float(extra_state) >= 0
+
+
+@pytest.mark.slow
+def test_proximal_benchmark_measures_peak_rss(tmp_path):
+    # One of the fresh processes the size table starts per optimizer, compiled
+    # as the table's first row is (PyTorch eager, not torch.compile).
+    jit = str(keras.backend.backend() != "torch")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_proximal.py"), "--peak-rss-child"]
+        + ["mlp:16", "proximal", jit, "--steps", "2"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert re.search(r"^peak_rss_increase_kb \d+$", result.stdout, re.M), result.stdout
 
 
 def test_sparsity_benchmark_runs(tmp_path):
