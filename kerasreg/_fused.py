@@ -117,7 +117,7 @@ def adam_steps(optimizer, variables, scale):
         return torch._foreach_div([scale] * len(variables), denominators)
 
 
-def apply_prox(values, steps, coefficients):
+def apply_prox(values, steps, coefficients, steps_owned=False):
     """Replaces each of `values` (in place) by its prox with its step.
 
     Soft thresholding is written `w - clip(w, -t, t)`, equal to the
@@ -128,24 +128,34 @@ def apply_prox(values, steps, coefficients):
         values: List of weight tensors, updated in place.
         steps: List of step tensors: scalars, or one step per coordinate.
         coefficients: List of `(l1, l2)` pairs.
+        steps_owned: Whether `steps` may be overwritten (fresh tensors that
+            no one else holds), which saves allocating weight-sized
+            temporaries. Defaults to `False`.
     """
     import torch
 
     with torch.no_grad():
-        has_l1 = [l1 != 0.0 or l2 == 0.0 for l1, l2 in coefficients]
-        if any(has_l1):
-            x = _where(values, has_l1)
-            thresholds = torch._foreach_mul(
-                _where(steps, has_l1), [l1 for l1, _ in _where(coefficients, has_l1)]
-            )
-            clipped = torch._foreach_maximum(x, torch._foreach_neg(thresholds))
-            torch._foreach_minimum_(clipped, thresholds)
-            torch._foreach_sub_(x, clipped)
         has_l2 = [l2 != 0.0 for _, l2 in coefficients]
+        denominators = None
         if any(has_l2):
             denominators = torch._foreach_mul(
                 _where(steps, has_l2), [l2 for _, l2 in _where(coefficients, has_l2)]
             )
             torch._foreach_mul_(denominators, 2.0)
             torch._foreach_add_(denominators, 1.0)
+        has_l1 = [l1 != 0.0 or l2 == 0.0 for l1, l2 in coefficients]
+        if any(has_l1):
+            x = _where(values, has_l1)
+            l1 = [l1 for l1, _ in _where(coefficients, has_l1)]
+            thresholds = _where(steps, has_l1)
+            if steps_owned:
+                torch._foreach_mul_(thresholds, l1)
+            else:
+                thresholds = torch._foreach_mul(thresholds, l1)
+            # clip(w, -t, t) as max(min(w, t), -t), equal for t >= 0.
+            clipped = torch._foreach_minimum(x, thresholds)
+            torch._foreach_neg_(thresholds)
+            torch._foreach_maximum_(clipped, thresholds)
+            torch._foreach_sub_(x, clipped)
+        if denominators is not None:
             torch._foreach_div_(_where(values, has_l2), denominators)

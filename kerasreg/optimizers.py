@@ -154,9 +154,14 @@ class _Steps:
         return self._rules[dtype](variable)
 
     def fused(self, variables):
-        """The steps of `variables`, computed together (`kerasreg._fused`)."""
+        """The steps of `variables`, computed together (`kerasreg._fused`).
+
+        Returns:
+            The list of steps, and whether they are fresh tensors that the
+            caller may overwrite.
+        """
         if self._optimizer._preconditioner is not _preconditioners.adam_rule:
-            return [self(variable) for variable in variables]
+            return [self(variable) for variable in variables], False
         by_dtype = {}
         for i, variable in enumerate(variables):
             by_dtype.setdefault(keras.backend.standardize_dtype(variable.dtype), []).append(i)
@@ -167,7 +172,7 @@ class _Steps:
             inner = self._optimizer.inner_optimizer
             for i, step in zip(indices, _fused.adam_steps(inner, group, scale), strict=True):
                 steps[i] = step
-        return steps
+        return steps, True
 
     def _scale(self, dtype):
         """The learning rate, momentum factor and `strength_scale`, in `dtype`."""
@@ -637,10 +642,12 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             gate = None if is_update_step is True else is_update_step
             steps = _Steps(self, learning_rate)
             if fused:
+                fused_steps, owned = steps.fused([variable for variable, _ in fused])
                 _fused.apply_prox(
                     [variable.value for variable, _ in fused],
-                    steps.fused([variable for variable, _ in fused]),
+                    fused_steps,
                     [coefficients for _, coefficients in fused],
+                    steps_owned=owned,
                 )
             holds = [
                 _Hold(gate, frozen, None if was_zero is None else was_zero[i])
