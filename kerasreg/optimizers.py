@@ -10,6 +10,8 @@ exactly zero. At a fixed point, :math:`-\nabla f(w) \in \partial R(w)`: the
 weights minimize the regularized objective.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -107,6 +109,40 @@ def _known(condition):
         if not isinstance(condition, jax.core.Tracer):
             return bool(condition)
     return condition
+
+
+def _compiles_prox(regularizer, variables=None):
+    """Whether `regularizer`'s prox runs in one XLA computation with the others'.
+
+    In a TensorFlow graph without XLA, every operation is a kernel of its
+    own, which reads and writes a weight-sized tensor: the prox of a large
+    model would cost as many passes over memory as it has operations. XLA
+    fuses the element-wise operations of kerasreg's stateless penalties
+    (`L1`, `L2`, `ElasticNet`, `GroupLasso`) into a few loops, with the same
+    arithmetic. Not under `tf.distribute` (the replicas' variables are
+    assigned through the strategy), not in eager steps, and not for other
+    regularizers, whose operations XLA may not have. Nor for small models
+    (`variables`, all the trainable ones, under `_COMPILED_SIZE` entries),
+    where launching the computation costs more than the kernels it saves.
+    """
+    if keras.backend.backend() != "tensorflow" or type(regularizer) not in _COMPILED:
+        return False
+    if variables is not None and sum(math.prod(v.shape) for v in variables) < _COMPILED_SIZE:
+        return False
+    import tensorflow as tf
+
+    return not tf.executing_eagerly() and not tf.distribute.has_strategy()
+
+
+_COMPILED_SIZE = 2**18
+
+
+_COMPILED = (
+    regularizers_lib.L1,
+    regularizers_lib.L2,
+    regularizers_lib.ElasticNet,
+    regularizers_lib.GroupLasso,
+)
 
 
 class _Hold:
@@ -653,8 +689,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 _Hold(gate, frozen, None if was_zero is None else was_zero[i])
                 for i in range(len(handled) + len(members))
             ]
-            for variable, hold in zip(handled, holds, strict=False):
-                self._apply_prox(variable, steps, iteration, hold)
+            compiled = [
+                _compiles_prox(self._proximal.get(self._var_key(v)), trainable_variables)
+                for v in handled
+            ]
+            if any(compiled):
+                self._apply_compiled_proxes(
+                    [v for v, c in zip(handled, compiled, strict=True) if c],
+                    [h for h, c in zip(holds, compiled, strict=False) if c],
+                    learning_rate,
+                )
+            for variable, hold, done in zip(handled, holds, compiled, strict=False):
+                if not done:
+                    self._apply_prox(variable, steps, iteration, hold)
             self._apply_joint_proxes(joints, steps, holds[len(handled) :])
             if inner.use_ema:
                 for variable in handled + [v for v, _ in fused] + members:
@@ -698,7 +745,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 penalty_grad = penalty_grad / replicas
             grads[i] = grads[i] - ops.cast(penalty_grad, grads[i].dtype)
 
-        fused_indices = []
+        fused_indices, compiled = [], []
         for i, variable in enumerate(trainable_variables):
             regularizer = self._proximal.get(self._var_key(variable))
             if grads[i] is None or regularizer is None:
@@ -710,7 +757,26 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 continue
             handled.append(variable)
             if self.penalty_in_loss:
-                remove(i, _penalty_gradient(regularizer, variable.value))
+                if _compiles_prox(regularizer, trainable_variables):
+                    compiled.append((i, regularizer, variable))
+                else:
+                    remove(i, _penalty_gradient(regularizer, variable.value))
+        if compiled:
+            # One XLA computation for the penalties `_compiles_prox` takes.
+            import tensorflow as tf
+
+            def penalty_gradients(values):
+                return [
+                    _penalty_gradient(regularizer, value)
+                    for (_, regularizer, _), value in zip(compiled, values, strict=True)
+                ]
+
+            values = [variable.value for _, _, variable in compiled]
+            penalty_grads = tf.function(penalty_gradients, jit_compile=True, autograph=False)(
+                values
+            )
+            for (i, _, _), penalty_grad in zip(compiled, penalty_grads, strict=True):
+                remove(i, penalty_grad)
         if fused and self.penalty_in_loss:
             new = _fused.remove_penalty_gradients(
                 [grads[i] for i in fused_indices],
@@ -730,6 +796,17 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 for i, penalty_grad in zip(indices, _joint_gradients(joint, values), strict=True):
                     remove(i, penalty_grad)
         return grads, handled, fused, joints
+
+    def _apply_compiled_proxes(self, variables, holds, learning_rate):
+        """Applies the proxes of `variables` in one XLA computation (see `_compiles_prox`)."""
+        import tensorflow as tf
+
+        def proxes():
+            steps = _Steps(self, learning_rate)
+            for variable, hold in zip(variables, holds, strict=True):
+                self._apply_prox(variable, steps, None, hold)
+
+        tf.function(proxes, jit_compile=True, autograph=False)()
 
     def _apply_prox(self, variable, steps, iteration, hold):
         """Replaces `variable` by its prox (by its old zeros while frozen)."""

@@ -788,3 +788,54 @@ def test_fused_steps_equal_per_variable_steps_to_the_bit(monkeypatch, make_inner
         np.testing.assert_array_equal(
             a.view(f"uint{8 * a.itemsize}"), b.view(f"uint{8 * b.itemsize}")
         )
+
+
+def _compiled_or_not(monkeypatch, size, make_inner):
+    """Weights after five traced steps, the proxes compiled by XLA (size 0) or not."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(kerasreg.optimizers, "_COMPILED_SIZE", size)
+    rng = np.random.default_rng(0)
+    regularizers = [
+        kerasreg.L1(1.0),
+        kerasreg.L2(0.1),
+        kerasreg.ElasticNet(2.0, 0.5),
+        keras.regularizers.L1(1.0),
+        kerasreg.GroupLasso(0.5),
+        kerasreg.MagnitudePruning(0.5, begin_step=0, end_step=2, frequency=1),  # not compiled
+    ]
+    variables = []
+    for j, regularizer in enumerate(regularizers):
+        value = rng.normal(size=(4, 5)) * (rng.random((4, 5)) > 0.3)
+        variable = keras.Variable(value.astype("float64" if j == 2 else "float32"))
+        variable.regularizer = regularizer
+        variables.append(variable)
+    optimizer = kerasreg.ProximalOptimizer(make_inner())
+    optimizer.build(variables)
+    step = tf.function(lambda grads: optimizer.apply(grads, variables))
+    for _ in range(5):
+        step([tf.constant(rng.normal(size=(4, 5)), v.dtype) for v in variables])
+    return [to_numpy(variable) for variable in variables]
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA computations in TensorFlow graphs")
+@pytest.mark.parametrize(
+    "make_inner",
+    [lambda: keras.optimizers.Adam(0.1), lambda: keras.optimizers.SGD(0.1, momentum=0.9)],
+    ids=["Adam", "SGD"],
+)
+def test_compiled_proxes_equal_kernel_by_kernel_proxes(monkeypatch, make_inner):
+    # The same zeros; the values within a few ulps: XLA reduces group norms in
+    # another order and may divide by a broadcast scalar through its
+    # reciprocal (GroupLasso; L2 with a scalar step), and the iterations of
+    # GroupLasso's prox in Adam's metric carry that to about 1e-6 after five
+    # steps. Element-wise L1 is bit for bit.
+    compiled = _compiled_or_not(monkeypatch, 0, make_inner)
+    separate = _compiled_or_not(monkeypatch, 2**62, make_inner)
+    for j in (0, 2, 3, 5):
+        assert np.count_nonzero(compiled[j] == 0) > 0
+    for j, (a, b) in enumerate(zip(compiled, separate, strict=True)):
+        np.testing.assert_array_equal(a == 0, b == 0)
+        if j in (0, 3):
+            np.testing.assert_array_equal(a.view("uint32"), b.view("uint32"))
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
