@@ -111,23 +111,24 @@ def _known(condition):
     return condition
 
 
-def _compiles_prox(regularizer, variables=None):
-    """Whether `regularizer`'s prox runs in one XLA computation with the others'.
+def _compiles_proxes(variables):
+    """Whether this step runs the stateless proxes as one XLA computation.
 
     In a TensorFlow graph without XLA, every operation is a kernel of its
     own, which reads and writes a weight-sized tensor: the prox of a large
     model would cost as many passes over memory as it has operations. XLA
     fuses the element-wise operations of kerasreg's stateless penalties
-    (`L1`, `L2`, `ElasticNet`, `GroupLasso`) into a few loops, with the same
-    arithmetic. Not under `tf.distribute` (the replicas' variables are
-    assigned through the strategy), not in eager steps, and not for other
-    regularizers, whose operations XLA may not have. Nor for small models
-    (`variables`, all the trainable ones, under `_COMPILED_SIZE` entries),
-    where launching the computation costs more than the kernels it saves.
+    (`_COMPILED`: `L1`, `L2`, `ElasticNet`, `GroupLasso`) into a few loops,
+    with the same arithmetic; other regularizers stay kernel by kernel, as
+    XLA may not have their operations. Not under `tf.distribute` (the
+    replicas' variables are assigned through the strategy), not in eager
+    steps, and not for small models (`variables`, the trainable ones, under
+    `_COMPILED_SIZE` entries), where launching the computation costs more
+    than the kernels it saves.
     """
-    if keras.backend.backend() != "tensorflow" or type(regularizer) not in _COMPILED:
+    if keras.backend.backend() != "tensorflow":
         return False
-    if variables is not None and sum(math.prod(v.shape) for v in variables) < _COMPILED_SIZE:
+    if sum(math.prod(v.shape) for v in variables) < _COMPILED_SIZE:
         return False
     import tensorflow as tf
 
@@ -661,8 +662,12 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         if is_update_step is not None:
             is_update_step = _known(is_update_step)
         frozen = _known(self.zeros_frozen.value > 0.5)
+        compile_proxes = _compiles_proxes(trainable_variables)
         grads, handled, fused, joints = self._remove_penalty_gradients(
-            grads, trainable_variables, fuse=frozen is False and _fused.enabled()
+            grads,
+            trainable_variables,
+            fuse=frozen is False and _fused.enabled(),
+            compile_proxes=compile_proxes,
         )
         # What the prox needs from before the inner step. `+ 0` reads the count
         # now (on TensorFlow, converting the variable would give a reference
@@ -690,7 +695,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 for i in range(len(handled) + len(members))
             ]
             compiled = [
-                _compiles_prox(self._proximal.get(self._var_key(v)), trainable_variables)
+                compile_proxes and type(self._proximal.get(self._var_key(v))) in _COMPILED
                 for v in handled
             ]
             if any(compiled):
@@ -723,7 +728,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 self.build(trainable_variables)
         return trainable_variables
 
-    def _remove_penalty_gradients(self, grads, trainable_variables, fuse):
+    def _remove_penalty_gradients(self, grads, trainable_variables, fuse, compile_proxes):
         """Removes from `grads` the gradients of the penalties whose prox is applied.
 
         Args:
@@ -731,6 +736,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             trainable_variables: The variables.
             fuse: Whether variables with element-wise penalties are handled
                 together (`kerasreg._fused`).
+            compile_proxes: Whether the penalties in `_COMPILED` are
+                differentiated in one XLA computation (`_compiles_proxes`).
 
         Returns:
             The new gradients, the variables whose own prox is applied, the
@@ -757,12 +764,12 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 continue
             handled.append(variable)
             if self.penalty_in_loss:
-                if _compiles_prox(regularizer, trainable_variables):
+                if compile_proxes and type(regularizer) in _COMPILED:
                     compiled.append((i, regularizer, variable))
                 else:
                     remove(i, _penalty_gradient(regularizer, variable.value))
         if compiled:
-            # One XLA computation for the penalties `_compiles_prox` takes.
+            # One XLA computation for them (see `_compiles_proxes`).
             import tensorflow as tf
 
             def penalty_gradients(values):
@@ -798,7 +805,7 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         return grads, handled, fused, joints
 
     def _apply_compiled_proxes(self, variables, holds, learning_rate):
-        """Applies the proxes of `variables` in one XLA computation (see `_compiles_prox`)."""
+        """Applies the proxes of `variables` in one XLA computation (see `_compiles_proxes`)."""
         import tensorflow as tf
 
         def proxes():
