@@ -5,7 +5,8 @@ Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
 pure proximal operators (`kerasreg.prox`),
 the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
-(`kerasreg.sparsity_report`) and callbacks that watch and steer sparsity
+(`kerasreg.sparsity_report`), per-layer targets from one global
+target (`kerasreg.allocate_sparsity`) and callbacks that watch and steer sparsity
 during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
 feature-selection layer (`FeatureGate`), `regularize`, which attaches a
 regularizer to chosen weights of an existing model, `compact`, which turns removed
@@ -45,6 +46,7 @@ from kerasreg.regularizers import ElasticNet
 from kerasreg.regularizers import GroupLasso
 from kerasreg.regularizers import MagnitudePruning
 from kerasreg.regularizers import ProximalRegularizer
+from kerasreg.sparsity import allocate_sparsity
 from kerasreg.sparsity import sparsity_report
 
 __version__ = "0.1.0"
@@ -63,6 +65,7 @@ __all__ = [
     "ProximalRegularizer",
     "SparsityMonitor",
     "TargetSparsity",
+    "allocate_sparsity",
     "apply",
     "callbacks",
     "compact",

@@ -9,6 +9,7 @@ This module only reads weights; it never trains.
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -19,9 +20,11 @@ from kerasreg import _tables
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import Interval
+from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import Options
 from kerasreg._validation import validate_params
 
-__all__ = ["SparsityReport", "WeightSparsity", "sparsity_report"]
+__all__ = ["SparsityReport", "WeightSparsity", "allocate_sparsity", "sparsity_report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,3 +321,95 @@ def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
         for key, layer, variable in _reported_weights(model_or_layer, include_biases)
     ]
     return SparsityReport(weights, tolerance)
+
+
+@validate_params(
+    {
+        "model_or_layer": InstanceOf(keras.layers.Layer, "a keras.Model or keras.layers.Layer"),
+        "sparsity": Interval(0.0, 1.0),
+        "method": Options("uniform", "erk"),
+        "power": Interval(0.0, None, closed="neither"),
+    }
+)
+def allocate_sparsity(model_or_layer, sparsity, method="erk", power=1.0):
+    r"""Per-weight sparsities that add up to one target over the model.
+
+    The weights are the trainable float weights of rank 2 or more (kernels
+    of `Dense`, convolution and attention layers, embeddings), each counted
+    once. The result is a dict from each weight's `variable.path` to the
+    fraction of its entries to zero, for one `MagnitudePruning` per weight
+    (see the example), such that the zeros over all those weights make
+    `sparsity` of their entries.
+
+    - `"uniform"`: every weight gets `sparsity`.
+    - `"erk"`: Erdős–Rényi-Kernel, as in RigL (Evci et al., 2020) and
+      jaxpruner. A weight of shape :math:`(d_1, \dots, d_r)` gets a
+      density (fraction kept) proportional to
+      :math:`\left(\sum_i d_i / \prod_i d_i\right)^{p}`, :math:`p` = `power`,
+      scaled so that the kept entries add up to :math:`(1 - s)` of the
+      total. Small weights (a classifier's last layer, a first convolution)
+      stay denser, large ones get sparser. A weight whose density would
+      exceed 1 is kept dense and the others are scaled again.
+
+    Args:
+        model_or_layer: A built `keras.Model` or `keras.layers.Layer`.
+        sparsity: Float in [0, 1], the fraction of zeros over all the weights.
+        method: `"erk"` or `"uniform"`. Defaults to `"erk"`.
+        power: Positive float, the exponent :math:`p` of ERK's densities
+            (`erk_power_scale` in RigL and jaxpruner): below 1 moves the
+            allocation toward uniform. Defaults to `1.0`.
+
+    Returns:
+        A dict `{variable.path: sparsity}` in the model's layer order.
+
+    Raises:
+        InvalidArgumentError: If an argument is invalid, or the model has no
+            weight of rank 2 or more.
+
+    Example:
+
+    >>> import keras
+    >>> import kerasreg
+    >>> model = keras.Sequential([
+    ...     keras.Input((64,)),
+    ...     keras.layers.Dense(300, name="hidden"),
+    ...     keras.layers.Dense(10, name="out"),
+    ... ], name="net")
+    >>> targets = kerasreg.allocate_sparsity(model, 0.9, method="erk")
+    >>> {path: round(s, 4) for path, s in targets.items()}
+    {'net/hidden/kernel': 0.9376, 'net/out/kernel': 0.6596}
+    >>> model = kerasreg.regularize(
+    ...     model,
+    ...     lambda layer, weight: kerasreg.MagnitudePruning(targets[weight.path]),
+    ... )
+    """
+    shapes = {}
+    for _, _, variable in _reported_weights(model_or_layer):
+        if variable.trainable and len(variable.shape) >= 2:
+            shapes[variable.path] = tuple(int(d) for d in variable.shape)
+    if not shapes:
+        raise InvalidArgumentError(
+            "Invalid value for argument `model_or_layer`: expected a model or layer with "
+            "trainable weights of rank 2 or more (kernels). "
+            f"Received: model_or_layer={model_or_layer.name!r}"
+        )
+    if method == "uniform":
+        return dict.fromkeys(shapes, float(sparsity))
+    sizes = {path: math.prod(shape) for path, shape in shapes.items()}
+    scores = {path: (sum(shape) / sizes[path]) ** power for path, shape in shapes.items()}
+    kept = (1.0 - sparsity) * sum(sizes.values())
+    dense = set()
+    while True:
+        # Densities eps * score for the weights not yet dense, so that the
+        # kept entries add up to `kept`.
+        free = [path for path in shapes if path not in dense]
+        remaining = kept - sum(sizes[path] for path in dense)
+        eps = remaining / sum(scores[path] * sizes[path] for path in free)
+        top = max(scores[path] for path in free)
+        if eps * top <= 1.0 + 1e-9 or len(free) == 1:
+            break
+        dense.update(path for path in free if scores[path] == top)
+    return {
+        path: 0.0 if path in dense else float(min(max(1.0 - eps * scores[path], 0.0), 1.0))
+        for path in shapes
+    }

@@ -29,6 +29,7 @@ def test_public_surface_is_pinned():
         "ProximalRegularizer",
         "SparsityMonitor",
         "TargetSparsity",
+        "allocate_sparsity",
         "apply",
         "callbacks",
         "compact",
@@ -73,6 +74,7 @@ def test_public_surface_is_pinned():
     assert sorted(kerasreg.sparsity.__all__) == [
         "SparsityReport",
         "WeightSparsity",
+        "allocate_sparsity",
         "sparsity_report",
     ]
     assert sorted(kerasreg.layers.__all__) == ["FeatureGate", "SelectFeatures"]

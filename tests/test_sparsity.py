@@ -252,3 +252,86 @@ def test_keys_are_unique_when_paths_collide():
 
     keys = [w.key for w in kerasreg.sparsity_report(Twins())]
     assert keys == ["d/kernel", "d/kernel_1"]
+
+
+def _conv_net():
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(4, 3, name="stem"),  # 108 weights
+            keras.layers.Conv2D(32, 3, name="conv"),  # 1,152
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, name="fc"),  # 204,800
+            keras.layers.Dense(10, name="out"),  # 640
+        ],
+        name="net",
+    )
+
+
+@pytest.mark.parametrize("target", [0.0, 0.5, 0.9, 0.98, 1.0])
+def test_erk_allocation_matches_rigl_and_adds_up(target):
+    model = _conv_net()
+    targets = kerasreg.allocate_sparsity(model, target, method="erk")
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    assert list(targets) == [k.path for k in kernels]
+    sizes = np.array([np.prod(k.shape) for k in kernels], dtype=float)
+    sparsities = np.array(list(targets.values()))
+    # The zeros over all the kernels make the target.
+    np.testing.assert_allclose(np.sum(sparsities * sizes) / np.sum(sizes), target, atol=1e-12)
+    # RigL's rule: the densities of the weights not kept dense are
+    # proportional to sum(shape) / prod(shape); dense ones are those whose
+    # density would have been the largest.
+    scores = np.array([sum(k.shape) / np.prod(k.shape) for k in kernels])
+    free = sparsities > 0
+    if free.any():
+        ratio = (1 - sparsities[free]) / scores[free]
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+        assert np.all(scores[~free] >= scores[free].max())
+    assert np.all((sparsities >= 0) & (sparsities <= 1))
+
+
+def test_erk_keeps_the_small_weights_dense_at_moderate_targets():
+    targets = kerasreg.allocate_sparsity(_conv_net(), 0.5, method="erk")
+    assert targets["net/stem/kernel"] == 0.0  # 108 weights: density capped at 1
+    assert targets["net/fc/kernel"] > 0.5 > targets["net/out/kernel"]
+
+
+def test_erk_power_zero_limit_is_uniform_and_uniform_is_uniform():
+    model = _conv_net()
+    uniform = kerasreg.allocate_sparsity(model, 0.8, method="uniform")
+    assert set(uniform.values()) == {0.8}
+    nearly = kerasreg.allocate_sparsity(model, 0.8, method="erk", power=1e-9)
+    np.testing.assert_allclose(list(nearly.values()), 0.8, atol=1e-6)
+
+
+def test_allocation_feeds_one_magnitude_pruning_per_weight():
+    model = _conv_net()
+    targets = kerasreg.allocate_sparsity(model, 0.9)
+    kerasreg.regularize(
+        model,
+        lambda layer, weight: kerasreg.MagnitudePruning(targets[weight.path]),
+        layers=[keras.layers.Conv2D, keras.layers.Dense],
+    )
+    for layer in model.layers:
+        if hasattr(layer, "kernel"):
+            assert layer.kernel.regularizer.final_sparsity == targets[layer.kernel.path]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sparsity": 1.5}, "Invalid value for argument `sparsity`"),
+        ({"sparsity": 0.5, "method": "random"}, "Invalid value for argument `method`"),
+        ({"sparsity": 0.5, "power": 0.0}, "Invalid value for argument `power`"),
+    ],
+)
+def test_allocation_bad_arguments(kwargs, message):
+    with pytest.raises(kerasreg.InvalidArgumentError, match=message):
+        kerasreg.allocate_sparsity(_conv_net(), **kwargs)
+
+
+def test_allocation_needs_a_kernel():
+    layer = keras.layers.BatchNormalization()
+    layer.build((None, 3))
+    with pytest.raises(kerasreg.InvalidArgumentError, match="`model_or_layer`"):
+        kerasreg.allocate_sparsity(layer, 0.5)
