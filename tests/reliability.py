@@ -76,6 +76,7 @@ FUNCTIONS = [
     (kerasreg.model_selection.regularization_path, _PATH_DATA),
     (kerasreg.model_selection.cross_validate_path, _PATH_DATA),
     (kerasreg.sparsity_report, {"model_or_layer": keras.layers.Dense(1)}),
+    (kerasreg.allocate_sparsity, {"model_or_layer": _built_model(), "sparsity": 0.5}),
     (kerasreg.compact, {"model": keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])}),
     (kerasreg.dependency_groups, {"model": _built_model()}),
     (kerasreg.strip, {"model": _built_model()}),
