@@ -1,8 +1,10 @@
-"""scikit-learn's digits and LeNet-300-100, as the scripts train them."""
+"""scikit-learn's digits (and breast cancer) and LeNet-300-100, as the scripts train them."""
 
 import keras
+from sklearn.datasets import load_breast_cancer
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
 
 
 def load_data(seed):
@@ -20,14 +22,35 @@ def load_data(seed):
     return train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
 
 
-def lenet_300_100(regularizer=None):
-    """The 64-300-100-10 ReLU network, logits out, not compiled.
+def load_breast_cancer_data(seed):
+    """Breast cancer (569 samples, 30 features, 2 classes), split as `load_data`.
+
+    The features are standardized with the training split's mean and
+    standard deviation.
+    """
+    data = load_breast_cancer()
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.data, data.target, test_size=0.25, random_state=seed, stratify=data.target
+    )
+    scaler = StandardScaler().fit(x_train)
+    return (
+        scaler.transform(x_train).astype("float32"),
+        scaler.transform(x_test).astype("float32"),
+        y_train.astype("int32"),
+        y_test.astype("int32"),
+    )
+
+
+def lenet_300_100(regularizer=None, inputs=64, classes=10):
+    """The inputs-300-100-classes ReLU network, logits out, not compiled.
 
     Args:
         regularizer: On the three kernels: one regularizer shared by them, or
             a function of no arguments called once per kernel (stateful
             regularizers such as `MagnitudePruning` need one each). Defaults
             to `None`.
+        inputs: Number of input features. Defaults to `64` (digits).
+        classes: Number of classes. Defaults to `10`.
 
     Returns:
         A `keras.Sequential` named `lenet_300_100`, layers `fc_300`, `fc_100`
@@ -37,10 +60,10 @@ def lenet_300_100(regularizer=None):
     make = (lambda: regularizer) if shared else regularizer
     return keras.Sequential(
         [
-            keras.Input((64,)),
+            keras.Input((inputs,)),
             keras.layers.Dense(300, "relu", kernel_regularizer=make(), name="fc_300"),
             keras.layers.Dense(100, "relu", kernel_regularizer=make(), name="fc_100"),
-            keras.layers.Dense(10, kernel_regularizer=make(), name="logits"),
+            keras.layers.Dense(classes, kernel_regularizer=make(), name="logits"),
         ],
         name="lenet_300_100",
     )
