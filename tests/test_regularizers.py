@@ -511,6 +511,9 @@ def test_magnitude_pruning_arguments():
         "initial_sparsity": 0.0,
         "frequency": 10,
         "power": 3.0,
+        "structure": None,
+        "group_axis": None,
+        "round_to": 1,
     }
     assert regularizers.MagnitudePruning.from_config(config) == reg
     for name, constraint in regularizers.MagnitudePruning._parameter_constraints.items():
