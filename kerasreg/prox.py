@@ -390,24 +390,23 @@ def _n_m_mask(x, zeros, m, axis):
 
     The blocks are `m` consecutive entries along `axis`, whose length `m`
     divides. In each block, an entry's rank is the number of entries with a
-    larger magnitude, or an equal one earlier in the block; the `m - zeros`
-    entries of rank below `m - zeros` are kept. The ranks are counted with
-    `m` comparisons of the whole tensor, so no sort is needed and ties are
-    broken by position on every backend. A NaN has rank 0 and is kept.
+    larger magnitude, or an equal one earlier in the block; the entries of
+    rank below `m - zeros` are kept. The ranks come from one comparison of
+    every pair in a block (a boolean temporary of `m` times the weight's
+    entries), not a sort, so ties are broken by position on every backend.
+    A NaN ranks as an infinity, so it is kept, never hidden as a zero.
     `zeros` is an int or an integer scalar tensor.
     """
-    moved = ops.moveaxis(ops.abs(x), axis, -1)
+    magnitudes = ops.abs(x)
+    magnitudes = ops.where(ops.isnan(magnitudes), float("inf"), magnitudes)
+    moved = ops.moveaxis(magnitudes, axis, -1)
     shape = tuple(moved.shape)
     blocks = ops.reshape(moved, shape[:-1] + (shape[-1] // m, m))
-    position = np.arange(m)
-    rank = ops.zeros(tuple(blocks.shape), dtype="int32")
-    for j in range(m):
-        other = blocks[..., j : j + 1]
-        ahead = ops.logical_or(
-            other > blocks,
-            ops.logical_and(other == blocks, ops.convert_to_tensor(j < position)),
-        )
-        rank = rank + ops.cast(ahead, "int32")
+    mine = ops.expand_dims(blocks, -1)  # entry i of the block, along axis -2
+    other = ops.expand_dims(blocks, -2)  # entry j, along axis -1
+    earlier = np.arange(m)[None, :] < np.arange(m)[:, None]  # j < i
+    ahead = ops.logical_or(other > mine, ops.logical_and(other == mine, earlier))
+    rank = ops.sum(ops.cast(ahead, "int32"), axis=-1)
     keep = rank < (m - ops.cast(zeros, "int32"))
     return ops.moveaxis(ops.reshape(keep, shape), -1, axis)
 
@@ -427,8 +426,8 @@ def project_n_m(x, n, m, axis=-1):
     which decouples over the blocks :math:`b`: each keeps its :math:`n`
     largest magnitudes. Exactly :math:`n` entries of every block are kept
     (fewer non-zeros where kept entries are zero): among tied magnitudes,
-    the earlier entries are kept, which is one of the minimizers. A NaN is
-    always kept. This is the N:M pattern of sparse tensor cores (2:4 along
+    the earlier entries are kept, which is one of the minimizers. A NaN
+    ranks as an infinite magnitude. This is the N:M pattern of sparse tensor cores (2:4 along
     a kernel's input axis).
 
     Args:
