@@ -164,6 +164,32 @@ class Axes(Constraint):
         return ["-1", None, True, 1.0, (0, 0), (0, 1.5), (True,)]
 
 
+class Structure(Constraint):
+    """An N:M pattern: a pair `(n, m)` of ints with 1 <= n < m (as a tuple)."""
+
+    description = "a pair (n, m) of ints with 1 <= n < m"
+
+    def type_ok(self, value):
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                for v in value
+            )
+        )
+
+    def value_ok(self, value):
+        n, m = value
+        return 1 <= n < m
+
+    def normalize(self, value):
+        return tuple(int(v) for v in value)
+
+    def invalid_values(self):
+        return ["2:4", 2, (2,), (1, 2, 4), (2.0, 4), (True, 4), (0, 4), (4, 4), (5, 4)]
+
+
 class Integer(Constraint):
     """An integer in the closed interval [`low`, `high`] (`None`: unbounded)."""
 

@@ -34,6 +34,8 @@ __all__ = [
     "block_soft_threshold",
     "block_soft_threshold_diagonal",
     "project_sparsity",
+    "project_n_m",
+    "project_group_sparsity",
 ]
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -381,3 +383,158 @@ def project_sparsity(x, sparsity):
         return x
     mask = _sparsity_mask(x, sparsity)
     return ops.where(mask, x, ops.zeros_like(x))
+
+
+def _n_m_mask(x, zeros, m, axis):
+    """Boolean mask keeping all but `zeros` entries of every block of `m`.
+
+    The blocks are `m` consecutive entries along `axis`, whose length `m`
+    divides. In each block, an entry's rank is the number of entries with a
+    larger magnitude, or an equal one earlier in the block; the entries of
+    rank below `m - zeros` are kept. The ranks come from one comparison of
+    every pair in a block (a boolean temporary of `m` times the weight's
+    entries), not a sort, so ties are broken by position on every backend.
+    A NaN ranks as an infinity, so it is kept, never hidden as a zero.
+    `zeros` is an int or an integer scalar tensor.
+    """
+    magnitudes = ops.abs(x)
+    magnitudes = ops.where(ops.isnan(magnitudes), float("inf"), magnitudes)
+    moved = ops.moveaxis(magnitudes, axis, -1)
+    shape = tuple(moved.shape)
+    blocks = ops.reshape(moved, shape[:-1] + (shape[-1] // m, m))
+    mine = ops.expand_dims(blocks, -1)  # entry i of the block, along axis -2
+    other = ops.expand_dims(blocks, -2)  # entry j, along axis -1
+    earlier = np.arange(m)[None, :] < np.arange(m)[:, None]  # j < i
+    ahead = ops.logical_or(other > mine, ops.logical_and(other == mine, earlier))
+    rank = ops.sum(ops.cast(ahead, "int32"), axis=-1)
+    keep = rank < (m - ops.cast(zeros, "int32"))
+    return ops.moveaxis(ops.reshape(keep, shape), -1, axis)
+
+
+def project_n_m(x, n, m, axis=-1):
+    r"""Keeps the `n` largest magnitudes of every `m` consecutive entries.
+
+    The blocks are the runs of `m` consecutive entries along `axis` (whose
+    length `m` must divide). Returns the Euclidean projection onto the
+    (non-convex) set of tensors with at most :math:`n` non-zeros per block,
+
+    .. math::
+
+        \operatorname*{argmin}_{z:\ \lVert z_b \rVert_0 \le n
+            \ \forall b} \; \tfrac{1}{2} \lVert z - x \rVert_2^2 ,
+
+    which decouples over the blocks :math:`b`: each keeps its :math:`n`
+    largest magnitudes. Exactly :math:`n` entries of every block are kept
+    (fewer non-zeros where kept entries are zero): among tied magnitudes,
+    the earlier entries are kept, which is one of the minimizers. A NaN
+    ranks as an infinite magnitude. This is the N:M pattern of sparse tensor cores (2:4 along
+    a kernel's input axis).
+
+    Args:
+        x: Tensor of known shape.
+        n: Int in [0, m], the entries kept per block.
+        m: Int >= 1, the block length.
+        axis: Int, the axis the blocks run along. Defaults to `-1`.
+
+    Returns:
+        A tensor with the shape and dtype of `x`.
+
+    Raises:
+        InvalidArgumentError: If `n` or `m` is not a valid int, or `m`
+            does not divide the length of `axis`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasreg import prox
+    >>> x = np.array([0.5, -3.0, 1.0, -0.25, 2.0, 0.1, -0.2, 4.0], dtype="float32")
+    >>> np.asarray(prox.project_n_m(x, 2, 4)).tolist()
+    [0.0, -3.0, 1.0, 0.0, 2.0, 0.0, 0.0, 4.0]
+    """
+    x = ops.convert_to_tensor(x)
+    if not (isinstance(m, numbers.Integral) and not isinstance(m, bool) and m >= 1):
+        raise InvalidArgumentError(
+            f"Invalid value for argument `m`: expected an int >= 1. Received: m={m!r}"
+        )
+    if not (isinstance(n, numbers.Integral) and not isinstance(n, bool) and 0 <= n <= m):
+        raise InvalidArgumentError(
+            f"Invalid value for argument `n`: expected an int in [0, m={m}]. Received: n={n!r}"
+        )
+    shape = tuple(x.shape)
+    if not -len(shape) <= axis < len(shape) or shape[axis] % m:
+        raise InvalidArgumentError(
+            f"Invalid value for argument `m`: expected a divisor of the length of axis "
+            f"{axis} of x, of shape {shape}. Received: m={m!r}"
+        )
+    if int(np.prod(shape)) == 0:
+        return x
+    return ops.where(_n_m_mask(x, m - n, m, axis), x, ops.zeros_like(x))
+
+
+def _group_mask(x, sparsity, axis, round_to=1):
+    """Boolean mask (the shape of `x`) of the groups `project_group_sparsity` keeps."""
+    _, values, _ = _prepare(x)
+    norms = _safe_norm(values, axis)
+    flat = ops.reshape(norms, (-1,))
+    groups = int(flat.shape[0])
+    zeros = ops.cast(ops.round(_as_tensor(sparsity, "float32") * groups), "int32")
+    kept = groups - ops.clip(zeros, 0, groups)
+    kept = ops.minimum((kept + (round_to - 1)) // round_to * round_to, groups)
+    # The rank of each group by decreasing norm: the inverse permutation of
+    # the order, which has no ties.
+    rank = ops.argsort(ops.argsort(-flat))
+    keep = ops.reshape(rank < kept, tuple(norms.shape))
+    return ops.broadcast_to(keep, tuple(x.shape))
+
+
+def project_group_sparsity(x, sparsity, axis=None, round_to=1):
+    r"""Keeps the groups of largest Euclidean norm: the projection onto group sparsity.
+
+    The groups are the slices of `x` taken over `axis`, as in
+    `block_soft_threshold`. With :math:`G` groups, :math:`k = G -
+    \operatorname{round}(s G)` rounded up to a multiple of `round_to` (at
+    most :math:`G`), returns the Euclidean projection onto the tensors with
+    at most :math:`k` non-zero groups,
+
+    .. math::
+
+        \operatorname*{argmin}_{z:\ \#\{g : z_g \ne 0\} \le k} \;
+            \tfrac{1}{2} \lVert z - x \rVert_2^2 ,
+
+    i.e. :math:`x` with all but its :math:`k` largest-norm groups set to
+    zero. Exactly :math:`k` groups are kept; ties between norms are broken
+    by the backend's sort. Rounding up to a multiple of `round_to` keeps
+    layer widths that hardware handles well (multiples of 8 or 16) and
+    never prunes more than :math:`s` asks.
+
+    Args:
+        x: Tensor of known shape.
+        sparsity: Float or scalar tensor in [0, 1], the fraction :math:`s`
+            of groups to set to zero.
+        axis: Int, tuple of ints, or `None`: the axes each group spans.
+            Defaults to `None` (one group).
+        round_to: Int >= 1: the number of groups kept is a multiple of it
+            (or all of them). Defaults to `1`.
+
+    Returns:
+        A tensor with the shape and dtype of `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasreg import prox
+    >>> x = np.array([[3.0, 0.1, -1.0], [4.0, 0.1, 1.0]], dtype="float32")
+    >>> np.asarray(prox.project_group_sparsity(x, 0.6, axis=0)).tolist()
+    [[3.0, 0.0, 0.0], [4.0, 0.0, 0.0]]
+    """
+    x = ops.convert_to_tensor(x)
+    if not (
+        isinstance(round_to, numbers.Integral) and not isinstance(round_to, bool) and round_to >= 1
+    ):
+        raise InvalidArgumentError(
+            "Invalid value for argument `round_to`: expected an int >= 1. "
+            f"Received: round_to={round_to!r}"
+        )
+    if int(np.prod(x.shape)) == 0:
+        return x
+    return ops.where(_group_mask(x, sparsity, axis, round_to), x, ops.zeros_like(x))

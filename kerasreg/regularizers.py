@@ -32,11 +32,13 @@ from keras import ops
 from kerasreg import _autodiff
 from kerasreg import prox as prox_lib
 from kerasreg._saving import register_serializable
+from kerasreg._validation import AnyOf
 from kerasreg._validation import Axes
 from kerasreg._validation import Configurable
 from kerasreg._validation import Integer
 from kerasreg._validation import Interval
 from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import Structure
 
 __all__ = [
     "ProximalRegularizer",
@@ -427,6 +429,20 @@ class ElasticNet(ProximalRegularizer):
         )
 
 
+def _reduce_axes(group_axis, shape):
+    """The axes each group spans: all but `group_axis`, checked against `shape`."""
+    rank = len(shape)
+    axes = (group_axis,) if isinstance(group_axis, int) else group_axis
+    if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) < len(axes):
+        raise InvalidArgumentError(
+            "Invalid value for argument `group_axis`: expected distinct axes "
+            f"of a weight of rank {rank} (shape {tuple(shape)}). "
+            f"Received: group_axis={group_axis!r}"
+        )
+    group_axes = {a % rank for a in axes}
+    return tuple(a for a in range(rank) if a not in group_axes)
+
+
 @register_serializable
 class GroupLasso(ProximalRegularizer):
     r"""Group lasso: zeroes whole groups of weights (units, filters, inputs).
@@ -491,16 +507,7 @@ class GroupLasso(ProximalRegularizer):
 
     def _group_geometry(self, shape):
         """Returns (reduction axes, group size or None if unknown)."""
-        rank = len(shape)
-        axes = (self.group_axis,) if isinstance(self.group_axis, int) else self.group_axis
-        if any(not -rank <= a < rank for a in axes) or len({a % rank for a in axes}) < len(axes):
-            raise InvalidArgumentError(
-                "Invalid value for argument `group_axis`: expected distinct axes "
-                f"of a weight of rank {rank} (shape {tuple(shape)}). "
-                f"Received: group_axis={self.group_axis!r}"
-            )
-        group_axes = {a % rank for a in axes}
-        reduce_axes = tuple(a for a in range(rank) if a not in group_axes)
+        reduce_axes = _reduce_axes(self.group_axis, shape)
         dims = [shape[a] for a in reduce_axes]
         size = None if any(d is None for d in dims) else math.prod(int(d) for d in dims)
         return reduce_axes, size
@@ -989,11 +996,32 @@ class MagnitudePruning(ProximalRegularizer):
 
     The penalty is zero (the constraint holds after every step). Called
     outside a `ProximalOptimizer` (`prox(x, step)`), it projects onto
-    `final_sparsity`.
+    `final_sparsity` (onto the final pattern, with a structure).
+
+    **Patterns.** By default any entry may go (unstructured). Two structured
+    patterns follow the same schedule:
+
+    - `structure=(n, m)`: N:M sparsity, at most :math:`n` non-zeros in every
+      :math:`m` consecutive entries along the input axis (axis -2: a `Dense`
+      kernel's input features, a convolution's input channels; axis 0 for a
+      1-D weight), the pattern of sparse tensor cores (2:4). Each
+      recomputation zeroes the :math:`\operatorname{round}(s_t m)` smallest
+      magnitudes of every block (`kerasreg.prox.project_n_m`), so 2:4 goes
+      from 0 to 1 to 2 zeros per block and ends exactly 2:4;
+      `final_sparsity` is then :math:`(m - n) / m` and may be left out.
+    - `group_axis=`: whole groups go, as in `GroupLasso` (each index along
+      `group_axis` is a group; `-1`: a `Dense` layer's units, a
+      convolution's filters), those of smallest Euclidean norm
+      (`kerasreg.prox.project_group_sparsity`). Each recomputation zeroes
+      :math:`\operatorname{round}(s_t G)` of the :math:`G` groups, fewer when
+      `round_to` rounds the number kept up to a multiple of it. Zeroed units
+      are what `kerasreg.compact` removes.
 
     Args:
         final_sparsity: Float in [0, 1], :math:`s_f`, the fraction of the
-            weight's entries that are zero at the end.
+            weight's entries (of its groups, with `group_axis`) that are
+            zero at the end. Required, except with `structure`, where it
+            must be :math:`(m - n) / m` if given. Defaults to `None`.
         begin_step: Int, :math:`t_0`, the step at which pruning starts.
             Defaults to `0`.
         end_step: Int, :math:`t_1 \ge t_0`, the step at which the final
@@ -1002,32 +1030,59 @@ class MagnitudePruning(ProximalRegularizer):
         frequency: Int >= 1, steps between recomputations of the mask.
             Defaults to `100`.
         power: Positive float, :math:`p`. Defaults to `3.0` (cubic).
+        structure: A pair `(n, m)` of ints with :math:`1 \le n < m`, for
+            N:M sparsity along the input axis, or `None`. The length of that
+            axis must be a multiple of :math:`m`. Defaults to `None`.
+        group_axis: Int, tuple of ints, or `None`: prune whole groups laid
+            out along this axis (axes), as `GroupLasso`'s `group_axis`.
+            Not with `structure`. Defaults to `None` (entries).
+        round_to: Int >= 1, with `group_axis` only: the number of groups
+            kept is rounded up to a multiple of it (all of them at most);
+            it may not exceed the number of groups. Defaults to `1`.
+
+    Raises:
+        InvalidArgumentError: If an argument is invalid, or, when the mask
+            is built, `m` does not divide the weight's input axis, or
+            `round_to` exceeds its number of groups.
 
     Example:
 
+    >>> import numpy as np
     >>> import kerasreg
     >>> reg = kerasreg.MagnitudePruning(0.9, begin_step=0, end_step=100)
     >>> [round(reg.sparsity_at(t), 4) for t in (0, 50, 100, 500)]
     [0.0, 0.7875, 0.9, 0.9]
+    >>> w = np.array([[1.0, -4.0], [3.0, 0.5], [-2.0, 1.0], [0.1, 2.0]], "float32")
+    >>> np.asarray(kerasreg.MagnitudePruning(structure=(2, 4)).prox(w, 0.1)).tolist()
+    [[0.0, -4.0], [3.0, 0.0], [-2.0, 0.0], [0.0, 2.0]]
+    >>> units = kerasreg.MagnitudePruning(0.5, group_axis=-1)
+    >>> np.asarray(units.prox(w, 0.1)).tolist()
+    [[0.0, -4.0], [0.0, 0.5], [0.0, 1.0], [0.0, 2.0]]
     """
 
     _parameter_constraints = {
-        "final_sparsity": Interval(0.0, 1.0),
+        "final_sparsity": AnyOf(Interval(0.0, 1.0), None),
         "begin_step": Integer(0, 2**31 - 1),
         "end_step": Integer(0, 2**31 - 1),
         "initial_sparsity": Interval(0.0, 1.0),
         "frequency": Integer(1, 2**31 - 1),
         "power": Interval(0.0, None, closed="neither"),
+        "structure": AnyOf(Structure(), None),
+        "group_axis": AnyOf(Axes(), None),
+        "round_to": Integer(1, 2**31 - 1),
     }
 
     def __init__(
         self,
-        final_sparsity,
+        final_sparsity=None,
         begin_step=0,
         end_step=1000,
         initial_sparsity=0.0,
         frequency=100,
         power=3.0,
+        structure=None,
+        group_axis=None,
+        round_to=1,
     ):
         self._set_arguments(
             final_sparsity=final_sparsity,
@@ -1036,35 +1091,75 @@ class MagnitudePruning(ProximalRegularizer):
             initial_sparsity=initial_sparsity,
             frequency=frequency,
             power=power,
+            structure=structure,
+            group_axis=group_axis,
+            round_to=round_to,
         )
+        self._check_pattern()
         if self.end_step < self.begin_step:
             raise InvalidArgumentError(
                 "Invalid value for argument `end_step`: expected an int >= "
                 f"begin_step={self.begin_step}. Received: end_step={end_step!r}"
             )
-        if self.initial_sparsity > self.final_sparsity:
+        if self.initial_sparsity > self._final_sparsity:
             raise InvalidArgumentError(
                 "Invalid value for argument `initial_sparsity`: expected a float "
-                f"<= final_sparsity={self.final_sparsity}. "
+                f"<= final_sparsity={self._final_sparsity}. "
                 f"Received: initial_sparsity={initial_sparsity!r}"
             )
+
+    def _check_pattern(self):
+        """Refuses `final_sparsity`, `structure`, `group_axis`, `round_to` that do not fit."""
+        final, structure = self.final_sparsity, self.structure
+        if structure is not None and self.group_axis is not None:
+            raise InvalidArgumentError(
+                "Invalid value for argument `group_axis`: expected None with a `structure` "
+                f"(N:M blocks run along the input axis). Received: group_axis={self.group_axis!r}"
+            )
+        if self.round_to != 1 and self.group_axis is None:
+            raise InvalidArgumentError(
+                "Invalid value for argument `round_to`: expected 1 without a `group_axis`. "
+                f"Received: round_to={self.round_to!r}"
+            )
+        if structure is None and final is None:
+            raise InvalidArgumentError(
+                "Invalid value for argument `final_sparsity`: expected a float in [0, 1] "
+                "(it may be left out only with a `structure`). Received: final_sparsity=None"
+            )
+        if structure is not None and final is not None:
+            n, m = structure
+            if not math.isclose(final, (m - n) / m, rel_tol=1e-9, abs_tol=1e-12):
+                raise InvalidArgumentError(
+                    f"Invalid value for argument `final_sparsity`: expected (m - n) / m = "
+                    f"{(m - n) / m!r} for structure={structure!r}, or None. "
+                    f"Received: final_sparsity={final!r}"
+                )
+
+    @property
+    def _final_sparsity(self):
+        """:math:`s_f`: `final_sparsity`, or :math:`(m - n) / m` for an N:M structure."""
+        if self.final_sparsity is None:
+            n, m = self.structure
+            return (m - n) / m
+        return self.final_sparsity
 
     def sparsity_at(self, iteration):
         """The scheduled sparsity :math:`s_t` at step `t = iteration` (int or tensor)."""
         begin, end = float(self.begin_step), float(self.end_step)
+        final = self._final_sparsity
         if isinstance(iteration, numbers.Integral):
             if iteration >= self.end_step:  # also one-shot pruning, begin == end
-                return self.final_sparsity
+                return final
             if iteration <= self.begin_step:
                 return self.initial_sparsity
             progress = (iteration - begin) / (end - begin)
             remaining = (1.0 - progress) ** self.power
-            return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * remaining
+            return final + (self.initial_sparsity - final) * remaining
         t = ops.cast(iteration, "float32")
         progress = ops.clip((t - begin) / max(end - begin, 1.0), 0.0, 1.0)
         progress = ops.where(t >= end, 1.0, progress)
         remaining = ops.power(1.0 - progress, self.power)
-        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * remaining
+        return final + (self.initial_sparsity - final) * remaining
 
     def applied_sparsity(self, iterations):
         """Sparsity of the mask in force after `iterations` optimizer steps.
@@ -1087,10 +1182,59 @@ class MagnitudePruning(ProximalRegularizer):
     def penalty_gradient(self, x):
         return ops.zeros_like(ops.convert_to_tensor(x))
 
+    def _input_axis(self, shape):
+        """The axis N:M blocks run along, checked against `shape`."""
+        n, m = self.structure
+        axis = -2 if len(shape) >= 2 else 0
+        if not shape or shape[axis] is None or shape[axis] % m:
+            length = shape[axis] if shape else None
+            raise InvalidArgumentError(
+                f"Invalid value for argument `structure`: expected blocks of m={m} that "
+                f"divide the input axis (axis {axis}, length {length}) of the weight of "
+                f"shape {tuple(shape)}. Received: structure={self.structure!r}"
+            )
+        return axis
+
+    def _group_axes(self, shape):
+        """The axes each group spans, with `round_to` checked against the groups."""
+        reduce_axes = _reduce_axes(self.group_axis, shape)
+        groups = math.prod(int(shape[a]) for a in range(len(shape)) if a not in reduce_axes)
+        if self.round_to > groups:
+            raise InvalidArgumentError(
+                f"Invalid value for argument `round_to`: expected at most the number of "
+                f"groups, {groups} along group_axis={self.group_axis!r} of the weight of "
+                f"shape {tuple(shape)}. Received: round_to={self.round_to!r}"
+            )
+        return reduce_axes
+
+    def _keep(self, x, sparsity):
+        """Boolean mask of the entries kept at `sparsity`, in this pattern."""
+        if self.structure is not None:
+            m = self.structure[1]
+            zeros = ops.round(prox_lib._as_tensor(sparsity, "float32") * m)
+            return prox_lib._n_m_mask(x, zeros, m, self._input_axis(tuple(x.shape)))
+        if self.group_axis is not None:
+            axes = self._group_axes(tuple(x.shape))
+            return prox_lib._group_mask(x, sparsity, axes, self.round_to)
+        return prox_lib._sparsity_mask(x, sparsity)
+
     def prox(self, x, step):
+        if self.structure is not None:
+            x = ops.convert_to_tensor(x)
+            n, m = self.structure
+            return prox_lib.project_n_m(x, n, m, self._input_axis(tuple(x.shape)))
+        if self.group_axis is not None:
+            x = ops.convert_to_tensor(x)
+            axes = self._group_axes(tuple(x.shape))
+            return prox_lib.project_group_sparsity(x, self.final_sparsity, axes, self.round_to)
         return prox_lib.project_sparsity(x, self.final_sparsity)
 
     def prox_state(self, x):
+        shape = tuple(x.shape)
+        if self.structure is not None:
+            self._input_axis(shape)
+        elif self.group_axis is not None:
+            self._group_axes(shape)
         return (ops.ones(x.shape, dtype=x.dtype),)
 
     def prox_update(self, x, step, iteration, state):
@@ -1104,7 +1248,7 @@ class MagnitudePruning(ProximalRegularizer):
         )
 
         def recompute():
-            keep = prox_lib._sparsity_mask(x, self.sparsity_at(iteration))
+            keep = self._keep(x, self.sparsity_at(iteration))
             return ops.cast(keep, mask.dtype)
 
         mask = ops.cond(ops.logical_and(in_range, on_turn), recompute, lambda: mask)
@@ -1199,6 +1343,15 @@ def get(identifier):
                 for name, parameter in inspect.signature(cls).parameters.items()
                 if parameter.default is parameter.empty
             ]
+            if not required:
+                try:
+                    return cls()
+                except InvalidArgumentError as error:
+                    # A default that needs another argument (MagnitudePruning's
+                    # `final_sparsity` without a `structure`): name it.
+                    required = re.findall(r"argument `(\w+)`", str(error))[:1]
+                    if not required:
+                        raise
             if required:
                 raise InvalidArgumentError(
                     f"Invalid value for argument `identifier`: expected a name of a "
@@ -1207,7 +1360,6 @@ def get(identifier):
                     f"kerasreg.{cls.__name__}({required[0]}=...). "
                     f"Received: identifier={identifier!r}"
                 )
-            return cls()
         try:
             obj = keras.regularizers.get(identifier)
         except ValueError:

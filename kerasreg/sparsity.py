@@ -17,11 +17,13 @@ from keras import ops
 
 from kerasreg import _model_walk
 from kerasreg import _tables
+from kerasreg._validation import AnyOf
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import Interval
 from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import Options
+from kerasreg._validation import Structure
 from kerasreg._validation import validate_params
 
 __all__ = ["SparsityReport", "WeightSparsity", "allocate_sparsity", "sparsity_report"]
@@ -52,6 +54,10 @@ class WeightSparsity:
         zero_inputs: Input features whose outgoing weights are all zero
             (slices of the second-to-last axis: `Dense` rows, input
             channels of a convolution).
+        structure_holds: With a report's `structure=(n, m)`: whether every
+            block of `m` consecutive entries along the input axis (axis -2;
+            axis 0 of a 1-D weight) has at most `n` non-zeros; `None` when
+            `m` does not divide that axis, or without a `structure`.
     """
 
     key: str
@@ -65,6 +71,7 @@ class WeightSparsity:
     zero_units: int | None = None
     inputs: int | None = None
     zero_inputs: int | None = None
+    structure_holds: bool | None = None
 
     @property
     def sparsity(self):
@@ -99,11 +106,13 @@ class SparsityReport:
     Attributes:
         weights: Tuple of `WeightSparsity`, in the model's layer order.
         tolerance: The tolerance used for `below_tolerance`.
+        structure: The N:M pattern `(n, m)` checked, or `None`.
     """
 
-    def __init__(self, weights, tolerance):
+    def __init__(self, weights, tolerance, structure=None):
         self.weights = tuple(weights)
         self.tolerance = tolerance
+        self.structure = structure
 
     def __iter__(self):
         return iter(self.weights)
@@ -138,11 +147,16 @@ class SparsityReport:
         return self.zeros / self.size if self.size else 0.0
 
     def rows(self):
-        """The figures as a list of plain dicts, one per weight."""
+        """The figures as a list of plain dicts, one per weight.
+
+        `structure_holds` is a key only in a report with a `structure`.
+        """
         rows = []
         for weight in self.weights:
             row = dataclasses.asdict(weight)
             row["sparsity"] = weight.sparsity
+            if self.structure is None:
+                del row["structure_holds"]
             rows.append(row)
         return rows
 
@@ -152,7 +166,13 @@ class SparsityReport:
 
     def __str__(self):
         total = ["total", "", f"{self.size:,}", f"{self.zeros:,}", f"{self.sparsity:.2%}", "", ""]
-        table = _tables.format_table(self.rows(), _COLUMNS, total=total, first_left=True)
+        columns = _COLUMNS
+        if self.structure is not None:
+            n, m = self.structure
+            columns += ((f"{n}:{m}", "structure_holds", "{}"),)
+            holds = [w.structure_holds for w in self.weights if w.structure_holds is not None]
+            total.append(str(all(holds)) if holds else "")
+        table = _tables.format_table(self.rows(), columns, total=total, first_left=True)
         lines = [table]
         if self.tolerance:
             lines.append(
@@ -243,7 +263,18 @@ def _to_numpy(value):
     return np.asarray(ops.convert_to_numpy(value))
 
 
-def _figures(key, layer, variable, tolerance):
+def _structure_holds(value, structure):
+    """Whether every block of `m` along the input axis has at most `n` non-zeros."""
+    n, m = structure
+    axis = -2 if value.ndim >= 2 else 0
+    if value.ndim == 0 or value.shape[axis] % m:
+        return None
+    moved = np.moveaxis(value != 0, axis, -1)
+    blocks = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // m, m))
+    return bool(np.all(np.count_nonzero(blocks, axis=-1) <= n))
+
+
+def _figures(key, layer, variable, tolerance, structure=None):
     value = _to_numpy(variable)
     zero = value == 0
     figures = {
@@ -264,6 +295,8 @@ def _figures(key, layer, variable, tolerance):
             inputs=int(value.shape[-2]),
             zero_inputs=int(np.count_nonzero(np.all(zero, axis=inputs_axes))),
         )
+    if structure is not None:
+        figures["structure_holds"] = _structure_holds(value, structure)
     return WeightSparsity(**figures)
 
 
@@ -272,9 +305,10 @@ def _figures(key, layer, variable, tolerance):
         "model_or_layer": InstanceOf(keras.layers.Layer, "a keras.Model or keras.layers.Layer"),
         "tolerance": Interval(0.0, None),
         "include_biases": Boolean(),
+        "structure": AnyOf(Structure(), None),
     }
 )
-def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
+def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False, structure=None):
     """Counts the exact zeros of every weight of a model or layer.
 
     Covers kernels by default: every float weight of rank 2 or more, plus
@@ -292,6 +326,11 @@ def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
         include_biases: Whether to include rank-0 and rank-1 trainable
             weights without a regularizer (biases, normalization scales and
             offsets). Defaults to `False`.
+        structure: A pair `(n, m)`: also check each weight for N:M sparsity
+            (at most `n` non-zeros in every `m` consecutive entries along the
+            input axis, as `MagnitudePruning(structure=(n, m))` leaves it),
+            in `structure_holds` and an `n:m` column of the table. Defaults
+            to `None` (no check).
 
     Returns:
         A `SparsityReport`.
@@ -315,12 +354,14 @@ def sparsity_report(model_or_layer, tolerance=0.0, include_biases=False):
     dense/kernel  (3, 2)       6      4    66.67%           1            1
     ----------------------------------------------------------------------
     total                      6      4    66.67%
+    >>> kerasreg.sparsity_report(model, structure=(2, 3))["dense/kernel"].structure_holds
+    True
     """
     weights = [
-        _figures(key, layer, variable, tolerance)
+        _figures(key, layer, variable, tolerance, structure)
         for key, layer, variable in _reported_weights(model_or_layer, include_biases)
     ]
-    return SparsityReport(weights, tolerance)
+    return SparsityReport(weights, tolerance, structure)
 
 
 @validate_params(

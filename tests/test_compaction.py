@@ -69,6 +69,29 @@ def _mlp():
     )
 
 
+def test_units_pruned_by_group_magnitude_are_compacted_away(rng):
+    # 16 units, 60% asked: 16 - 10 = 6 kept, rounded up to 8.
+    x = rng.normal(size=(64, 10)).astype("float32")
+    y = rng.normal(size=(64, 3)).astype("float32")
+    keras.utils.set_random_seed(0)
+    reg = kerasreg.MagnitudePruning(
+        0.6, begin_step=0, end_step=4, frequency=2, group_axis=-1, round_to=4
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(16, "relu", kernel_regularizer=reg, name="hidden"),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)), "mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert kerasreg.sparsity_report(model)["hidden/kernel"].zero_units == 8
+    small = kerasreg.compact(model)
+    assert small.get_layer("hidden").units == 8
+    _assert_same_function(model, small, x)
+
+
 def test_mlp_loses_exactly_the_removable_units(rng, tmp_path):
     model = _mlp()
     _randomize(model, rng)

@@ -674,6 +674,33 @@ def test_magnitude_pruning_through_the_optimizer_matches_numpy(rng):
     assert np.count_nonzero(w == 0) == 12
 
 
+def test_n_m_pruning_in_fit_ends_exactly_n_m():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = rng.normal(size=(64, 4)).astype("float32")
+    keras.utils.set_random_seed(0)
+
+    def reg():
+        return kerasreg.MagnitudePruning(structure=(2, 4), begin_step=0, end_step=4, frequency=2)
+
+    model = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(8, "relu", kernel_regularizer=reg(), name="a"),
+            keras.layers.Dense(4, kernel_regularizer=reg(), name="b"),
+        ]
+    )
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)), "mse")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 8 steps: exact 2:4 from step 4
+    for layer in model.layers:
+        kernel = to_numpy(layer.kernel)
+        blocks = np.moveaxis(kernel, -2, -1).reshape(-1, 4)
+        np.testing.assert_array_equal(np.count_nonzero(blocks, axis=1), 2)
+    report = kerasreg.sparsity_report(model, structure=(2, 4))
+    assert [w.structure_holds for w in report] == [True, True]
+    assert kerasreg.sparsity_report(model, structure=(1, 4))["a/kernel"].structure_holds is False
+
+
 def test_magnitude_pruning_leaves_weights_alone_before_begin_step_in_fit():
     # On TensorFlow, `fit` builds the optimizer while tracing its first step;
     # the mask must still start as ones there, or every weight is zeroed

@@ -61,6 +61,8 @@ def test_public_surface_is_pinned():
     assert sorted(kerasreg.prox.__all__) == [
         "block_soft_threshold",
         "block_soft_threshold_diagonal",
+        "project_group_sparsity",
+        "project_n_m",
         "project_sparsity",
         "prox_elastic_net",
         "prox_squared_l2",

@@ -478,3 +478,95 @@ def test_project_sparsity_is_the_nearest_sparse_tensor(x):
         cut = magnitudes[removed_count - 1] if 0 < removed_count < 6 else None
         if cut is None or cut == 0 or cut < magnitudes[removed_count]:
             np.testing.assert_allclose(np.sum((z - x) ** 2), best, rtol=1e-12, atol=0)
+
+
+# N:M and group sparsity: NumPy oracles that rank by sorting, independent of
+# the operators' comparison counts and argsorts.
+
+
+def np_project_n_m(x, n, m, axis):
+    """Keeps the `n` largest magnitudes of each block (earlier first among ties)."""
+    moved = np.moveaxis(x, axis, -1)
+    blocks = moved.reshape(-1, m)
+    keep = np.zeros(blocks.shape, bool)
+    order = np.argsort(-np.abs(blocks), axis=1, kind="stable")[:, :n]
+    np.put_along_axis(keep, order, True, axis=1)
+    kept = np.where(keep, blocks, 0.0).reshape(moved.shape)
+    return np.moveaxis(kept, -1, axis)
+
+
+@st.composite
+def n_m_problems(draw):
+    """(x, n, m, axis): a 1-D weight, a Dense or a Conv2D kernel, blocks on its input axis."""
+    # Few shapes: eager JAX compiles each operation once per shape.
+    m = draw(st.sampled_from([2, 4]))
+    n = draw(st.integers(1, m - 1))
+    shape = draw(st.sampled_from([(8,), (8, 2), (2, 1, 8, 3)]))
+    # Few distinct magnitudes: ties within blocks are common.
+    elements = st.one_of(st.sampled_from([0.0, 1.0, -1.0, 2.0]), st.floats(-4.0, 4.0, width=32))
+    x = draw(hnp.arrays("float32", shape, elements=elements))
+    return x, n, m, -2 if len(shape) >= 2 else 0
+
+
+@settings(max_examples=20)
+@given(problem=n_m_problems())
+def test_project_n_m_keeps_the_n_largest_of_each_block(problem):
+    x, n, m, axis = problem
+    z = to_numpy(prox.project_n_m(x, n, m, axis))
+    assert z.dtype == x.dtype
+    np.testing.assert_array_equal(z, np_project_n_m(x, n, m, axis))
+    np.testing.assert_array_equal(to_numpy(prox.project_n_m(z, n, m, axis)), z)  # idempotent
+    # The Euclidean projection: each block's distance is the least over all
+    # C(m, n) supports (a sum over blocks, as the constraint decouples).
+    blocks = np.moveaxis(x.astype("float64"), axis, -1).reshape(-1, m)
+    best = sum(
+        min(np.sum(np.delete(b, list(s)) ** 2) for s in itertools.combinations(range(m), n))
+        for b in blocks
+    )
+    np.testing.assert_allclose(np.sum((z.astype("float64") - x) ** 2), best, rtol=1e-12)
+
+
+def test_project_n_m_ties_nan_and_arguments():
+    z = to_numpy(prox.project_n_m(np.ones((2, 4), "float32"), 1, 4))
+    np.testing.assert_array_equal(z, [[1, 0, 0, 0], [1, 0, 0, 0]])  # the earliest of a tie
+    z = to_numpy(prox.project_n_m(np.array([np.nan, 3.0, 2.0, 1.0]), 2, 4))
+    assert np.isnan(z[0]) and z[1] == 3.0 and np.count_nonzero(z[2:]) == 0  # never hidden
+    with pytest.raises(ValueError, match=r"argument `m`: expected a divisor .* \(3, 6\)"):
+        prox.project_n_m(np.ones((3, 6)), 2, 4)
+    with pytest.raises(ValueError, match="argument `n`: expected an int in"):
+        prox.project_n_m(np.ones(4), 5, 4)
+
+
+def np_project_group_sparsity(x, sparsity, group_axis, round_to):
+    """Keeps the largest-norm groups; `group_axis` lays them out."""
+    moved = np.moveaxis(x, group_axis, 0)
+    norms = np.sqrt(np.sum(moved.reshape(len(moved), -1).astype("float64") ** 2, axis=1))
+    groups = len(norms)
+    kept = groups - int(np.round(np.float32(sparsity) * np.float32(groups)))
+    kept = min(-(-kept // round_to) * round_to, groups)
+    keep = np.zeros(groups, bool)
+    keep[np.argsort(-norms, kind="stable")[:kept]] = True
+    shape = [1] * x.ndim
+    shape[group_axis] = groups
+    return np.where(keep.reshape(shape), x, 0.0), kept
+
+
+@settings(max_examples=30)
+@given(
+    x=hnp.arrays("float32", (3, 2, 12), elements=st.floats(-4.0, 4.0, width=32), unique=True),
+    group_axis=st.sampled_from([0, -1]),
+    sparsity=st.floats(0.0, 1.0),
+    round_to=st.integers(1, 5),
+)
+def test_project_group_sparsity_keeps_the_largest_norm_groups(x, group_axis, sparsity, round_to):
+    groups = x.shape[group_axis]
+    round_to = min(round_to, groups)
+    axis = tuple(a for a in range(3) if a != group_axis % 3)
+    z = to_numpy(prox.project_group_sparsity(x, sparsity, axis, round_to))
+    expected, kept = np_project_group_sparsity(x, sparsity, group_axis, round_to)
+    # Unique entries make ties between group norms all but impossible.
+    np.testing.assert_array_equal(z, expected)
+    zero = np.all(np.moveaxis(z, group_axis, 0).reshape(groups, -1) == 0, axis=1)
+    assert groups - np.count_nonzero(zero) == kept
+    assert kept % round_to == 0 or kept == groups
+    assert kept >= groups - round(sparsity * groups) - 1  # never prunes more than asked (float32)

@@ -32,3 +32,4 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert after < before  # group lasso removed hidden units
     assert (tmp_path / "pruned_model.keras.gz").exists()
     assert "one SE: l1_ratio=" in out
+    assert re.search(r"^32 True$", out, flags=re.M)  # structured magnitude pruning

@@ -2,6 +2,7 @@
 
 import inspect
 import itertools
+import json
 import math
 
 import keras
@@ -511,6 +512,9 @@ def test_magnitude_pruning_arguments():
         "initial_sparsity": 0.0,
         "frequency": 10,
         "power": 3.0,
+        "structure": None,
+        "group_axis": None,
+        "round_to": 1,
     }
     assert regularizers.MagnitudePruning.from_config(config) == reg
     for name, constraint in regularizers.MagnitudePruning._parameter_constraints.items():
@@ -544,6 +548,127 @@ def test_magnitude_pruning_one_shot_and_applied_sparsity(rng):
     assert [reg.applied_sparsity(n) for n in (0, 10)] == [0.0, 0.0]
     for n, turn in ((11, 10), (15, 10), (16, 15), (25, 20), (26, 25), (100, 25)):
         assert reg.applied_sparsity(n) == reg.sparsity_at(turn), n
+
+
+def _blocks(w, m):
+    """The blocks of `m` along the input axis of a Dense kernel, one per row."""
+    return np.moveaxis(w, -2, -1).reshape(-1, m)
+
+
+def test_magnitude_pruning_n_m_schedule_goes_block_by_block(rng):
+    reg = regularizers.MagnitudePruning(
+        structure=(2, 4), begin_step=0, end_step=4, frequency=1, power=1.0
+    )
+    w = rng.permutation(np.arange(1, 25, dtype="float32")).reshape(8, 3)
+    state = reg.prox_state(w)
+    zeros = []
+    for t in range(6):
+        z, state = reg.prox_update(w, 0.1, keras.ops.convert_to_tensor(t, "int32"), state)
+        blocks, z_blocks = _blocks(w, 4), _blocks(to_numpy(z), 4)
+        count = np.count_nonzero(z_blocks == 0, axis=1)
+        assert len(set(count)) == 1, t  # every block alike
+        zeros.append(int(count[0]))
+        # The survivors are each block's largest.
+        smallest = np.sort(blocks, axis=1)[:, : count[0]]
+        assert np.all(np.isin(smallest, blocks * (z_blocks == 0)))
+    # round(s_t * 4) with s_t = 0.5 t / 4: 0, 0.5 -> 0, 1, 1.5 -> 2, 2.
+    assert zeros == [0, 0, 1, 2, 2, 2]
+    np.testing.assert_array_equal(to_numpy(z), to_numpy(reg.prox(w, 0.1)))
+
+
+def test_magnitude_pruning_groups_schedule_and_round_to(rng):
+    reg = regularizers.MagnitudePruning(
+        0.6, begin_step=0, end_step=2, frequency=1, power=1.0, group_axis=-1, round_to=4
+    )
+    w = rng.normal(size=(3, 16)).astype("float32")
+    norms = np.linalg.norm(w, axis=0)
+    state = reg.prox_state(w)
+    kept = []
+    for t in range(3):
+        z, state = reg.prox_update(w, 0.1, keras.ops.convert_to_tensor(t, "int32"), state)
+        z = to_numpy(z)
+        alive = np.any(z != 0, axis=0)
+        np.testing.assert_array_equal(z, np.where(alive, w, 0))
+        assert np.min(norms[alive]) > np.max(norms[~alive], initial=0.0)
+        kept.append(int(np.count_nonzero(alive)))
+    # 16 - round(s_t * 16) rounded up to a multiple of 4: 16, 16 - 5 = 11 -> 12, 6 -> 8.
+    assert kept == [16, 12, 8]
+    z = to_numpy(reg.prox(w, 0.1))
+    assert np.count_nonzero(np.any(z != 0, axis=0)) == 8
+
+
+def test_magnitude_pruning_pattern_errors():
+    mp = regularizers.MagnitudePruning
+    cases = [
+        (
+            lambda: mp(structure=(4, 4)),
+            "Invalid value for argument `structure`: expected a pair (n, m) of ints with "
+            "1 <= n < m or None. Received: structure=(4, 4)",
+        ),
+        (
+            lambda: mp(),
+            "Invalid value for argument `final_sparsity`: expected a float in [0, 1] (it may "
+            "be left out only with a `structure`). Received: final_sparsity=None",
+        ),
+        (
+            lambda: mp(0.6, structure=(2, 4)),
+            "Invalid value for argument `final_sparsity`: expected (m - n) / m = 0.5 for "
+            "structure=(2, 4), or None. Received: final_sparsity=0.6",
+        ),
+        (
+            lambda: mp(structure=(2, 4), group_axis=-1),
+            "Invalid value for argument `group_axis`: expected None with a `structure` "
+            "(N:M blocks run along the input axis). Received: group_axis=-1",
+        ),
+        (
+            lambda: mp(0.5, round_to=8),
+            "Invalid value for argument `round_to`: expected 1 without a `group_axis`. "
+            "Received: round_to=8",
+        ),
+        (
+            lambda: mp(structure=(2, 4)).prox_state(keras.Variable(np.ones((6, 3)))),
+            "Invalid value for argument `structure`: expected blocks of m=4 that divide the "
+            "input axis (axis -2, length 6) of the weight of shape (6, 3). "
+            "Received: structure=(2, 4)",
+        ),
+        (
+            lambda: mp(structure=(1, 4)).prox(np.ones(6, "float32"), 0.1),
+            "Invalid value for argument `structure`: expected blocks of m=4 that divide the "
+            "input axis (axis 0, length 6) of the weight of shape (6,). "
+            "Received: structure=(1, 4)",
+        ),
+        (
+            lambda: mp(0.5, group_axis=-1, round_to=8).prox_state(np.ones((16, 4))),
+            "Invalid value for argument `round_to`: expected at most the number of groups, "
+            "4 along group_axis=-1 of the weight of shape (16, 4). Received: round_to=8",
+        ),
+        (
+            lambda: mp(0.5, group_axis=2).prox(np.ones((3, 4), "float32"), 0.1),
+            "Invalid value for argument `group_axis`: expected distinct axes of a weight of "
+            "rank 2 (shape (3, 4)). Received: group_axis=2",
+        ),
+    ]
+    for make, message in cases:
+        with pytest.raises(kerasreg.InvalidArgumentError) as info:
+            make()
+        assert str(info.value) == message
+    assert mp(1.0 / 3.0, structure=(2, 3)).final_sparsity == 1.0 / 3.0
+
+
+def test_magnitude_pruning_pattern_config_round_trip():
+    for reg in (
+        regularizers.MagnitudePruning(structure=[2, 4], end_step=10),
+        regularizers.MagnitudePruning(0.5, structure=(2, 4)),
+        regularizers.MagnitudePruning(0.5, group_axis=[0, 1], round_to=8),
+    ):
+        config = reg.get_config()
+        assert sorted(config) == sorted(inspect.signature(type(reg)).parameters)
+        restored = regularizers.MagnitudePruning.from_config(json.loads(json.dumps(config)))
+        assert restored == reg and hash(restored) == hash(reg)
+        assert restored.structure is None or restored.structure == (2, 4)
+    assert repr(regularizers.MagnitudePruning(structure=[2, 4])).endswith(
+        "structure=(2, 4), group_axis=None, round_to=1)"
+    )
 
 
 # Hypothesis properties of every regularizer, with hyperparameters drawn in

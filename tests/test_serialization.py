@@ -20,6 +20,8 @@ REGULARIZERS = [
     kerasreg.ElasticNet(strength=0.3, l1_ratio=0.7),
     kerasreg.GroupLasso(strength=0.05, group_axis=0),
     kerasreg.GroupLasso(strength=0.05, group_axis=(0, 1)),
+    kerasreg.MagnitudePruning(structure=(2, 4)),
+    kerasreg.MagnitudePruning(0.5, group_axis=-1, round_to=8),
 ]
 IDS = [repr(r) for r in REGULARIZERS]
 

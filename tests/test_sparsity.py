@@ -335,3 +335,30 @@ def test_allocation_needs_a_kernel():
     layer.build((None, 3))
     with pytest.raises(kerasreg.InvalidArgumentError, match="`model_or_layer`"):
         kerasreg.allocate_sparsity(layer, 0.5)
+
+
+def test_n_m_check_per_weight_and_column_only_when_asked(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((3, 8)),
+            keras.layers.Conv1D(4, 2, name="conv"),  # kernel (2, 8, 4): blocks along the 8
+            keras.layers.Dense(6, name="odd"),  # kernel (4, 6): 4 % 8 != 0
+        ]
+    )
+    conv = rng.normal(size=(2, 8, 4)).astype("float32")
+    conv[:, 1:3, :] = 0.0  # 2 zeros in block 0 of 4 and 2 zeros in block 0 of 8
+    model.get_layer("conv").kernel.assign(conv)
+    plain = kerasreg.sparsity_report(model)
+    holds = {
+        (n, m): [w.structure_holds for w in kerasreg.sparsity_report(model, structure=(n, m))]
+        for n, m in ((6, 8), (2, 4), (3, 4))
+    }
+    # (6, 8): 8 divides 8, not 4. (2, 4): block 1 of each column is dense.
+    assert holds == {(6, 8): [True, None], (2, 4): [False, False], (3, 4): [False, False]}
+    assert [w.structure_holds for w in plain] == [None, None]
+    assert "structure_holds" not in plain.rows()[0]
+    report = kerasreg.sparsity_report(model, structure=(6, 8))
+    assert report.rows()[1]["structure_holds"] is None
+    header, *_ = str(report).splitlines()
+    assert header.split()[-1] == "6:8" and "6:8" not in str(plain)
+    assert str(plain).splitlines()[0].split()[-2:] == ["zero", "inputs"]
