@@ -399,9 +399,7 @@ def _check_scalar(name, value, ok, expected):
 def _check_nonconvex_arguments(step, strength, gamma, gamma_low):
     _check_scalar("step", step, lambda v: v >= 0, "a non-negative finite float or a tensor")
     _check_scalar("strength", strength, lambda v: v >= 0, "a non-negative finite float")
-    _check_scalar(
-        "gamma", gamma, lambda v: v > gamma_low, f"a finite float greater than {gamma_low:g}"
-    )
+    _check_scalar("gamma", gamma, lambda v: v > gamma_low, f"a float in ({gamma_low:g}, inf)")
 
 
 def prox_mcp(x, step, strength, gamma):

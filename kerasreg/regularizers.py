@@ -1351,8 +1351,8 @@ def get(identifier):
             - a kerasreg regularizer, or any object with a `prox` method,
               returned as is;
             - a `keras.regularizers.L1`, `L2` or `L1L2` instance;
-            - a name: `"l1"`, `"l2"`, `"elastic_net"`, `"group_lasso"` (or the
-              class name), built with default arguments, or a name Keras
+            - a name: `"l1"`, `"l2"`, `"elastic_net"`, `"mcp"`, `"scad"`,
+              `"group_lasso"` (or the class name), built with default arguments, or a name Keras
               knows, such as `"L1L2"` (`"magnitude_pruning"` has a required
               argument: pass an instance);
             - a serialized config dict, as `keras.saving.serialize_keras_object`
