@@ -1,7 +1,7 @@
 """kerasreg: sparse training for Keras 3, on TensorFlow, JAX and PyTorch.
 
 Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
-`GroupLasso`, `MagnitudePruning`; `CoupledGroupLasso` over several weights),
+`MCP`, `SCAD`, `GroupLasso`, `MagnitudePruning`; `CoupledGroupLasso` over several weights),
 pure proximal operators (`kerasreg.prox`),
 the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
@@ -41,6 +41,8 @@ from kerasreg.layers import FeatureGate
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
+from kerasreg.regularizers import MCP
+from kerasreg.regularizers import SCAD
 from kerasreg.regularizers import CoupledGroupLasso
 from kerasreg.regularizers import ElasticNet
 from kerasreg.regularizers import GroupLasso
@@ -60,9 +62,11 @@ __all__ = [
     "InvalidArgumentError",
     "L1",
     "L2",
+    "MCP",
     "MagnitudePruning",
     "ProximalOptimizer",
     "ProximalRegularizer",
+    "SCAD",
     "SparsityMonitor",
     "TargetSparsity",
     "allocate_sparsity",

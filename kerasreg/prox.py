@@ -19,6 +19,7 @@ The result keeps the dtype of `x`. Half-precision inputs (`float16`,
 do not overflow. A NaN in `x` stays NaN: no operator hides it as a zero.
 """
 
+import math
 import numbers
 
 import keras
@@ -36,6 +37,8 @@ __all__ = [
     "project_sparsity",
     "project_n_m",
     "project_group_sparsity",
+    "prox_mcp",
+    "prox_scad",
 ]
 
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -538,3 +541,176 @@ def project_group_sparsity(x, sparsity, axis=None, round_to=1):
     if int(np.prod(x.shape)) == 0:
         return x
     return ops.where(_group_mask(x, sparsity, axis, round_to), x, ops.zeros_like(x))
+
+
+def _check_scalar(name, value, ok, expected):
+    """Refuses a Python or NumPy number `value` for which `ok` is false."""
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, numbers.Real) and not (math.isfinite(value) and ok(value))
+    ):
+        raise InvalidArgumentError(
+            f"Invalid value for argument `{name}`: expected {expected}. Received: {name}={value!r}"
+        )
+
+
+def _check_nonconvex_arguments(step, strength, gamma, gamma_low):
+    _check_scalar("step", step, lambda v: v >= 0, "a non-negative finite float or a tensor")
+    _check_scalar("strength", strength, lambda v: v >= 0, "a non-negative finite float")
+    _check_scalar("gamma", gamma, lambda v: v > gamma_low, f"a float in ({gamma_low:g}, inf)")
+
+
+def prox_mcp(x, step, strength, gamma):
+    r"""Proximal operator of the minimax concave penalty (MCP).
+
+    With :math:`a` = `strength`, :math:`\gamma` = `gamma` and :math:`s` =
+    `step`, solves, coordinate by coordinate,
+
+    .. math::
+
+        \operatorname*{argmin}_z \; \tfrac{1}{2} (z - x)^2 + s \, R(z),
+        \qquad
+        R(z) = \begin{cases}
+            a \lvert z \rvert - \dfrac{z^2}{2 \gamma}
+                & \lvert z \rvert \le \gamma a, \\
+            \gamma a^2 / 2 & \lvert z \rvert > \gamma a.
+        \end{cases}
+
+    For :math:`s < \gamma` the objective is strictly convex and its minimiser
+    is firm thresholding (as `skglm.penalties.MCPenalty` computes it):
+    :math:`z = 0` for :math:`\lvert x \rvert \le s a`, :math:`z = x` for
+    :math:`\lvert x \rvert > \gamma a`, and
+    :math:`z = \operatorname{sign}(x) (\lvert x \rvert - s a) / (1 - s / \gamma)`
+    between. For :math:`s \ge \gamma` the objective is not convex; the value
+    returned is still its global minimiser, hard thresholding at
+    :math:`a \sqrt{s \gamma}`: :math:`z = x` for
+    :math:`\lvert x \rvert > a \sqrt{s \gamma}`, else :math:`z = 0`. (On
+    :math:`[0, \gamma a]` the objective is then concave, so only :math:`0`
+    and :math:`\max(\lvert x \rvert, \gamma a)` can be minimisers, with
+    objectives :math:`x^2 / 2` and, beyond :math:`\gamma a`,
+    :math:`s \gamma a^2 / 2`.) This is the case of the large per-coordinate
+    steps (learning rate over epsilon) an adaptive optimizer takes inside
+    `ProximalOptimizer`. On an exact tie the smaller magnitude, 0, is
+    returned; a zero step returns `x`.
+
+    Args:
+        x: Input tensor.
+        step: Non-negative finite float, or non-negative tensor broadcastable
+            to `x` (one step per coordinate).
+        strength: Non-negative float (or tensor broadcastable to `x`), the
+            strength :math:`a`.
+        gamma: Float greater than 0 (or tensor), the concavity
+            :math:`\gamma`.
+
+    Returns:
+        A tensor with the shape and dtype of `x`.
+
+    Raises:
+        InvalidArgumentError: If a Python number `step` is negative or not
+            finite, `strength` is negative or `gamma` is not positive.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasreg import prox
+    >>> x = np.array([-4.0, -1.5, 0.5, 1.75], dtype="float32")
+    >>> np.asarray(prox.prox_mcp(x, 1.0, strength=1.0, gamma=2.0)).tolist()
+    [-4.0, -1.0, 0.0, 1.5]
+    >>> np.asarray(prox.prox_mcp(x, 4.0, strength=1.0, gamma=2.0)).tolist()
+    [-4.0, 0.0, 0.0, 0.0]
+    """
+    _check_nonconvex_arguments(step, strength, gamma, 0)
+    out_dtype, x, (s, a, g) = _prepare(x, step, strength, gamma)
+    magnitude = ops.abs(x)
+    zeros = ops.zeros_like(x)
+    convex = s < g
+    s_a = s * a
+    # The denominator of the convex branch, 1 where that branch is not taken.
+    denominator = ops.where(convex, 1.0 - s / g, ops.ones_like(s))
+    firm = ops.where(magnitude > g * a, x, ops.sign(x) * (magnitude - s_a) / denominator)
+    firm = ops.where(magnitude <= s_a, zeros, firm)
+    hard = ops.where(magnitude <= a * ops.sqrt(s * g), zeros, x)
+    return ops.cast(ops.where(convex, firm, hard), out_dtype)
+
+
+def prox_scad(x, step, strength, gamma):
+    r"""Proximal operator of the smoothly clipped absolute deviation (SCAD).
+
+    With :math:`a` = `strength`, :math:`\gamma` = `gamma` and :math:`s` =
+    `step`, solves, coordinate by coordinate,
+
+    .. math::
+
+        \operatorname*{argmin}_z \; \tfrac{1}{2} (z - x)^2 + s \, R(z),
+        \qquad
+        R(z) = \begin{cases}
+            a \lvert z \rvert & \lvert z \rvert \le a, \\
+            \dfrac{2 \gamma a \lvert z \rvert - z^2 - a^2}{2 (\gamma - 1)}
+                & a < \lvert z \rvert \le \gamma a, \\
+            a^2 (\gamma + 1) / 2 & \lvert z \rvert > \gamma a.
+        \end{cases}
+
+    For :math:`s < \gamma - 1` the objective is strictly convex and its
+    minimiser is, in magnitude, :math:`\max(\lvert x \rvert - s a, 0)` for
+    :math:`\lvert x \rvert \le (1 + s) a`,
+    :math:`((\gamma - 1) \lvert x \rvert - s \gamma a) / (\gamma - 1 - s)`
+    up to :math:`\gamma a`, and :math:`\lvert x \rvert` beyond. For
+    :math:`s \ge \gamma - 1` the objective is not convex (concave on
+    :math:`a \le \lvert z \rvert \le \gamma a`); the value returned is still
+    its global minimiser, the better of the minimisers over
+    :math:`\lvert z \rvert \le a` (soft thresholding, clipped at :math:`a`)
+    and over :math:`\lvert z \rvert \ge \gamma a`
+    (:math:`\max(\lvert x \rvert, \gamma a)`), chosen by comparing the two
+    objective values: a jump, as in hard thresholding. This is the case of
+    the large per-coordinate steps (learning rate over epsilon) an adaptive
+    optimizer takes inside `ProximalOptimizer`. On an exact tie the smaller
+    magnitude is returned; a zero step returns `x`.
+
+    Args:
+        x: Input tensor.
+        step: Non-negative finite float, or non-negative tensor broadcastable
+            to `x` (one step per coordinate).
+        strength: Non-negative float (or tensor broadcastable to `x`), the
+            strength :math:`a`.
+        gamma: Float greater than 2 (or tensor), the concavity
+            :math:`\gamma`.
+
+    Returns:
+        A tensor with the shape and dtype of `x`.
+
+    Raises:
+        InvalidArgumentError: If a Python number `step` is negative or not
+            finite, `strength` is negative or `gamma` is not greater than 2.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from kerasreg import prox
+    >>> x = np.array([-5.0, -2.5, 1.5, 0.5], dtype="float32")
+    >>> np.asarray(prox.prox_scad(x, 1.0, strength=1.0, gamma=4.0)).tolist()
+    [-5.0, -1.75, 0.5, 0.0]
+    """
+    _check_nonconvex_arguments(step, strength, gamma, 2)
+    out_dtype, x, (s, a, g) = _prepare(x, step, strength, gamma)
+    magnitude = ops.abs(x)
+    zeros = ops.zeros_like(x)
+    g_a = g * a
+    s_a = s * a
+    convex = s < g - 1.0
+    # Minimisers over |z| <= a and over |z| >= gamma a.
+    inner = _minimum(_maximum(magnitude - s_a, zeros), a)
+    outer = _maximum(magnitude, g_a)
+    denominator = ops.where(convex, g - 1.0 - s, ops.ones_like(s))
+    middle = ((g - 1.0) * magnitude - s * g_a) / denominator
+    closed = ops.where(
+        magnitude <= a + s_a,
+        inner,
+        ops.where(magnitude <= g_a, middle, magnitude),
+    )
+    inner_objective = 0.5 * ops.square(inner - magnitude) + s_a * inner
+    # `outer - magnitude`, written so that an infinite `x` gives 0, not NaN.
+    outer_objective = 0.5 * ops.square(_maximum(g_a - magnitude, zeros)) + s * (
+        0.5 * a * a * (g + 1.0)
+    )
+    jump = ops.where(outer_objective < inner_objective, outer, inner)
+    z = ops.sign(x) * ops.where(convex, closed, jump)
+    return ops.cast(ops.where(s == 0, x, z), out_dtype)

@@ -30,6 +30,8 @@ CLASSES = [
     (kerasreg.L1, {}),
     (kerasreg.L2, {}),
     (kerasreg.ElasticNet, {}),
+    (kerasreg.MCP, {}),
+    (kerasreg.SCAD, {}),
     (kerasreg.GroupLasso, {}),
     (
         kerasreg.CoupledGroupLasso,

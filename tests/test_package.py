@@ -24,9 +24,11 @@ def test_public_surface_is_pinned():
         "InvalidArgumentError",
         "L1",
         "L2",
+        "MCP",
         "MagnitudePruning",
         "ProximalOptimizer",
         "ProximalRegularizer",
+        "SCAD",
         "SparsityMonitor",
         "TargetSparsity",
         "allocate_sparsity",
@@ -54,8 +56,10 @@ def test_public_surface_is_pinned():
         "GroupLasso",
         "L1",
         "L2",
+        "MCP",
         "MagnitudePruning",
         "ProximalRegularizer",
+        "SCAD",
         "get",
     ]
     assert sorted(kerasreg.prox.__all__) == [
@@ -65,6 +69,8 @@ def test_public_surface_is_pinned():
         "project_n_m",
         "project_sparsity",
         "prox_elastic_net",
+        "prox_mcp",
+        "prox_scad",
         "prox_squared_l2",
         "soft_threshold",
     ]
@@ -115,6 +121,8 @@ def test_public_surface_is_pinned():
         for name in module.__all__:
             assert getattr(module, name) is not None
     assert kerasreg.L1 is kerasreg.regularizers.L1
+    assert kerasreg.MCP is kerasreg.regularizers.MCP
+    assert kerasreg.SCAD is kerasreg.regularizers.SCAD
     assert kerasreg.regularize is kerasreg.apply.regularize
 
 

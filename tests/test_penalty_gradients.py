@@ -71,11 +71,15 @@ ELEMENTWISE = [
     lambda s, r: kerasreg.L1(s),
     lambda s, r: kerasreg.L2(s),
     lambda s, r: kerasreg.ElasticNet(s, r),
+    # The second argument picks gamma: 0.5 to 4.5 for MCP, 2.5 to 6.5 for SCAD.
+    lambda s, r: kerasreg.MCP(s, 0.5 + 4.0 * r),
+    lambda s, r: kerasreg.SCAD(s, 2.5 + 4.0 * r),
 ]
+ELEMENTWISE_IDS = ["L1", "L2", "ElasticNet", "MCP", "SCAD"]
 
 
 @pytest.mark.parametrize("dtype", FLOATS + HALVES)
-@pytest.mark.parametrize("make", ELEMENTWISE, ids=["L1", "L2", "ElasticNet"])
+@pytest.mark.parametrize("make", ELEMENTWISE, ids=ELEMENTWISE_IDS)
 @settings(max_examples=6)
 @given(
     data=st.data(),
@@ -88,7 +92,7 @@ def test_elementwise_gradients_match_autodiff(make, dtype, data, strength, l1_ra
 
 
 @pytest.mark.parametrize("dtype", FLOATS + HALVES)
-@pytest.mark.parametrize("make", ELEMENTWISE, ids=["L1", "L2", "ElasticNet"])
+@pytest.mark.parametrize("make", ELEMENTWISE, ids=ELEMENTWISE_IDS)
 def test_elementwise_gradients_at_special_values(make, dtype):
     tiny = TINY[dtype]
     array = np.array([0.0, -0.0, tiny, -tiny, 1.0, -2.5, np.inf, -np.inf, np.nan])

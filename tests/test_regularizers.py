@@ -31,6 +31,8 @@ ALL_CLASSES = [
     regularizers.L1,
     regularizers.L2,
     regularizers.ElasticNet,
+    regularizers.MCP,
+    regularizers.SCAD,
     regularizers.GroupLasso,
 ]
 EXAMPLES = [

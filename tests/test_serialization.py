@@ -18,6 +18,8 @@ REGULARIZERS = [
     kerasreg.L1(0.1),
     kerasreg.L2(0.2),
     kerasreg.ElasticNet(strength=0.3, l1_ratio=0.7),
+    kerasreg.MCP(strength=0.1, gamma=2.5),
+    kerasreg.SCAD(strength=0.1, gamma=3.7),
     kerasreg.GroupLasso(strength=0.05, group_axis=0),
     kerasreg.GroupLasso(strength=0.05, group_axis=(0, 1)),
     kerasreg.MagnitudePruning(structure=(2, 4)),

@@ -73,12 +73,16 @@ def test_every_regularizer_is_known_by_both_of_its_names():
         kerasreg.L1,
         kerasreg.L2,
         kerasreg.ElasticNet,
+        kerasreg.MCP,
+        kerasreg.SCAD,
         kerasreg.GroupLasso,
         kerasreg.MagnitudePruning,
     ):
         assert kerasreg.regularizers._BY_NAME[cls.__name__] is cls
     assert kerasreg.regularizers.get("elastic_net") == kerasreg.ElasticNet()
     assert kerasreg.regularizers.get("GroupLasso") == kerasreg.GroupLasso()
+    assert kerasreg.regularizers.get("mcp") == kerasreg.MCP()
+    assert kerasreg.regularizers.get("scad") == kerasreg.SCAD()
     with pytest.raises(kerasreg.InvalidArgumentError, match="needs final_sparsity"):
         kerasreg.regularizers.get("magnitude_pruning")
     config = keras.saving.serialize_keras_object(kerasreg.MagnitudePruning(0.5))
