@@ -328,6 +328,14 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     Regularizers whose prox has a state (`MagnitudePruning`'s schedule and
     mask) get it as optimizer variables too.
 
+    **Proxes shared by several variables.** A regularizer with a truthy
+    `shares_prox` (`MagnitudePruning(scope="global")`) takes its prox over
+    all the variables whose regularizers equal it (`==`) at once: the
+    optimizer groups them in each step and calls
+    `prox_update_many(values, steps, iteration, states)` once per group
+    (lists in, lists out; see `ProximalRegularizer.prox_update_many`). Each
+    variable keeps its own prox state, freezing and gradient accumulation.
+
     **Penalties over several variables.** A penalty may couple entries of
     several variables, as `CoupledGroupLasso` couples the channels of a
     residual stream across the layers that write and carry them. Such a
@@ -704,9 +712,19 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                     [h for h, c in zip(holds, compiled, strict=False) if c],
                     learning_rate,
                 )
-            for variable, hold, done in zip(handled, holds, compiled, strict=False):
-                if not done:
+            shared = self._shared_groups(handled)
+            grouped = {i for indices in shared.values() for i in indices}
+            for i, (variable, hold, done) in enumerate(zip(handled, holds, compiled, strict=False)):
+                if not done and i not in grouped:
                     self._apply_prox(variable, steps, iteration, hold)
+            for regularizer, indices in shared.items():
+                self._apply_shared_prox(
+                    regularizer,
+                    [handled[i] for i in indices],
+                    steps,
+                    iteration,
+                    [holds[i] for i in indices],
+                )
             self._apply_joint_proxes(joints, steps, holds[len(handled) :])
             if inner.use_ema:
                 for variable in handled + [v for v, _ in fused] + members:
@@ -830,6 +848,39 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             for state, new_state in zip(states, new_states, strict=True):
                 state.assign(hold.gate(new_state, state.value))
         self._assign_prox(variable, value, hold)
+
+    def _shared_groups(self, handled):
+        """Positions in `handled` of the variables of each shared prox, by regularizer.
+
+        A regularizer with a truthy `shares_prox` takes its prox over all the
+        variables whose regularizers equal it (`==`), together.
+        """
+        groups = {}
+        for i, variable in enumerate(handled):
+            regularizer = self._proximal[self._var_key(variable)]
+            if getattr(regularizer, "shares_prox", False):
+                groups.setdefault(regularizer, []).append(i)
+        return groups
+
+    def _apply_shared_prox(self, regularizer, variables, steps, iteration, holds):
+        """Replaces `variables` by their shared prox (`prox_update_many`), together.
+
+        Each variable keeps its own state and `_Hold`, as in `_apply_prox`.
+        """
+        states = [self._prox_states.get(self._var_key(variable)) for variable in variables]
+        values = [None] * len(variables)
+        if any(state is not None for state in states) or holds[0].frozen is not True:
+            values, new_states = regularizer.prox_update_many(
+                [variable.value for variable in variables],
+                [steps(variable) for variable in variables],
+                iteration,
+                [None if state is None else tuple(s.value for s in state) for state in states],
+            )
+            for state, new_state, hold in zip(states, new_states, holds, strict=True):
+                for part, new_part in zip(state or (), new_state or (), strict=True):
+                    part.assign(hold.gate(new_part, part.value))
+        for variable, value, hold in zip(variables, values, holds, strict=True):
+            self._assign_prox(variable, value, hold)
 
     def _apply_joint_proxes(self, joints, steps, holds):
         """Replaces the variables of each joint penalty by its prox, together.

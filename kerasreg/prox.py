@@ -339,6 +339,23 @@ def _sparsity_mask(x, sparsity):
     return ops.logical_or(magnitudes > threshold, count == 0)
 
 
+def _sparsity_masks(xs, sparsity):
+    """Boolean masks of the entries kept when `xs` are pruned together.
+
+    The magnitudes of all the tensors in `xs` are ranked together (in their
+    widest dtype) and the `round(sparsity * total)` smallest go, ties at the
+    threshold together, as `_sparsity_mask` does for one tensor.
+    """
+    dtype = keras.backend.result_type(*[x.dtype for x in xs])
+    magnitudes = [ops.abs(ops.cast(x, dtype)) for x in xs]
+    size = sum(int(np.prod(x.shape)) for x in xs)
+    ranked = ops.sort(ops.concatenate([ops.reshape(m, (-1,)) for m in magnitudes]))
+    count = ops.cast(ops.round(_as_tensor(sparsity, "float32") * size), "int32")
+    count = ops.clip(count, 0, size)
+    threshold = ops.take(ranked, ops.clip(count - 1, 0, size - 1))
+    return [ops.logical_or(m > threshold, count == 0) for m in magnitudes]
+
+
 def project_sparsity(x, sparsity):
     r"""Keeps the largest magnitudes: the projection onto a sparsity level.
 

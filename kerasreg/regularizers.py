@@ -38,6 +38,7 @@ from kerasreg._validation import Configurable
 from kerasreg._validation import Integer
 from kerasreg._validation import Interval
 from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import Options
 from kerasreg._validation import Structure
 
 __all__ = [
@@ -235,6 +236,36 @@ class ProximalRegularizer(Configurable, keras.regularizers.Regularizer):
             A tuple `(new_x, new_state)`.
         """
         return self.prox(x, step), state
+
+    # A prox over several weights at once: `ProximalOptimizer` groups the
+    # variables whose regularizers have a truthy `shares_prox` and are equal
+    # (`==`, hence hashable) and calls `prox_update_many` once per group.
+    shares_prox = False
+
+    def prox_update_many(self, values, steps, iteration, states):
+        """The prox of several weights that share it, with their states.
+
+        Called by `ProximalOptimizer`, once per step, on every variable whose
+        regularizer has a truthy `shares_prox` and equals this one. The
+        default takes each weight's own `prox_update`.
+
+        Args:
+            values: List of tensors, the weights after the optimizer's step.
+            steps: List of steps, one per weight, as for `prox`.
+            iteration: Integer scalar tensor, as for `prox_update`.
+            states: List of the weights' states (tuples of tensors, as
+                `prox_state` built them), or `None` where it returned none.
+
+        Returns:
+            A tuple `(new_values, new_states)` of lists, one entry per weight.
+        """
+        results = [
+            (self.prox(x, step), None)
+            if state is None
+            else self.prox_update(x, step, iteration, state)
+            for x, step, state in zip(values, steps, states, strict=True)
+        ]
+        return [x for x, _ in results], [state for _, state in results]
 
     def __eq__(self, other):
         if type(other) is not type(self):
@@ -1183,9 +1214,27 @@ class MagnitudePruning(ProximalRegularizer):
     argument names); it prunes each weight to the same sparsity (at least
     that many zeros: magnitudes tied at the threshold go together).
 
+    **Global pruning.** With `scope="global"`, one threshold holds across
+    every weight whose regularizer is an equal `MagnitudePruning` (same
+    arguments, `scope="global"` included): on each turn of the schedule,
+    the magnitudes of all those weights are ranked together and
+    :math:`\operatorname{round}(s_t n)` of their :math:`n` entries in all go
+    (ties together), so the total sparsity follows the schedule while each
+    layer ends with its own (weights of small magnitude lose more). Each
+    weight keeps its own mask. Share it by passing the same (or an equal)
+    instance to several layers' `kernel_regularizer=`, or with
+    `kerasreg.regularize(model, kerasreg.MagnitudePruning(0.95,
+    scope="global"))`: the weights are grouped by equality, not identity, so
+    `regularize`'s copies, and the one instance per layer a `.keras` file
+    loads, still share one threshold. `ProximalOptimizer` groups the weights
+    (see `shares_prox` and `prox_update_many`); the weights it trains are
+    the group, so a regularized weight left out of its `var_list`, or
+    without a gradient in a step, is not counted.
+
     The penalty is zero (the constraint holds after every step). Called
     outside a `ProximalOptimizer` (`prox(x, step)`), it projects onto
-    `final_sparsity` (onto the final pattern, with a structure).
+    `final_sparsity` (onto the final pattern, with a structure); with `scope="global"`
+    too, that one weight alone.
 
     **Patterns.** By default any entry may go (unstructured). Two structured
     patterns follow the same schedule:
@@ -1219,6 +1268,9 @@ class MagnitudePruning(ProximalRegularizer):
         frequency: Int >= 1, steps between recomputations of the mask.
             Defaults to `100`.
         power: Positive float, :math:`p`. Defaults to `3.0` (cubic).
+        scope: `"layer"` (each weight pruned to the schedule's sparsity) or
+            `"global"` (one threshold across the weights of equal
+            instances). Defaults to `"layer"`.
         structure: A pair `(n, m)` of ints with :math:`1 \le n < m`, for
             N:M sparsity along the input axis, or `None`. The length of that
             axis must be a multiple of :math:`m`. Defaults to `None`.
@@ -1259,6 +1311,7 @@ class MagnitudePruning(ProximalRegularizer):
         "structure": AnyOf(Structure(), None),
         "group_axis": AnyOf(Axes(), None),
         "round_to": Integer(1, 2**31 - 1),
+        "scope": Options("layer", "global"),
     }
 
     def __init__(
@@ -1272,6 +1325,7 @@ class MagnitudePruning(ProximalRegularizer):
         structure=None,
         group_axis=None,
         round_to=1,
+        scope="layer",
     ):
         self._set_arguments(
             final_sparsity=final_sparsity,
@@ -1283,6 +1337,7 @@ class MagnitudePruning(ProximalRegularizer):
             structure=structure,
             group_axis=group_axis,
             round_to=round_to,
+            scope=scope,
         )
         self._check_pattern()
         if self.end_step < self.begin_step:
@@ -1304,6 +1359,12 @@ class MagnitudePruning(ProximalRegularizer):
             raise InvalidArgumentError(
                 "Invalid value for argument `group_axis`: expected None with a `structure` "
                 f"(N:M blocks run along the input axis). Received: group_axis={self.group_axis!r}"
+            )
+        if self.scope == "global" and (structure is not None or self.group_axis is not None):
+            raise InvalidArgumentError(
+                "Invalid value for argument `scope`: expected 'layer' with a `structure` or a "
+                "`group_axis` (one threshold across weights is for entries; N:M blocks and "
+                f"groups are ranked within each weight). Received: scope={self.scope!r}"
             )
         if self.round_to != 1 and self.group_axis is None:
             raise InvalidArgumentError(
@@ -1442,6 +1503,41 @@ class MagnitudePruning(ProximalRegularizer):
 
         mask = ops.cond(ops.logical_and(in_range, on_turn), recompute, lambda: mask)
         return ops.where(mask > 0, x, ops.zeros_like(x)), (mask,)
+
+    @property
+    def shares_prox(self):
+        """Whether the weights of equal global instances are pruned together."""
+        return self.scope == "global"
+
+    def prox_update_many(self, values, steps, iteration, states):
+        """The prox of all the weights of one global threshold, with their masks.
+
+        With `scope="global"`, the scheduled sparsity applies to all the
+        entries of `values` together: on the schedule's turns, their
+        magnitudes are ranked together and the `round(s_t * total)` smallest
+        go (ties together); each weight keeps its own mask. With
+        `scope="layer"`, each weight's own `prox_update`.
+        """
+        if self.scope == "layer":
+            return super().prox_update_many(values, steps, iteration, states)
+        values = [ops.convert_to_tensor(x) for x in values]
+        masks = tuple(mask for (mask,) in states)
+        iteration = ops.cast(iteration, "int32")
+        in_range = ops.logical_and(iteration >= self.begin_step, iteration <= self.end_step)
+        on_turn = ops.logical_or(
+            ops.mod(iteration - self.begin_step, self.frequency) == 0,
+            iteration == self.end_step,
+        )
+
+        def recompute():
+            keeps = prox_lib._sparsity_masks(values, self.sparsity_at(iteration))
+            return tuple(ops.cast(keep, m.dtype) for keep, m in zip(keeps, masks, strict=True))
+
+        masks = ops.cond(ops.logical_and(in_range, on_turn), recompute, lambda: masks)
+        new_values = [
+            ops.where(mask > 0, x, ops.zeros_like(x)) for x, mask in zip(values, masks, strict=True)
+        ]
+        return new_values, [(mask,) for mask in masks]
 
 
 def _snake_case(name):

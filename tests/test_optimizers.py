@@ -758,6 +758,113 @@ def test_magnitude_pruning_state_is_saved_and_resumed(tmp_path):
     )
 
 
+def _global_pruning_mlp(regularizer):
+    """A 24-16-8-2 MLP (kernels of different scales) whose kernels get `regularizer`."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((24,)),
+            keras.layers.Dense(16, "relu"),
+            keras.layers.Dense(8, "relu"),
+            keras.layers.Dense(2),
+        ]
+    )
+    kerasreg.regularize(model, regularizer)
+    return model
+
+
+def _kernel_zeros(model):
+    """The exact zeros of each kernel (`== 0`)."""
+    return [to_numpy(layer.kernel) == 0 for layer in model.layers]
+
+
+def _assert_global_sparsity(model, sparsity):
+    zeros = _kernel_zeros(model)
+    total = sum(z.size for z in zeros)
+    # Random magnitudes: no ties, so exactly round(s * n) zeros in all.
+    assert sum(np.count_nonzero(z) for z in zeros) == round(sparsity * total)
+    fractions = [float(np.mean(z)) for z in zeros]
+    assert max(fractions) - min(fractions) > 0.05, fractions  # not each layer at `sparsity`
+
+
+def test_global_magnitude_pruning_prunes_the_kernels_together_in_fit(monkeypatch):
+    # Compiled steps (several per execution where the backend allows), with
+    # the biases' L1 in TensorFlow's XLA-compiled proxes and PyTorch's fused
+    # ones: the pruned kernels take neither path.
+    monkeypatch.setattr(kerasreg.optimizers, "_COMPILED_SIZE", 0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 24)).astype("float32")
+    y = rng.normal(size=(80, 2)).astype("float32")
+    reg = kerasreg.MagnitudePruning(0.8, begin_step=0, end_step=6, frequency=2, scope="global")
+    model = _global_pruning_mlp(reg)
+    kerasreg.regularize(model, kerasreg.L1(1e-3), weights="bias")
+    regs = [layer.kernel_regularizer for layer in model.layers]
+    assert len({id(r) for r in regs}) == 3 and all(r == reg for r in regs)  # equal copies
+    model.compile(
+        kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)),
+        "mse",
+        steps_per_execution=1 if BACKEND == "torch" else 2,
+    )
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 10 steps, last turn at step 6
+    _assert_global_sparsity(model, 0.8)
+
+
+def test_global_magnitude_pruning_with_accumulation_in_eager_steps():
+    # Gradient accumulation over 2 steps: the prox runs on the inner
+    # optimizer's updates, whose count is the schedule's step (turns at 0, 1).
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 24)).astype("float32")
+    y = rng.normal(size=(64, 2)).astype("float32")
+    reg = kerasreg.MagnitudePruning(
+        0.6, begin_step=0, end_step=1, initial_sparsity=0.3, frequency=1, scope="global"
+    )
+    model = _global_pruning_mlp(reg)
+    inner = keras.optimizers.SGD(0.05, gradient_accumulation_steps=2)
+    # Eager on TensorFlow (PyTorch's steps are eager anyway; JAX's eager
+    # steps cost seconds: its eager path is checked in one shot below).
+    model.compile(kerasreg.ProximalOptimizer(inner), "mse", run_eagerly=BACKEND == "tensorflow")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # one update
+    _assert_global_sparsity(model, 0.3)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # the last turn
+    _assert_global_sparsity(model, 0.6)
+
+
+def test_global_magnitude_pruning_one_shot_is_numpys_top_k():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 24)).astype("float32")
+    y = rng.normal(size=(16, 2)).astype("float32")
+    reg = kerasreg.MagnitudePruning(0.7, begin_step=0, end_step=0, scope="global")
+    model = _global_pruning_mlp(reg)
+    kernels = [to_numpy(layer.kernel) for layer in model.layers]
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.0)), "mse", run_eagerly=True)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    flat = np.concatenate([np.abs(k).ravel() for k in kernels])
+    keep = np.ones(flat.size, bool)
+    keep[np.argsort(flat)[: round(0.7 * flat.size)]] = False
+    kept = np.concatenate([~z.ravel() for z in _kernel_zeros(model)])
+    np.testing.assert_array_equal(kept, keep)
+
+
+def test_global_magnitude_pruning_keeps_one_threshold_after_loading(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 24)).astype("float32")
+    y = rng.normal(size=(64, 2)).astype("float32")
+    reg = kerasreg.MagnitudePruning(0.8, begin_step=0, end_step=8, frequency=2, scope="global")
+    model = _global_pruning_mlp(reg)
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.05)), "mse")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # 4 steps: turns at 0 and 2
+    path = tmp_path / "global.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    regs = [layer.kernel_regularizer for layer in loaded.layers]
+    assert len({id(r) for r in regs}) == 3 and all(r == reg for r in regs)
+    for m in (model, loaded):  # turns at 4, 6 and 8, after loading
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+    _assert_global_sparsity(loaded, 0.8)
+    for a, b in zip(_kernel_zeros(loaded), _kernel_zeros(model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_building_twice_under_loss_scaling_adds_no_variables():
     # LossScaleOptimizer builds its inner optimizer again: state must not double.
     variable = keras.Variable(np.ones((4, 3), "float32"), name="kernel")

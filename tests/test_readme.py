@@ -9,6 +9,8 @@ runs their equivalents) and the crash-safe callback list
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,3 +35,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "pruned_model.keras.gz").exists()
     assert "one SE: l1_ratio=" in out
     assert re.search(r"^32 True$", out, flags=re.M)  # structured magnitude pruning
+    first, last = map(float, re.search(r"^global: \[(.*), (.*)\]$", out, flags=re.M).groups())
+    assert (64 * 128 * first + 128 * 10 * last) / (64 * 128 + 128 * 10) == pytest.approx(
+        0.9, abs=1e-3
+    )
+    assert first > last  # one threshold, not 90% of each kernel

@@ -517,6 +517,7 @@ def test_magnitude_pruning_arguments():
         "structure": None,
         "group_axis": None,
         "round_to": 1,
+        "scope": "layer",
     }
     assert regularizers.MagnitudePruning.from_config(config) == reg
     for name, constraint in regularizers.MagnitudePruning._parameter_constraints.items():
@@ -534,6 +535,66 @@ def test_magnitude_pruning_arguments():
         regularizers.MagnitudePruning(0.5, begin_step=5, end_step=4)
     with pytest.raises(ValueError, match="argument `initial_sparsity`: expected a float <= "):
         regularizers.MagnitudePruning(0.5, initial_sparsity=0.6)
+
+
+def test_magnitude_pruning_scope_argument():
+    reg = regularizers.MagnitudePruning(0.8, begin_step=5, end_step=50, scope="global")
+    assert reg.get_config()["scope"] == "global" and reg.shares_prox
+    assert regularizers.MagnitudePruning.from_config(reg.get_config()) == reg
+    assert reg != regularizers.MagnitudePruning(0.8, begin_step=5, end_step=50)
+    assert not regularizers.MagnitudePruning(0.8).shares_prox
+    with pytest.raises(ValueError) as info:
+        regularizers.MagnitudePruning(0.8, scope="x")
+    assert str(info.value) == (
+        "Invalid value for argument `scope`: expected one of ['layer', 'global']. "
+        "Received: scope='x'"
+    )
+    for pattern in ({"structure": (2, 4)}, {"group_axis": -1}):
+        with pytest.raises(kerasreg.InvalidArgumentError, match="`scope`: expected 'layer'"):
+            regularizers.MagnitudePruning(0.5, scope="global", **pattern)
+
+
+def test_global_magnitude_pruning_ranks_all_the_weights_together(rng):
+    # Three weights of different scales: one threshold over their 62 entries
+    # (NumPy's top-k), not 80% of each; masks held between turns.
+    reg = regularizers.MagnitudePruning(
+        0.8, begin_step=0, end_step=4, frequency=2, power=1.0, scope="global"
+    )
+    ws = [
+        rng.normal(size=shape) * scale
+        for shape, scale in (((6, 5), 1.0), ((4, 6), 0.3), ((8,), 0.01))
+    ]
+    ws = [w.astype("float32") for w in ws]
+    states = [reg.prox_state(w) for w in ws]
+    for t in range(6):
+        iteration = keras.ops.convert_to_tensor(t, "int32")
+        values, states = reg.prox_update_many(ws, [0.1] * 3, iteration, states)
+        masks = [to_numpy(mask) > 0 for (mask,) in states]
+        turn = min(t - t % 2, 4)
+        flat = np.concatenate([np.abs(w).ravel() for w in ws])
+        count = round(reg.sparsity_at(turn) * flat.size)
+        keep = np.ones(flat.size, bool)
+        keep[np.argsort(flat)[:count]] = False
+        np.testing.assert_array_equal(np.concatenate([m.ravel() for m in masks]), keep)
+        for w, mask, value in zip(ws, masks, values, strict=True):
+            np.testing.assert_array_equal(to_numpy(value), np.where(mask, w, 0))
+    fractions = [float(np.mean(~mask)) for mask in masks]
+    assert fractions[2] == 1.0 and fractions[0] < 0.8  # the small weight goes first
+    # Outside an optimizer, the prox projects one weight alone.
+    assert np.count_nonzero(to_numpy(reg.prox(ws[0], 0.1)) == 0) == 24
+
+
+def test_layer_scope_prox_update_many_is_each_weights_prox_update(rng):
+    reg = regularizers.MagnitudePruning(0.5, begin_step=0, end_step=0)
+    ws = [rng.normal(size=(4, 5)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    iteration = keras.ops.convert_to_tensor(0, "int32")
+    values, states = reg.prox_update_many(
+        ws, [0.1, 0.1], iteration, [reg.prox_state(w) for w in ws]
+    )
+    for w, value, (mask,) in zip(ws, values, states, strict=True):
+        expected, (expected_mask,) = reg.prox_update(w, 0.1, iteration, reg.prox_state(w))
+        np.testing.assert_array_equal(to_numpy(value), to_numpy(expected))
+        np.testing.assert_array_equal(to_numpy(mask), to_numpy(expected_mask))
 
 
 def test_magnitude_pruning_one_shot_and_applied_sparsity(rng):
