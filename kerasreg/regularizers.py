@@ -1308,10 +1308,10 @@ class MagnitudePruning(ProximalRegularizer):
         "initial_sparsity": Interval(0.0, 1.0),
         "frequency": Integer(1, 2**31 - 1),
         "power": Interval(0.0, None, closed="neither"),
+        "scope": Options("layer", "global"),
         "structure": AnyOf(Structure(), None),
         "group_axis": AnyOf(Axes(), None),
         "round_to": Integer(1, 2**31 - 1),
-        "scope": Options("layer", "global"),
     }
 
     def __init__(
@@ -1322,10 +1322,10 @@ class MagnitudePruning(ProximalRegularizer):
         initial_sparsity=0.0,
         frequency=100,
         power=3.0,
+        scope="layer",
         structure=None,
         group_axis=None,
         round_to=1,
-        scope="layer",
     ):
         self._set_arguments(
             final_sparsity=final_sparsity,
@@ -1334,10 +1334,10 @@ class MagnitudePruning(ProximalRegularizer):
             initial_sparsity=initial_sparsity,
             frequency=frequency,
             power=power,
+            scope=scope,
             structure=structure,
             group_axis=group_axis,
             round_to=round_to,
-            scope=scope,
         )
         self._check_pattern()
         if self.end_step < self.begin_step:
