@@ -328,28 +328,25 @@ def block_soft_threshold_diagonal(x, threshold, scale, axis=None, iterations=12)
 
 def _sparsity_mask(x, sparsity):
     """Boolean mask of the entries `project_sparsity` keeps."""
-    size = int(np.prod(x.shape))
-    magnitudes = ops.abs(x)
-    ranked = ops.sort(ops.reshape(magnitudes, (-1,)))
-    count = ops.cast(ops.round(_as_tensor(sparsity, "float32") * size), "int32")
-    count = ops.clip(count, 0, size)
-    # The largest magnitude among the `count` smallest; everything at or
-    # below it goes (ties go together, so at least `count` entries are zero).
-    threshold = ops.take(ranked, ops.clip(count - 1, 0, size - 1))
-    return ops.logical_or(magnitudes > threshold, count == 0)
+    return _sparsity_masks([x], sparsity)[0]
 
 
 def _sparsity_masks(xs, sparsity):
     """Boolean masks of the entries kept when `xs` are pruned together.
 
     The magnitudes of all the tensors in `xs` are ranked together (in their
-    widest dtype) and the `round(sparsity * total)` smallest go, ties at the
-    threshold together, as `_sparsity_mask` does for one tensor.
+    widest dtype) and the `round(sparsity * total)` smallest go: everything
+    at or below the largest of them, so ties at the threshold go together
+    and at least that many entries are zero.
     """
-    dtype = keras.backend.result_type(*[x.dtype for x in xs])
+    # Not `keras.backend.result_type`, which makes float64 float32 on JAX and
+    # PyTorch (Keras 3.15) and would flush tiny float64 magnitudes to zero.
+    dtypes = {keras.backend.standardize_dtype(x.dtype) for x in xs}
+    dtype = dtypes.pop() if len(dtypes) == 1 else "float64" if "float64" in dtypes else "float32"
     magnitudes = [ops.abs(ops.cast(x, dtype)) for x in xs]
     size = sum(int(np.prod(x.shape)) for x in xs)
-    ranked = ops.sort(ops.concatenate([ops.reshape(m, (-1,)) for m in magnitudes]))
+    flat = [ops.reshape(m, (-1,)) for m in magnitudes]
+    ranked = ops.sort(flat[0] if len(flat) == 1 else ops.concatenate(flat))
     count = ops.cast(ops.round(_as_tensor(sparsity, "float32") * size), "int32")
     count = ops.clip(count, 0, size)
     threshold = ops.take(ranked, ops.clip(count - 1, 0, size - 1))

@@ -584,6 +584,17 @@ def test_global_magnitude_pruning_ranks_all_the_weights_together(rng):
     assert np.count_nonzero(to_numpy(reg.prox(ws[0], 0.1)) == 0) == 24
 
 
+def test_global_magnitude_pruning_ranks_float64_in_float64():
+    # Magnitudes below float32's range still rank: 1e-200 outlives the zeros.
+    reg = regularizers.MagnitudePruning(0.5, begin_step=0, end_step=0, scope="global")
+    ws = [np.array([1e-200, 0.0]), np.array([0.0, 3e-200, 0.0, 2e-200])]
+    states = [reg.prox_state(w) for w in ws]
+    zero = keras.ops.convert_to_tensor(0, "int32")
+    values, _ = reg.prox_update_many(ws, [0.1, 0.1], zero, states)
+    np.testing.assert_array_equal(to_numpy(values[0]), ws[0])
+    np.testing.assert_array_equal(to_numpy(values[1]), ws[1])
+
+
 def test_layer_scope_prox_update_many_is_each_weights_prox_update(rng):
     reg = regularizers.MagnitudePruning(0.5, begin_step=0, end_step=0)
     ws = [rng.normal(size=(4, 5)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
