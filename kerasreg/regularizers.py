@@ -1487,21 +1487,25 @@ class MagnitudePruning(ProximalRegularizer):
             self._group_axes(shape)
         return (ops.ones(x.shape, dtype=x.dtype),)
 
-    def prox_update(self, x, step, iteration, state):
-        (mask,) = state
-        x = ops.convert_to_tensor(x)
-        iteration = ops.cast(iteration, "int32")
+    def _recomputes(self, iteration):
+        """Whether the mask is recomputed after step `iteration` (an int32 tensor)."""
         in_range = ops.logical_and(iteration >= self.begin_step, iteration <= self.end_step)
         on_turn = ops.logical_or(
             ops.mod(iteration - self.begin_step, self.frequency) == 0,
             iteration == self.end_step,
         )
+        return ops.logical_and(in_range, on_turn)
+
+    def prox_update(self, x, step, iteration, state):
+        (mask,) = state
+        x = ops.convert_to_tensor(x)
+        iteration = ops.cast(iteration, "int32")
 
         def recompute():
             keep = self._keep(x, self.sparsity_at(iteration))
             return ops.cast(keep, mask.dtype)
 
-        mask = ops.cond(ops.logical_and(in_range, on_turn), recompute, lambda: mask)
+        mask = ops.cond(self._recomputes(iteration), recompute, lambda: mask)
         return ops.where(mask > 0, x, ops.zeros_like(x)), (mask,)
 
     @property
@@ -1523,17 +1527,12 @@ class MagnitudePruning(ProximalRegularizer):
         values = [ops.convert_to_tensor(x) for x in values]
         masks = tuple(mask for (mask,) in states)
         iteration = ops.cast(iteration, "int32")
-        in_range = ops.logical_and(iteration >= self.begin_step, iteration <= self.end_step)
-        on_turn = ops.logical_or(
-            ops.mod(iteration - self.begin_step, self.frequency) == 0,
-            iteration == self.end_step,
-        )
 
         def recompute():
             keeps = prox_lib._sparsity_masks(values, self.sparsity_at(iteration))
             return tuple(ops.cast(keep, m.dtype) for keep, m in zip(keeps, masks, strict=True))
 
-        masks = ops.cond(ops.logical_and(in_range, on_turn), recompute, lambda: masks)
+        masks = ops.cond(self._recomputes(iteration), recompute, lambda: masks)
         new_values = [
             ops.where(mask > 0, x, ops.zeros_like(x)) for x, mask in zip(values, masks, strict=True)
         ]
