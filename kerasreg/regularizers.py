@@ -237,6 +237,35 @@ class ProximalRegularizer(Configurable, keras.regularizers.Regularizer):
         """
         return self.prox(x, step), state
 
+    def elementwise_coefficients(self):
+        """`(l1, l2)` if the penalty is `l1 * sum|w| + l2 * sum w**2`, else `None`.
+
+        A declaration for `ProximalOptimizer`'s fast paths: the variables of
+        penalties that give their coefficients are handled together (fused
+        kernels on eager PyTorch), with the arithmetic of `prox` and
+        `penalty_gradient`. A subclass that changes the penalty or its prox
+        inherits `None` from here unless it declares its own coefficients.
+        Defaults to `None`.
+        """
+        return None
+
+    def compiles_with_xla(self):
+        """Whether `prox` and `penalty_gradient` are stateless and XLA compiles them.
+
+        A declaration for `ProximalOptimizer`'s fast path in TensorFlow
+        graphs, which runs the proxes of such penalties as one XLA
+        computation. Defaults to `False`.
+        """
+        return False
+
+    def _keeps_math_of(self, cls):
+        """Whether this object's penalty, gradient and prox are those of `cls`."""
+        kind = type(self)
+        return all(
+            getattr(kind, name) is getattr(cls, name)
+            for name in ("__call__", "penalty_gradient", "prox", "prox_state", "prox_update")
+        )
+
     # A prox over several weights at once: `ProximalOptimizer` groups the
     # variables whose regularizers have a truthy `shares_prox` and are equal
     # (`==`, hence hashable) and calls `prox_update_many` once per group.
@@ -329,6 +358,12 @@ class L1(ProximalRegularizer):
     def prox(self, x, step):
         return prox_lib.soft_threshold(x, _threshold(step, self.l1, x))
 
+    def elementwise_coefficients(self):
+        return (self.l1, 0.0) if self._keeps_math_of(L1) else None
+
+    def compiles_with_xla(self):
+        return self._keeps_math_of(L1)
+
 
 @register_serializable
 class L2(ProximalRegularizer):
@@ -375,6 +410,12 @@ class L2(ProximalRegularizer):
 
     def prox(self, x, step):
         return prox_lib.prox_squared_l2(x, _threshold(step, self.l2, x))
+
+    def elementwise_coefficients(self):
+        return (0.0, self.l2) if self._keeps_math_of(L2) else None
+
+    def compiles_with_xla(self):
+        return self._keeps_math_of(L2)
 
 
 @register_serializable
@@ -460,6 +501,12 @@ class ElasticNet(ProximalRegularizer):
         return prox_lib.prox_elastic_net(
             x, _threshold(step, self.l1, x), _threshold(step, self.l2, x)
         )
+
+    def elementwise_coefficients(self):
+        return (self.l1, self.l2) if self._keeps_math_of(ElasticNet) else None
+
+    def compiles_with_xla(self):
+        return self._keeps_math_of(ElasticNet)
 
 
 def _reduce_axes(group_axis, shape):
@@ -783,6 +830,9 @@ class GroupLasso(ProximalRegularizer):
             step = _threshold(step, 1.0, x)
             return prox_lib.block_soft_threshold(x, step * threshold, axis=reduce_axes)
         return prox_lib.block_soft_threshold_diagonal(x, threshold, step, axis=reduce_axes)
+
+    def compiles_with_xla(self):
+        return self._keeps_math_of(GroupLasso)
 
 
 _COUPLED_NOT_SAVED = (
