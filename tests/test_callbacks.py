@@ -314,6 +314,7 @@ def _plant_run(target, epochs=120, start_epoch=0, end_epoch=30, horizon=4.0, fli
     return np.array(sparsities), np.array(scales)
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize("flicker", [0.0, 0.01])
 @pytest.mark.parametrize("target", [0.3, 0.8, 0.95, 0.98])
 def test_control_law_reaches_holds_and_does_not_overrun(target, flicker):
@@ -330,6 +331,7 @@ def test_control_law_reaches_holds_and_does_not_overrun(target, flicker):
     assert steps.max() <= math.log(2.0) + 1e-6
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize("target", [0.9, 0.95])
 def test_control_law_without_horizon_overruns(target):
     # Plain integral control (horizon 0) on the same plant shoots past a
@@ -338,6 +340,7 @@ def test_control_law_without_horizon_overruns(target):
     assert sparsity.max() > target + 0.02
 
 
+@pytest.mark.backend_neutral
 def test_control_law_starts_late():
     sparsity, scales = _plant_run(0.9, start_epoch=10, end_epoch=40)
     assert (scales[:10] == 1.0).all()  # nothing moves before `start_epoch`
@@ -345,6 +348,7 @@ def test_control_law_starts_late():
     assert sparsity.max() <= 0.901
 
 
+@pytest.mark.backend_neutral
 def test_schedule_is_a_cubic_ramp():
     # Zhu and Gupta's cubic from 0.2 to 0.8 over epochs 2 to 5; NaN before.
     ramp = [_scheduled_sparsity(e, 0.2, 0.8, 2, 6) for e in range(8)]
@@ -355,6 +359,7 @@ def test_schedule_is_a_cubic_ramp():
     assert [_scheduled_sparsity(e, math.nan, 0.8, 2, 6) for e in range(2, 4)] == [0.8, 0.8]
 
 
+@pytest.mark.backend_neutral
 def test_control_law_known_steps():
     # From an unset state: no trend yet, the error is on the measurement.
     state = _update_controller(ControllerState(), 0.25, 0.5, 1.0, 4.0, 2.0)
@@ -377,6 +382,7 @@ def test_control_law_known_steps():
 _unit = st.floats(0.0, 1.0)
 
 
+@pytest.mark.backend_neutral
 @given(
     previous=st.one_of(st.just(math.nan), _unit),
     trend=st.one_of(st.just(math.nan), st.floats(-0.2, 0.2)),
@@ -560,6 +566,7 @@ def test_target_sparsity_needs_a_regularized_weight(digits):
         model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[kerasreg.TargetSparsity(0.5, 2)])
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize(
     "callback",
     [
@@ -579,6 +586,7 @@ def test_config_is_printable_and_reproducible(callback):
     assert eval(repr(callback), {**vars(kerasreg)}).get_config() == config
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize(
     "make, error, message",
     [

@@ -81,6 +81,7 @@ def _kernel(model):
     return to_numpy(model.layers[0].kernel)[:, 0]
 
 
+@pytest.mark.one_backend
 def test_cross_validated_lasso_matches_lasso_cv():
     x, y = _diabetes()
     folds = list(KFold(3).split(x))
@@ -110,6 +111,7 @@ def test_cross_validated_lasso_matches_lasso_cv():
     assert result.one_se_model.layers[0].kernel_regularizer == ref
 
 
+@pytest.mark.one_backend
 @pytest.mark.skipif(
     BACKEND == "torch",
     reason="the path code is backend-neutral and the LassoCV test runs it here; this grid costs "
@@ -200,6 +202,7 @@ def test_automatic_grid_is_lasso_cvs_and_its_top_zeroes_every_weight():
     assert path.nonzeros[1] > 0
 
 
+@pytest.mark.one_backend
 @pytest.mark.skipif(
     BACKEND == "torch",
     reason="the grid code is backend-neutral and the LassoCV grid test runs it here; these folds "
@@ -257,6 +260,7 @@ def test_integer_sample_weights_fit_the_repeated_rows():
     assert 0 == weighted.nonzeros[0] < weighted.nonzeros[-1]
 
 
+@pytest.mark.one_backend
 @pytest.mark.skipif(
     BACKEND == "torch",
     reason="the fold code is backend-neutral and the sample-weight test runs the weighted fit "
@@ -275,6 +279,7 @@ def test_cross_validation_splits_and_scores_the_weights_as_lasso_cv():
     np.testing.assert_allclose(result.fold_scores[0], sk.mse_path_, rtol=1e-3)
 
 
+@pytest.mark.one_backend
 @pytest.mark.skipif(
     BACKEND == "torch",
     reason="the template code is backend-neutral and the next test runs a GroupLasso path here; "
@@ -348,6 +353,7 @@ def _table_result(scores, nonzeros, mode="min"):
     )
 
 
+@pytest.mark.backend_neutral
 def test_best_and_one_standard_error_rules():
     # Folds x strengths (strength decreasing left to right).
     scores = [
@@ -387,6 +393,7 @@ def test_best_and_one_standard_error_rules():
     assert "one SE:" in str(result)
 
 
+@pytest.mark.backend_neutral
 def test_a_diverged_fit_is_never_chosen():
     scores = np.array([[1.0, 0.5, np.nan, 0.6]] * 3).T + np.arange(3) * 0.01
     nonzeros = np.repeat(np.array([[0], [3], [5], [7]]), 3, axis=1)
@@ -395,6 +402,7 @@ def test_a_diverged_fit_is_never_chosen():
     assert np.isfinite(result.one_se["mean"])
 
 
+@pytest.mark.backend_neutral
 def test_plot_like_cv_glmnet():
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

@@ -7,12 +7,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import kerasreg
 from tests.conftest import BACKEND
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.backend_neutral
 def test_public_surface_is_pinned():
     # A rename or removal must fail here, loudly, before it reaches users.
     assert sorted(kerasreg.__all__) == [
@@ -126,12 +129,14 @@ def test_public_surface_is_pinned():
     assert kerasreg.regularize is kerasreg.apply.regularize
 
 
+@pytest.mark.backend_neutral
 def test_version_matches_the_package_metadata():
     from importlib import metadata
 
     assert kerasreg.__version__ == metadata.version("kerasreg")
 
 
+@pytest.mark.backend_neutral
 def test_core_dependencies_are_keras_and_numpy_only():
     from importlib import metadata
 

@@ -298,6 +298,7 @@ def test_penalties_work_inside_layers_and_custom_layers(rng):
 # Configuration and validation.
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
 def test_constraint_table_matches_the_signature(cls):
     signature = inspect.signature(cls.__init__)
@@ -306,6 +307,7 @@ def test_constraint_table_matches_the_signature(cls):
     assert sorted(cls().get_config()) == sorted(arguments)
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=lambda c: c.__name__)
 def test_every_invalid_value_is_refused_with_a_clear_message(cls):
     for name, constraint in cls._parameter_constraints.items():
@@ -323,6 +325,7 @@ def test_every_invalid_value_is_refused_with_a_clear_message(cls):
             assert str(info_config.value) == message
 
 
+@pytest.mark.backend_neutral
 def test_validation_messages():
     with pytest.raises(ValueError) as info:
         regularizers.ElasticNet(l1_ratio=1.5)
@@ -349,6 +352,7 @@ def test_validation_messages():
     )
 
 
+@pytest.mark.backend_neutral
 def test_config_holds_exact_python_floats():
     reg = regularizers.ElasticNet(strength=0.1, l1_ratio=0.3)
     config = reg.get_config()
@@ -504,6 +508,7 @@ def test_magnitude_pruning_penalty_prox_and_state(rng):
             np.testing.assert_array_equal(masks[t], masks[t - 1])
 
 
+@pytest.mark.backend_neutral
 def test_magnitude_pruning_arguments():
     reg = regularizers.MagnitudePruning(0.8, begin_step=5, end_step=50, frequency=10)
     config = reg.get_config()

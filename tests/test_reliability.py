@@ -27,10 +27,12 @@ def _public_classes():
     return classes
 
 
+@pytest.mark.backend_neutral
 def test_every_public_class_is_tried():
     assert {cls for cls, _ in reliability.CLASSES} == _public_classes()
 
 
+@pytest.mark.backend_neutral
 def test_every_public_function_is_tried():
     functions = set()
     modules = (
@@ -52,6 +54,7 @@ def test_every_public_function_is_tried():
     assert functions == {fn for fn, _ in reliability.FUNCTIONS}
 
 
+@pytest.mark.backend_neutral
 def test_every_generated_invalid_value_is_refused_naming_its_argument():
     count = 0
     for fn, name, value, error in reliability.constraint_cases():
@@ -64,6 +67,7 @@ def test_every_generated_invalid_value_is_refused_naming_its_argument():
     assert count > 300
 
 
+@pytest.mark.backend_neutral
 def test_from_config_refuses_what_init_refuses():
     # A tampered config reaches `from_config`, as `load_model` calls it.
     for cls, name, value, error in reliability.constraint_cases():

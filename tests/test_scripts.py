@@ -12,6 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Smoke tests of whole scripts, minutes in all: CI runs them on one backend; what
+# they call is tested on every backend by the other modules.
+pytestmark = pytest.mark.one_backend
+
+
 def test_quickstart_runs_end_to_end(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "quickstart.py"), "--epochs", "2"]

@@ -36,10 +36,17 @@ SKIPPED = {
     ("05_sparsify_a_model_you_have.ipynb", "torch"): "about 7.5 minutes of CPU convolutions",
 }
 
+# CI runs notebook 01 on every backend and the longer ones on one.
+EXECUTIONS = [
+    path if path.name.startswith("01_") else pytest.param(path, marks=pytest.mark.one_backend)
+    for path in NOTEBOOKS
+]
+
 sys.path.insert(0, str(ROOT / "scripts"))
 run_tutorials = pytest.importorskip("run_tutorials", reason="needs nbclient and nbformat")
 
 
+@pytest.mark.backend_neutral
 def test_every_notebook_is_found():
     assert [path.name for path in NOTEBOOKS] == [
         "01_l1_l2_elastic_net.ipynb",
@@ -50,6 +57,7 @@ def test_every_notebook_is_found():
     ]
 
 
+@pytest.mark.backend_neutral
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_committed_outputs_are_complete_and_clean(path):
     # What readers see without running: every code cell ran, in order, on the
@@ -66,7 +74,7 @@ def test_committed_outputs_are_complete_and_clean(path):
     assert notebook["metadata"]["kernelspec"]["name"] == "python3"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", EXECUTIONS, ids=lambda path: path.stem)
 def test_notebook_executes(path, tmp_path, monkeypatch):
     if (path.name, BACKEND) in SKIPPED:
         pytest.skip(f"{SKIPPED[path.name, BACKEND]}; runs on the TensorFlow backend")
@@ -100,6 +108,7 @@ print("tfds branch ok")
 """
 
 
+@pytest.mark.one_backend
 def test_pruning_notebook_tfds_branch_on_mock_data(tmp_path, monkeypatch):
     # The notebook's own cells, from the imports to the first trainings, with
     # KERASREG_TFDS=mnist: `tfds.load` and everything after it in the input

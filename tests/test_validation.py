@@ -9,6 +9,9 @@ from kerasreg._validation import Boolean
 from kerasreg._validation import Interval
 from kerasreg._validation import validate_params
 
+# The argument layer is pure Python: its results do not depend on the Keras backend.
+pytestmark = pytest.mark.backend_neutral
+
 
 def test_the_error_is_a_value_error_and_a_type_error():
     # Callers that caught either before the two were merged keep working.
