@@ -131,6 +131,34 @@ def test_monitor_granularity(digits, granularity, keys):
         assert history.history["sparsity/hidden"][0] == zeros / sum(w.size for w in hidden)
 
 
+def test_monitor_overall_figure_counts_only_the_penalized_weights():
+    # L1 on the BatchNormalization scales only: the unpenalized kernels, which
+    # the per-weight figures still show, must not dilute the overall figure.
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, name="dense"),
+            keras.layers.BatchNormalization(gamma_regularizer=kerasreg.L1(1e-3), name="norm"),
+            keras.layers.Dense(1, name="out"),
+        ]
+    )
+    gamma = model.get_layer("norm").gamma
+    gamma.assign(np.where(np.arange(8) % 2 == 0, 0.0, 1.0).astype("float32"))
+    # A zero learning rate keeps the planted zeros exactly as they are.
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.0)), "mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    history = model.fit(x, x[:, :1], epochs=1, verbose=0, callbacks=[kerasreg.SparsityMonitor()])
+    penalized = [
+        to_numpy(w) for w in model.trainable_weights if getattr(w, "regularizer", None) is not None
+    ]
+    size = sum(w.size for w in penalized)
+    expected = 1.0 - sum(np.count_nonzero(w) for w in penalized) / size
+    assert expected == 0.5  # the model is set up as intended
+    assert history.history["sparsity"] == [expected]
+    # The per-weight figures still cover every kernel.
+    assert "sparsity/dense/kernel" in history.history
+
+
 def test_monitor_every_n_batches(digits):
     x, y = digits
     model = _mlp(lambda: kerasreg.L1(1e-3))
