@@ -791,7 +791,7 @@ def test_global_magnitude_pruning_prunes_the_kernels_together_in_fit(monkeypatch
     # Compiled steps (several per execution where the backend allows), with
     # the biases' L1 in TensorFlow's XLA-compiled proxes and PyTorch's fused
     # ones: the pruned kernels take neither path.
-    monkeypatch.setattr(kerasreg.optimizers, "_COMPILED_SIZE", 0)
+    monkeypatch.setattr(kerasreg.optimizers._backends, "_COMPILED_SIZE", 0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 24)).astype("float32")
     y = rng.normal(size=(80, 2)).astype("float32")
@@ -878,7 +878,7 @@ def test_building_twice_under_loss_scaling_adds_no_variables():
 
 def _fused_or_not(monkeypatch, fused, make_inner):
     """Weights after five steps with random gradients, fused (PyTorch) or not."""
-    monkeypatch.setattr(kerasreg._fused, "enabled", lambda: fused)
+    monkeypatch.setattr(kerasreg.optimizers._backends, "fuses", lambda: fused)
     rng = np.random.default_rng(0)
     regularizers = [
         kerasreg.L1(1.0),
@@ -928,7 +928,7 @@ def _compiled_or_not(monkeypatch, size, make_inner):
     """Weights after five traced steps, the proxes compiled by XLA (size 0) or not."""
     import tensorflow as tf
 
-    monkeypatch.setattr(kerasreg.optimizers, "_COMPILED_SIZE", size)
+    monkeypatch.setattr(kerasreg.optimizers._backends, "_COMPILED_SIZE", size)
     rng = np.random.default_rng(0)
     regularizers = [
         kerasreg.L1(1.0),
@@ -973,3 +973,109 @@ def test_compiled_proxes_equal_kernel_by_kernel_proxes(monkeypatch, make_inner):
         if j in (0, 3):
             np.testing.assert_array_equal(a.view("uint32"), b.view("uint32"))
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# Checkpoints. `tests/data/proximal_adam_before_single_state.keras` was
+# written before the wrapper saved each optimizer variable once (its own and
+# the inner Adam's were both in `optimizer/vars`, and Adam's again in
+# `optimizer/inner_optimizer/vars`), by the code of commit c7e3184:
+#
+#   git worktree add /tmp/old c7e3184
+#   cd /tmp/old && PYTHONPATH=/tmp/old KERAS_BACKEND=jax python make.py \
+#       tests/data/proximal_adam_before_single_state.keras
+#
+# where make.py holds `_checkpoint_model` below (with `import kerasreg`) and:
+#
+#   model, x, y = _checkpoint_model()
+#   _train_before_saving(model, x, y)
+#   model.save(sys.argv[1])
+OLD_CHECKPOINT = "tests/data/proximal_adam_before_single_state.keras"
+
+
+def _checkpoint_model():
+    rng = np.random.default_rng(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, kernel_regularizer=kerasreg.L1(0.02)),
+            keras.layers.Dense(
+                2, kernel_regularizer=kerasreg.MagnitudePruning(0.5, begin_step=0, end_step=6)
+            ),
+        ]
+    )
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.01)), "mse")
+    x = rng.normal(size=(16, 6)).astype("float32")
+    y = rng.normal(size=(16, 2)).astype("float32")
+    return model, x, y
+
+
+def _train_before_saving(model, x, y):
+    """Four steps, with every control of the wrapper away from its initial value."""
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.strength_scale.assign(0.5)
+    model.optimizer.controller_state.assign([1.0, 2.0, 3.0])
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    model.optimizer.freeze_zeros()
+
+
+def _optimizer_tensors(path):
+    """The number of optimizer tensors in the `.keras` file at `path`."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        names = []
+        weights["optimizer"].visit(names.append)
+        return sum(isinstance(weights["optimizer"][name], h5py.Dataset) for name in names)
+
+
+def test_a_checkpoint_stores_each_optimizer_variable_once(tmp_path):
+    model, x, y = _checkpoint_model()
+    _train_before_saving(model, x, y)
+    model.save(tmp_path / "model.keras")
+    adam = keras.optimizers.Adam()
+    adam.build(model.trainable_variables)
+    optimizer = model.optimizer
+    own = [optimizer.strength_scale, optimizer.zeros_frozen, optimizer.controller_state]
+    prox_states = [v for v in optimizer.variables if "prox_state" in v.path]
+    assert len(prox_states) == 1  # the pruning mask
+    assert _optimizer_tensors(tmp_path / "model.keras") == len(adam.variables) + len(
+        own + prox_states
+    )
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert len(loaded.optimizer.variables) == len(optimizer.variables)
+    unread = (loaded.optimizer._iterations, loaded.optimizer._learning_rate)  # not saved
+    for a, b in zip(loaded.optimizer.variables, optimizer.variables, strict=True):
+        if all(a is not v for v in unread):
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=a.path)
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_old_checkpoint_loads_with_its_optimizer_state():
+    loaded = keras.models.load_model(OLD_CHECKPOINT)
+    model, x, y = _checkpoint_model()  # never saved
+    _train_before_saving(model, x, y)
+    optimizer, never_saved = loaded.optimizer, model.optimizer
+    assert int(to_numpy(optimizer.iterations)) == 4
+    assert float(to_numpy(optimizer.zeros_frozen)) == 1.0
+    assert float(to_numpy(optimizer.strength_scale)) == 0.5
+    np.testing.assert_array_equal(to_numpy(optimizer.controller_state), [1.0, 2.0, 3.0])
+    # The file comes from JAX: other backends round differently, by ulps.
+    for a, b in zip(optimizer.variables, never_saved.variables, strict=True):
+        if "prox_state" in a.path:  # the pruning mask, exactly
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-7, err_msg=a.path)
+    moments = [v for v in optimizer.inner_optimizer.variables if "velocity" in v.path]
+    assert all(np.all(to_numpy(v) > 0) for v in moments)  # the moments were loaded
+    for m in (model, loaded):  # one more step, zeros frozen
+        m.fit(x[:8], y[:8], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a == 0, b == 0)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -21,7 +21,7 @@ from keras.optimizers import Nadam
 from keras.optimizers import RMSprop
 
 import kerasreg
-from kerasreg import _preconditioners
+from kerasreg.optimizers import _preconditioners
 from tests.conftest import to_numpy
 
 # Large enough that each term of a rule (epsilon, bias corrections) shows.
