@@ -8,6 +8,7 @@ from kerasreg import _validation
 from kerasreg._validation import Boolean
 from kerasreg._validation import Interval
 from kerasreg._validation import validate_params
+from kerasreg.regularizers import _lookup
 
 # The argument layer is pure Python: its results do not depend on the Keras backend.
 pytestmark = pytest.mark.backend_neutral
@@ -81,7 +82,7 @@ def test_every_regularizer_is_known_by_both_of_its_names():
         kerasreg.GroupLasso,
         kerasreg.MagnitudePruning,
     ):
-        assert kerasreg.regularizers._BY_NAME[cls.__name__] is cls
+        assert _lookup._BY_NAME[cls.__name__] is cls
     assert kerasreg.regularizers.get("elastic_net") == kerasreg.ElasticNet()
     assert kerasreg.regularizers.get("GroupLasso") == kerasreg.GroupLasso()
     assert kerasreg.regularizers.get("mcp") == kerasreg.MCP()
