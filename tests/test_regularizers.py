@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 import kerasreg
 from kerasreg import prox
 from kerasreg import regularizers
+from kerasreg.regularizers import _lookup
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 from tests.conftest import value_and_grad
@@ -413,6 +414,30 @@ def test_get_other_identifiers():
 
     duck = DuckTyped()
     assert regularizers.get(duck) is duck
+
+
+@pytest.mark.backend_neutral
+def test_get_by_name_asks_for_exactly_the_arguments_defaults_cannot_supply():
+    # `get(name)` builds from the defaults, and asks for the arguments
+    # without one or declared required despite theirs: the declaration must
+    # hold, or `get` would name the wrong argument or build an invalid object.
+    assert _lookup._required_arguments(regularizers.MagnitudePruning) == ["final_sparsity"]
+    for name, cls in _lookup._BY_NAME.items():
+        required = _lookup._required_arguments(cls)
+        assert set(required) <= set(cls._parameter_constraints)
+        if not required:
+            assert regularizers.get(name) == cls()
+            continue
+        with pytest.raises((TypeError, ValueError), match=required[0]):
+            cls()
+        with pytest.raises(kerasreg.InvalidArgumentError) as info:
+            regularizers.get(name)
+        assert str(info.value) == (
+            "Invalid value for argument `identifier`: expected a name of a regularizer with "
+            f"default arguments; {cls.__name__} needs {', '.join(required)}, so pass an "
+            f"instance, e.g. kerasreg.{cls.__name__}({required[0]}=...). "
+            f"Received: identifier={name!r}"
+        )
 
 
 @pytest.mark.parametrize(

@@ -259,6 +259,13 @@ class ProximalRegularizer(Configurable, keras.regularizers.Regularizer):
             for name in ("__call__", "penalty_gradient", "prox", "prox_state", "prox_update")
         )
 
+    # Arguments whose default holds only together with another argument
+    # (`MagnitudePruning`'s `final_sparsity=None`, valid with a `structure`
+    # only). `kerasreg.regularizers.get` builds a regularizer named by a
+    # string from its defaults, so it asks for these, as for the arguments
+    # `__init__` gives no default.
+    _required_despite_default = ()
+
     # A prox over several weights at once: `ProximalOptimizer` groups the
     # variables whose regularizers have a truthy `shares_prox` and are equal
     # (`==`, hence hashable) and calls `prox_update_many` once per group.

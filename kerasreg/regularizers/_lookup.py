@@ -30,6 +30,21 @@ _BY_NAME = {
 }
 
 
+def _required_arguments(cls):
+    """The arguments `cls` cannot be built without, in the order of its signature.
+
+    Those `__init__` gives no default, and those the class declares in
+    `_required_despite_default` (a default that holds only with another argument).
+    """
+    declared = set(cls._required_despite_default)
+    return [
+        name
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        and (parameter.default is parameter.empty or name in declared)
+    ]
+
+
 def _float32_value(value):
     """The shortest decimal with the same float32 value (0.1 for 0.1f)."""
     return float(str(np.float32(float(value))))
@@ -101,20 +116,7 @@ def get(identifier):
     if isinstance(identifier, str):
         if identifier in _BY_NAME:
             cls = _BY_NAME[identifier]
-            required = [
-                name
-                for name, parameter in inspect.signature(cls).parameters.items()
-                if parameter.default is parameter.empty
-            ]
-            if not required:
-                try:
-                    return cls()
-                except InvalidArgumentError as error:
-                    # A default that needs another argument (MagnitudePruning's
-                    # `final_sparsity` without a `structure`): name it.
-                    required = re.findall(r"argument `(\w+)`", str(error))[:1]
-                    if not required:
-                        raise
+            required = _required_arguments(cls)
             if required:
                 raise InvalidArgumentError(
                     f"Invalid value for argument `identifier`: expected a name of a "
@@ -123,6 +125,7 @@ def get(identifier):
                     f"kerasreg.{cls.__name__}({required[0]}=...). "
                     f"Received: identifier={identifier!r}"
                 )
+            return cls()
         try:
             obj = keras.regularizers.get(identifier)
         except ValueError:

@@ -147,6 +147,8 @@ class MagnitudePruning(ProximalRegularizer):
         "group_axis": AnyOf(Axes(), None),
         "round_to": Integer(1, 2**31 - 1),
     }
+    # `None` is `final_sparsity`'s default for N:M patterns only.
+    _required_despite_default = ("final_sparsity",)
 
     def __init__(
         self,
