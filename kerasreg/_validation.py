@@ -7,6 +7,18 @@ pattern). The same table validates ``__init__`` (and therefore
 ``from_config``) or the call, and lets the test suite generate invalid values
 for every argument instead of listing them by hand.
 
+Where things live, one rule: **the tables sit beside the code that uses
+them; this module holds only the machinery.** A table is written in the
+class body or the ``@validate_params`` of the callable it checks (a table
+that several functions of one module share, such as the path functions'
+``_PATH_CONSTRAINTS``, is a constant beside them). This module keeps what
+every table is built from: `InvalidArgumentError`, `invalid_argument`,
+every `Constraint` type (also those only one callable uses today, such as
+`Splits` or `RegularizerChoice`), `validate_params` and `Configurable`. It
+imports nothing else of kerasreg: a constraint that needs another module,
+as `RegularizerChoice` needs the regularizer lookup, is given it by the
+table (``RegularizerChoice(regularizers.get)``).
+
 Every refusal is an `InvalidArgumentError` (a `ValueError` and a `TypeError`
 at once, so callers' existing ``except`` clauses keep working) with one
 message shape, naming the argument, what was expected and what was
@@ -565,6 +577,143 @@ class FitKwargs(Constraint):
             + [{name: 1} for name in self.reserved[:3]]
             + [{"callbacks": "history"}]
         )
+
+
+class Splits(Constraint):
+    """A scikit-learn splitter, or an iterable of `(train, validation)` index arrays."""
+
+    description = "a scikit-learn splitter or an iterable of (train, validation) splits"
+
+    def type_ok(self, value):
+        if isinstance(value, (list, tuple)):
+            return True
+        return not isinstance(value, str) and callable(getattr(value, "split", None))
+
+    def invalid_values(self):
+        return ["five", None, 1.5]
+
+
+class WeightNames(Constraint):
+    """A non-empty string, or a non-empty list or tuple of them (as a tuple)."""
+
+    description = "a weight name or a non-empty tuple of weight names"
+
+    def type_ok(self, value):
+        if isinstance(value, str):
+            return True
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+    def value_ok(self, value):
+        names = (value,) if isinstance(value, str) else tuple(value)
+        return bool(names) and all(names)
+
+    def normalize(self, value):
+        return (value,) if isinstance(value, str) else tuple(dict.fromkeys(value))
+
+    def invalid_values(self):
+        return [None, 1, ("kernel", 1), "", (), ("kernel", "")]
+
+
+def _is_layer_class(value):
+    import keras
+
+    return isinstance(value, type) and issubclass(value, keras.layers.Layer)
+
+
+class LayerSelector(Constraint):
+    """`None`, a layer class, or a non-empty list or tuple of layer classes and names."""
+
+    description = (
+        "None, a layer class, or a non-empty list of layer classes, names or '/'-separated paths"
+    )
+
+    def type_ok(self, value):
+        if value is None or _is_layer_class(value):
+            return True
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(v, str) or _is_layer_class(v) for v in value
+        )
+
+    def value_ok(self, value):
+        if value is None or _is_layer_class(value):
+            return True
+        return bool(value) and all(v for v in value if isinstance(v, str))
+
+    def normalize(self, value):
+        if value is None:
+            return None
+        return (value,) if _is_layer_class(value) else tuple(value)
+
+    def invalid_values(self):
+        return ["dense", 1, int, [1], [None], (int,), [], [""]]
+
+
+class RegularizerChoice(Constraint):
+    """A regularizer, a regularizer name, a `(layer, weight)` chooser, or `None`.
+
+    A name is resolved with `resolve` (`kerasreg.regularizers.get`, which
+    gives `kerasreg.L1()` for `"l1"`); a regularizer instance and a chooser
+    are kept as given.
+
+    Args:
+        resolve: Callable `(name) -> regularizer`, raising `ValueError` or
+            `TypeError` for a name it does not know.
+    """
+
+    description = (
+        "a regularizer instance, a regularizer name such as 'l1', a callable "
+        "(layer, weight) -> regularizer or None, or None"
+    )
+
+    def __init__(self, resolve):
+        self.resolve = resolve
+
+    @staticmethod
+    def _is_regularizer(value):
+        import keras
+
+        return isinstance(value, keras.regularizers.Regularizer)
+
+    @staticmethod
+    def _is_chooser(value):
+        import keras
+
+        if isinstance(value, (type, keras.layers.Layer)) or not callable(value):
+            return False
+        try:
+            inspect.signature(value).bind(None, None)
+        except TypeError:
+            return False
+        except ValueError:  # no signature (some builtins): let the call decide
+            return True
+        return True
+
+    def type_ok(self, value):
+        return (
+            value is None
+            or isinstance(value, str)
+            or self._is_regularizer(value)
+            or (callable(value) and not isinstance(value, type))
+        )
+
+    def value_ok(self, value):
+        if isinstance(value, str):
+            try:
+                self.resolve(value)
+            except (TypeError, ValueError):
+                return False
+            return True
+        return value is None or self._is_regularizer(value) or self._is_chooser(value)
+
+    def normalize(self, value):
+        if isinstance(value, str):
+            return self.resolve(value)
+        return value
+
+    def invalid_values(self):
+        import keras
+
+        return ["no_such_regularizer", "magnitude_pruning", 0.1, ["l1"], keras.regularizers.L1, abs]
 
 
 def _format_received(name, value):

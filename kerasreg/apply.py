@@ -9,7 +9,6 @@ of these, and refuses to let a model be saved without a penalty it carries.
 
 import contextlib
 import copy
-import inspect
 
 import keras
 
@@ -18,120 +17,15 @@ from kerasreg import dependency as dependency_lib
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._training import proximal_optimizer_of
 from kerasreg._validation import AnyOf
-from kerasreg._validation import Constraint
 from kerasreg._validation import InstanceOf
+from kerasreg._validation import LayerSelector
 from kerasreg._validation import Options
+from kerasreg._validation import RegularizerChoice
+from kerasreg._validation import WeightNames
 from kerasreg._validation import invalid_argument
 from kerasreg._validation import validate_params
 
 __all__ = ["regularize"]
-
-
-class WeightNames(Constraint):
-    """A non-empty string, or a non-empty list or tuple of them (as a tuple)."""
-
-    description = "a weight name or a non-empty tuple of weight names"
-
-    def type_ok(self, value):
-        if isinstance(value, str):
-            return True
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-
-    def value_ok(self, value):
-        names = (value,) if isinstance(value, str) else tuple(value)
-        return bool(names) and all(names)
-
-    def normalize(self, value):
-        return (value,) if isinstance(value, str) else tuple(dict.fromkeys(value))
-
-    def invalid_values(self):
-        return [None, 1, ("kernel", 1), "", (), ("kernel", "")]
-
-
-class LayerSelector(Constraint):
-    """`None`, a layer class, or a non-empty list or tuple of layer classes and names."""
-
-    description = (
-        "None, a layer class, or a non-empty list of layer classes, names or '/'-separated paths"
-    )
-
-    @staticmethod
-    def _is_layer_class(value):
-        return isinstance(value, type) and issubclass(value, keras.layers.Layer)
-
-    def type_ok(self, value):
-        if value is None or self._is_layer_class(value):
-            return True
-        return isinstance(value, (list, tuple)) and all(
-            isinstance(v, str) or self._is_layer_class(v) for v in value
-        )
-
-    def value_ok(self, value):
-        if value is None or self._is_layer_class(value):
-            return True
-        return bool(value) and all(v for v in value if isinstance(v, str))
-
-    def normalize(self, value):
-        if value is None:
-            return None
-        return (value,) if self._is_layer_class(value) else tuple(value)
-
-    def invalid_values(self):
-        return ["dense", 1, int, [1], [None], (int,), [], [""]]
-
-
-class RegularizerChoice(Constraint):
-    """A regularizer, a regularizer name, a `(layer, weight)` chooser, or `None`.
-
-    A name is resolved with `kerasreg.regularizers.get` (`"l1"` gives
-    `kerasreg.L1()`); a regularizer instance and a chooser are kept as given.
-    """
-
-    description = (
-        "a regularizer instance, a regularizer name such as 'l1', a callable "
-        "(layer, weight) -> regularizer or None, or None"
-    )
-
-    @staticmethod
-    def _is_regularizer(value):
-        return isinstance(value, keras.regularizers.Regularizer)
-
-    @staticmethod
-    def _is_chooser(value):
-        if isinstance(value, (type, keras.layers.Layer)) or not callable(value):
-            return False
-        try:
-            inspect.signature(value).bind(None, None)
-        except TypeError:
-            return False
-        except ValueError:  # no signature (some builtins): let the call decide
-            return True
-        return True
-
-    def type_ok(self, value):
-        return (
-            value is None
-            or isinstance(value, str)
-            or self._is_regularizer(value)
-            or (callable(value) and not isinstance(value, type))
-        )
-
-    def value_ok(self, value):
-        if isinstance(value, str):
-            try:
-                regularizers_lib.get(value)
-            except (TypeError, ValueError):
-                return False
-            return True
-        return value is None or self._is_regularizer(value) or self._is_chooser(value)
-
-    def normalize(self, value):
-        if isinstance(value, str):
-            return regularizers_lib.get(value)
-        return value
-
-    def invalid_values(self):
-        return ["no_such_regularizer", "magnitude_pruning", 0.1, ["l1"], keras.regularizers.L1, abs]
 
 
 # The config arguments that may hold a weight's regularizer, by weight name,
@@ -266,7 +160,7 @@ def _regularizer_for(regularizer, visit, variable):
     if regularizer is None or isinstance(regularizer, keras.regularizers.Regularizer):
         return _copy(regularizer)
     chosen = regularizer(visit.layer, variable)
-    choice = RegularizerChoice()
+    choice = RegularizerChoice(regularizers_lib.get)
     if isinstance(chosen, str) and choice.value_ok(chosen):
         return choice.normalize(chosen)
     if chosen is None or isinstance(chosen, keras.regularizers.Regularizer):
@@ -476,7 +370,7 @@ def _built_proximal_optimizer(model, changes):
 @validate_params(
     {
         "model": InstanceOf(keras.layers.Layer, "a built keras.Model or keras.layers.Layer"),
-        "regularizer": RegularizerChoice(),
+        "regularizer": RegularizerChoice(regularizers_lib.get),
         "layers": LayerSelector(),
         "weights": WeightNames(),
         "exclude": LayerSelector(),
