@@ -7,14 +7,15 @@ built, and a `.keras` file keeps what the layers' configs hold
 of these, and refuses to let a model be saved without a penalty it carries.
 """
 
-import contextlib
 import copy
 
 import keras
 
 from kerasreg import _model_walk
+from kerasreg import _save_guard
 from kerasreg import dependency as dependency_lib
 from kerasreg import regularizers as regularizers_lib
+from kerasreg._save_guard import serialized
 from kerasreg._training import proximal_optimizer_of
 from kerasreg._validation import AnyOf
 from kerasreg._validation import InstanceOf
@@ -38,10 +39,6 @@ _CONFIG_ARGUMENTS = {
     "recurrent_kernel": ("recurrent_regularizer",),
 }
 
-# The instance attribute that marks, on a layer, the weights whose penalty
-# no saved config holds: `{weight name: (original regularizer, reason)}`.
-_PENDING = "_kerasreg_unsaved_regularizers"
-
 
 def _config_arguments(weight):
     return _CONFIG_ARGUMENTS.get(weight, (f"{weight}_regularizer",))
@@ -61,7 +58,7 @@ def _sync_attention(layer):
     ]
     for weight, attribute in (("kernel", "_kernel_regularizer"), ("bias", "_bias_regularizer")):
         chosen = [getattr(p, f"{weight}_regularizer", None) for p in projections]
-        configs = [_serialized(r) for r in chosen]
+        configs = [serialized(r) for r in chosen]
         if projections and all(c == configs[0] for c in configs):
             setattr(layer, attribute, _copy(chosen[0]))
 
@@ -69,15 +66,6 @@ def _sync_attention(layer):
 # Layers whose config holds their sublayers' regularizers in arguments of
 # their own: one rule per layer class.
 _CONTAINER_RULES = ((keras.layers.MultiHeadAttention, _sync_attention),)
-
-
-def _serialized(regularizer):
-    if regularizer is None:
-        return None
-    try:
-        return keras.saving.serialize_keras_object(regularizer)
-    except (NotImplementedError, TypeError, ValueError):
-        return ("unserializable", id(regularizer))
 
 
 def _copy(regularizer):
@@ -186,173 +174,6 @@ def _attach(visit, name, variable, regularizer):
             return
 
 
-def _saved_configs(model):
-    """Every layer config the model's own config holds, by layer name."""
-    try:
-        tree = keras.saving.serialize_keras_object(model)
-    except Exception:  # a model that cannot be serialized holds nothing
-        return {}
-    index = {}
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            config = node.get("config")
-            if "class_name" in node and isinstance(config, dict) and "name" in config:
-                index.setdefault(config["name"], []).append(config)
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-    return index
-
-
-def _is_saved(visit, name, regularizer, index, own_configs):
-    """Whether the model's config holds `regularizer` for this weight.
-
-    True when the weight's layer, or a layer above it whose config holds
-    its sublayers' regularizers (an RNN for its cell, `MultiHeadAttention`
-    for its projections), appears in the model's config with the
-    regularizer in one of the weight's config arguments.
-    """
-    expected = _serialized(regularizer)
-    for layer in (visit.layer,) + tuple(reversed(visit.ancestors)):
-        if id(layer) not in own_configs:
-            try:
-                own_configs[id(layer)] = keras.saving.serialize_keras_object(layer)["config"]
-            except Exception:
-                own_configs[id(layer)] = None
-        own = own_configs[id(layer)]
-        if own is None or not any(config == own for config in index.get(layer.name, ())):
-            continue
-        if any(
-            argument in own and own[argument] == expected for argument in _config_arguments(name)
-        ):
-            return True
-    return False
-
-
-def _unsaved_reason(visit, name, variable, own_configs):
-    where = f"{visit.path or visit.layer.name}/{variable.name}"
-    joint = getattr(variable.regularizer, "joint", None)
-    if joint is not None:
-        return f"'{where}' (its part of {joint!r}, a penalty over several weights)"
-    own = own_configs.get(id(visit.layer)) or {}
-    if not any(argument in own for argument in _config_arguments(name)):
-        argument = _config_arguments(name)[0]
-        return f"'{where}' ({type(visit.layer).__name__}'s config has no `{argument}`)"
-    return (
-        f"'{where}' (its layer is created by the code of a layer above it, whose config "
-        "does not hold it)"
-    )
-
-
-def _refuse_if_pending(layer):
-    pending = _pending(layer)
-    if pending:
-        raise ValueError(
-            "The config of this model cannot hold the regularizers that "
-            "`kerasreg.regularize` attached to: "
-            + "; ".join(pending)
-            + ". A model saved or cloned from it would lose these penalties. "
-            "Give such a layer a `<weight>_regularizer` argument that its `get_config` "
-            "returns and its `build` passes to `add_weight(regularizer=...)`; or save "
-            "the weights with `save_weights` and call `kerasreg.regularize` again on the "
-            "rebuilt model; or remove the penalties with `kerasreg.regularize(model, None, "
-            '...)` (with `groups="dependency"` for a coupled group lasso).'
-        )
-
-
-class _UnsavedGuard:
-    """Stands in for a layer's method while a penalty under it cannot be saved.
-
-    On `get_config` (saving, cloning, `to_json`), and on a model's `save`:
-    Keras opens the file before it asks for the config, so refusing only
-    there would leave an empty file in place of the one at that path.
-    """
-
-    def __init__(self, layer, method):
-        self.layer = layer
-        self.method = method
-
-    def __call__(self, *args, **kwargs):
-        _refuse_if_pending(self.layer)
-        _remove_guard(self.layer)
-        return getattr(self.layer, self.method)(*args, **kwargs)
-
-
-def _guarded_methods(layer):
-    return ("get_config", "save") if isinstance(layer, keras.Model) else ("get_config",)
-
-
-def _pending(layer):
-    """What cannot be saved in `layer` and under it, one line each."""
-    lines = []
-    for visit in _model_walk.walk(layer):
-        for _, (_, line) in sorted(getattr(visit.layer, _PENDING, {}).items()):
-            lines.append(line)
-    return lines
-
-
-def _remove_guard(layer):
-    for method in _guarded_methods(layer):
-        if isinstance(layer.__dict__.get(method), _UnsavedGuard):
-            object.__delattr__(layer, method)
-
-
-def _install_guard(layer):
-    for method in _guarded_methods(layer):
-        if not isinstance(layer.__dict__.get(method), _UnsavedGuard):
-            # Past Keras' and torch's attribute tracking: a plain instance attribute.
-            object.__setattr__(layer, method, _UnsavedGuard(layer, method))
-
-
-@contextlib.contextmanager
-def penalties_unguarded(model):
-    """Lets `model` be serialized with penalties no config holds (they are dropped).
-
-    For copies that are not the model itself: `strip`'s plain copy,
-    `compact`'s smaller one.
-    """
-    guarded = [
-        v.layer
-        for v in _model_walk.walk(model)
-        if isinstance(v.layer.__dict__.get("get_config"), _UnsavedGuard)
-    ]
-    for layer in guarded:
-        _remove_guard(layer)
-    try:
-        yield
-    finally:
-        for layer in guarded:
-            _install_guard(layer)
-
-
-def _record_saving(model, visits, changed):
-    """Marks the changed weights whose penalty the model's config cannot hold.
-
-    `changed` holds `((visit, name, variable), previous)`, `previous` the
-    serialized regularizer before the change. A weight whose penalty no
-    config holds is marked until it gets back the regularizer it had when
-    `regularize` first changed it: the one its layer's code gives it.
-    """
-    index = _saved_configs(model)
-    own_configs = {}
-    for (visit, name, variable), previous in changed:
-        pending = dict(getattr(visit.layer, _PENDING, {}))
-        original = pending.get(name, (previous, None))[0]
-        if _is_saved(visit, name, variable.regularizer, index, own_configs):
-            pending.pop(name, None)
-        elif _serialized(variable.regularizer) == original:
-            pending.pop(name, None)
-        else:
-            pending[name] = (original, _unsaved_reason(visit, name, variable, own_configs))
-        object.__setattr__(visit.layer, _PENDING, pending)
-    for visit in visits:
-        if getattr(visit.layer, _PENDING, None):
-            for layer in visit.ancestors + (visit.layer,):
-                _install_guard(layer)
-
-
 def _built_proximal_optimizer(model, changes):
     """The model's built `ProximalOptimizer`, checked to take `changes`, or `None`."""
     optimizer = proximal_optimizer_of(model)
@@ -404,9 +225,11 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     **Saving.** Where no saved config can hold a penalty (a weight of a
     user's layer without a `<weight>_regularizer` argument, layers built by
     the code of a subclassed model), the model keeps the penalty in memory
-    and refuses to be saved or cloned: its `get_config` raises a
-    `ValueError` naming those weights, rather than writing a file that
-    loads without them.
+    and refuses to be saved or cloned, with a `ValueError` naming those
+    weights, rather than writing a file that loads without them: `save`,
+    `keras.saving.save_model` and `ModelCheckpoint` refuse before they open
+    the file (one already at that path stays as it was), and `get_config`,
+    `to_json` and `clone_model` refuse too. `save_weights` saves as always.
 
     **Coupled channels.** With `groups="dependency"`, `regularizer` is a
     `GroupLasso` (only its `strength` is used) and the groups are the
@@ -515,8 +338,8 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     changed = []
     for visit, name, variable in _targets(visits, layers, weights, exclude):
         new = _regularizer_for(regularizer, visit, variable)
-        previous = _serialized(variable.regularizer)
-        if previous != _serialized(new):
+        previous = serialized(variable.regularizer)
+        if previous != serialized(new):
             changed.append(((visit, name, variable), previous, new))
     changed += _released(visits, [variable for (_, _, variable), _, _ in changed])
     if not changed:
@@ -524,8 +347,6 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     optimizer = _built_proximal_optimizer(
         model, [(variable, reg) for (_, _, variable), _, reg in changed]
     )
-    for visit in visits:
-        _remove_guard(visit.layer)
     for (visit, name, variable), _, new in changed:
         _attach(visit, name, variable, new)
     touched = {id(a) for (visit, _, _), _, _ in changed for a in visit.ancestors}
@@ -533,7 +354,12 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
         for cls, rule in _CONTAINER_RULES:
             if id(visit.layer) in touched and isinstance(visit.layer, cls):
                 rule(visit.layer)
-    _record_saving(model, visits, [(target, previous) for target, previous, _ in changed])
+    _save_guard.record(
+        model,
+        visits,
+        [(target, previous) for target, previous, _ in changed],
+        _config_arguments,
+    )
     if optimizer is not None:
         optimizer._reread_regularizers([variable for (_, _, variable), _, _ in changed])
     _reset_compiled(model)
@@ -573,7 +399,7 @@ def _released(visits, variables):
         joint = _joint_of(variable)
         for other in joint.variables if joint is not None else ():
             if id(other) not in chosen and id(other) in where:
-                released[id(other)] = (where[id(other)], _serialized(other.regularizer), None)
+                released[id(other)] = (where[id(other)], serialized(other.regularizer), None)
     return list(released.values())
 
 
@@ -645,17 +471,15 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
     targets = list({id(v): v for v in variables + released if id(v) in where}.values())
     changes = [(variable, new.get(id(variable))) for variable in targets]
     optimizer = _built_proximal_optimizer(model, changes)
-    for visit in visits:
-        _remove_guard(visit.layer)
     changed = []
     for variable, regularizer_of in changes:
         visit, name, _ = where[id(variable)]
-        previous = _serialized(variable.regularizer)
+        previous = serialized(variable.regularizer)
         # No config holds a coupled penalty: the layer's argument says none.
         _attach(visit, name, variable, None)
         variable.regularizer = regularizer_of
         changed.append(((visit, name, variable), previous))
-    _record_saving(model, visits, changed)
+    _save_guard.record(model, visits, changed, _config_arguments)
     if optimizer is not None:
         optimizer._reread_regularizers([variable for variable, _ in changes])
     _reset_compiled(model)

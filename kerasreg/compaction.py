@@ -17,11 +17,11 @@ import numpy as np
 from keras import ops
 
 from kerasreg import _graph
+from kerasreg._save_guard import penalties_unguarded
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import validate_params
-from kerasreg.apply import penalties_unguarded
 from kerasreg.dependency import CARRIES
 from kerasreg.dependency import MODEL_INPUT
 from kerasreg.dependency import MODEL_OUTPUT

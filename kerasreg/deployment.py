@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops
 
 from kerasreg import _model_walk
+from kerasreg import _save_guard
 from kerasreg import apply as apply_lib
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
@@ -212,7 +213,7 @@ def _replace_in_memory(model, original, mode):
     """
     replacements = {}
     for a, b in zip(_stateful(original), _stateful(model), strict=True):
-        pending = getattr(a, apply_lib._PENDING, {})
+        pending = _save_guard.pending_weights(a)
         for va, vb in zip(_model_walk.own_variables(a), _model_walk.own_variables(b), strict=True):
             regularizer = vb.regularizer
             if regularizer is not None and _from_kerasreg(type(regularizer)):
@@ -337,7 +338,7 @@ def strip(model, *, regularizers="remove", compile=False):
             model,
         )
     stripper = _Stripper(model, regularizers)
-    with apply_lib.penalties_unguarded(model):
+    with _save_guard.penalties_unguarded(model):
         config = stripper(keras.saving.serialize_keras_object(model))
     compile_config = config.pop("compile_config", None)
     plain = _build(config, model)
