@@ -407,11 +407,10 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     # which saves its own: the wrapper saves only its own state, once.
 
     def _own_state(self):
-        """The wrapper's own state: its controls and prox states, not the
-        count and learning rate of Keras' base class, which the inner
-        optimizer's own stand for."""
-        mirrors = (id(self._iterations), id(self._learning_rate))
-        return [variable for variable in self._variables if id(variable) not in mirrors]
+        """The wrapper's own state: its step count, controls and prox states,
+        not the learning rate of Keras' base class, which the inner
+        optimizer's stands for and which never changes."""
+        return [variable for variable in self._variables if variable is not self._learning_rate]
 
     def save_own_variables(self, store):
         for i, variable in enumerate(self._own_state()):
