@@ -33,7 +33,10 @@ def _keras_mse_gradient(x, y, w, b):
     def loss(params):
         weights, bias = params[:-1], params[-1]
         predictions = keras.ops.matmul(keras.ops.convert_to_tensor(x), weights) + bias
-        return keras.losses.MeanSquaredError()(keras.ops.convert_to_tensor(y), predictions)
+        # In float64, as the data: Keras losses compute in float32 by default,
+        # whose rounding (1e-8 here) is the size of the conditions checked.
+        mse = keras.losses.MeanSquaredError(dtype="float64")
+        return mse(keras.ops.convert_to_tensor(y), predictions)
 
     _, grad = value_and_grad(loss, np.concatenate([w, [b]]))
     return grad[:-1], grad[-1]
