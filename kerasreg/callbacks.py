@@ -219,7 +219,7 @@ class SparsityMonitor(Configurable, keras.callbacks.Callback):
         seen = {id(variable) for variable in monitored}
         # Penalized weights the report leaves out (a bias in a joint penalty)
         # count in the overall figure, under no key of their own.
-        extra = [v for v in penalized if id(v) not in seen and not seen.add(id(v))]
+        extra = [variable for variable in penalized if id(variable) not in seen]
         self._variables = monitored + extra
         penalized_ids = {id(variable) for variable in penalized}
         self._penalized = [
