@@ -12,6 +12,7 @@ import kerasreg
 from kerasreg.layers import FeatureGate
 from kerasreg.layers import SelectFeatures
 from tests import compaction_fuzz
+from tests import filter_route
 from tests.conftest import BACKEND
 from tests.conftest import to_numpy
 
@@ -651,6 +652,32 @@ def test_keras_applications_compact_to_the_same_function(name, rng):
     assert small.count_params() <= model.count_params()
     assert summary.kept_params == small.count_params()
     compaction_fuzz.assert_close(_logits(small, x), _logits(model, x))
+
+
+@pytest.mark.slow
+@pytest.mark.one_backend
+@pytest.mark.parametrize("state", filter_route.BN_STATES)
+@pytest.mark.parametrize("name", list(filter_route.TARGETS))
+def test_filter_route_reaches_the_coverage_targets(name, state):
+    # Every other output filter of every convolution and Dense layer but the
+    # classifier zeroed, as MagnitudePruning(0.5, group_axis=-1) leaves it:
+    # compact must give the zeroed model's function (the oracle) with the
+    # parameters the specification asks for (scripts/filter_route_coverage.py
+    # prints the table).
+    model = filter_route.application(name)
+    filter_route.set_normalization_state(model, state, seed=0)
+    assert filter_route.zero_every_other_filter(model) > 0
+    x = filter_route.inputs_for(model, seed=0)
+    expected = filter_route.predictions(model, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small, summary = kerasreg.compact(model, return_summary=True)
+    equal, difference = filter_route.same_predictions(expected, filter_route.predictions(small, x))
+    assert equal, f"max difference {difference:.1e} of the largest output"
+    ratio = model.count_params() / small.count_params()
+    assert ratio >= filter_route.TARGETS[name], (
+        f"{ratio:.2f}x fewer parameters, {len(summary.left_as_is)} layers left as they are"
+    )
 
 
 # Coupled channels: residual streams, concatenations, attention heads.

@@ -223,6 +223,34 @@ def test_disk_size_benchmark_runs_on_an_applications_model(tmp_path):
     _run_disk_size_benchmark(tmp_path, "mobilenetv2")
 
 
+def test_filter_route_coverage_runs():
+    # Shortened to a tiny ResNet-like model (BN, an Add, a squeeze-excitation
+    # gate): both normalization states compact, and the compacted model
+    # predicts what the zeroed one does. The keras.applications rows and
+    # their targets are tested in tests/test_compaction.py.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "filter_route_coverage.py"), "--smoke"]
+        + ["--markdown"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for state in ("as built", "trained-like"):
+        row = re.search(
+            rf"^\| smoke \| {state} \| ([\d,]+) \| ([\d,]+) \| ([\d.]+)x \| - \| - \| - "
+            r"\| (True|False) \| [\d.e+-]+ \| \d+ \| [\d.]+ \|$",
+            result.stdout,
+            re.M,
+        )
+        assert row, result.stdout
+        params, after = (int(row.group(i).replace(",", "")) for i in (1, 2))
+        assert after < params
+        assert row.group(4) == "True"
+
+
 def test_dependency_coverage_runs():
     # Shortened to the KerasHub BERT: the table row is printed and some of
     # its parameters (heads, feed-forward units) are in removable groups.
