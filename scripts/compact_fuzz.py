@@ -57,8 +57,12 @@ def main():
             len(units) for units in compaction_fuzz.removed_units(summary).values()
         )
         counts["layers left as is"] += len(summary.left_as_is)
+        counts["filter route"] += spec["filter_route"]
         for step in spec["steps"]:
             counts[f"step {step['kind']}"] += 1
+            for layer in [step] + step.get("layers", []):
+                counts["grouped convolutions"] += layer.get("groups", 1) > 1
+                counts["normalization as built"] += layer.get("as_built", False)
 
     start = time.perf_counter()
     try:

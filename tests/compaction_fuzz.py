@@ -3,8 +3,15 @@
 `architectures()` draws a model as plain data (a list of steps), so that
 Hypothesis prints and shrinks it readably; `build(spec)` makes the Keras
 model, with random weights, biases and normalization statistics and with
-the drawn units, filters and input rows set to zero. `check(spec)` compacts
-it and checks the properties that every model must have:
+the drawn units, filters, input rows, normalization scales and shifts set
+to zero. Some models take the "filter route", what structured magnitude
+pruning leaves: every other output filter of every Dense and convolution
+layer is zero (biases kept). Besides chains of Dense and convolution layers
+(grouped ones among them, depthwise written as a grouped convolution as
+ConvNeXt does), the models hold squeeze-and-excitation gates on images,
+normalization as built or with random statistics, merges, pooling and
+nested models. `check(spec)` compacts it and checks the properties that
+every model must have:
 
 - `compact` raises nothing;
 - the compacted model predicts what the original predicts (float32
@@ -35,7 +42,7 @@ WIDTHS = (4, 2, 1)
 # them come most often.
 STEP_KINDS = (
     ("compute",) * 10
-    + ("batch_norm", "activation", "activation_op") * 2
+    + ("batch_norm", "activation", "activation_op", "squeeze_excite") * 2
     + ("scalar_op", "depthwise", "dropout", "gate", "pool", "flatten")
     + ("merge", "concatenate", "layout_op", "nested")
 )
@@ -48,6 +55,7 @@ BETWEEN_KINDS = (
     "gate",
     "depthwise",
     "pool",
+    "squeeze_excite",
 )
 
 
@@ -65,21 +73,44 @@ def _side(length, kernel, padding):
     return length - kernel + 1 if padding == "valid" else length
 
 
-def _compute_step(draw, shape, period):
-    """A Dense or convolution step on a tensor of `shape`, with what to zero."""
-    kind = draw(st.sampled_from(["conv", "conv", "conv", "dense"] if len(shape) > 1 else ["dense"]))
-    units = draw(st.sampled_from(WIDTHS))
-    step = {
+def _groups(draw, channels, units):
+    """`(groups, units)` of a convolution: most often one group; else groups
+    that divide both `channels` and `units`, or one group per channel (a
+    depthwise convolution written as a grouped one, as ConvNeXt does)."""
+    how = draw(st.sampled_from(["one", "one", "one", "grouped", "per_channel"]))
+    if how == "grouped":
+        common = [g for g in range(2, channels + 1) if channels % g == 0 and units % g == 0]
+        if common:
+            return draw(st.sampled_from(common)), units
+    elif how == "per_channel" and 1 < channels <= 2 * max(WIDTHS):
+        return channels, channels
+    return 1, units
+
+
+def _layer_step(draw, kind, units, activations, period):
+    """A Dense or convolution layer's drawn state: activation, bias, zeros."""
+    return {
         "kind": kind,
         "units": units,
-        "activation": draw(st.sampled_from(ACTIVATIONS)),
+        "activation": draw(st.sampled_from(activations)),
         "use_bias": draw(st.booleans()),
         "zero_units": _zeros(draw, units),
         # Input rows r with r % period in the set: whole channels before a Flatten.
         "zero_inputs": _zeros(draw, period),
         "period": period,
     }
+
+
+def _compute_step(draw, shape, period):
+    """A Dense or convolution step on a tensor of `shape`, with what to zero."""
+    kind = draw(st.sampled_from(["conv", "conv", "conv", "dense"] if len(shape) > 1 else ["dense"]))
+    units = draw(st.sampled_from(WIDTHS))
+    groups = 1
     if kind == "conv":
+        groups, units = _groups(draw, shape[-1], units)
+    step = _layer_step(draw, kind, units, ACTIVATIONS, period)
+    if kind == "conv":
+        step["groups"] = groups
         # Padding first: Hypothesis draws the first choices most often.
         paddings = ["same"] + (["causal"] if len(shape) == 2 else []) + ["valid"]
         step["kernel"] = draw(st.sampled_from([k for k in (3, 1) if k <= shape[0]]))
@@ -87,6 +118,38 @@ def _compute_step(draw, shape, period):
         spatial = tuple(_side(n, step["kernel"], step["padding"]) for n in shape[:-1])
         return step, spatial + (units,)
     return step, shape[:-1] + (units,)
+
+
+def _batch_norm_step(draw, channels):
+    """A BatchNormalization's drawn state: as built (scale 1, shift 0, mean 0,
+    variance 1), or random statistics with some scales and shifts zero."""
+    if draw(st.sampled_from([False, False, False, True])):
+        return {"as_built": True, "zero_units": [], "zero_shifts": []}
+    return {
+        "as_built": False,
+        "zero_units": _zeros(draw, channels),  # scales (gamma)
+        "zero_shifts": _zeros(draw, channels),  # shifts (beta)
+    }
+
+
+def _squeeze_excite_step(draw, channels):
+    """A squeeze-and-excitation gate on an image of `channels` channels.
+
+    The average over the image (kept as 1 x 1 pixels, reshaped to them, or
+    reshaped only once the gate is computed) goes through a reducing layer
+    (ReLU or swish) and an expanding one (sigmoid, back to `channels`); each
+    is a 1 x 1 convolution or a Dense layer on the last axis.
+    """
+    squeeze = draw(st.sampled_from(["keepdims", "reshape", "reshape_gate"]))
+    kinds = ["dense", "dense"]
+    if squeeze != "reshape_gate":
+        kinds = [draw(st.sampled_from(["conv", "dense"])) for _ in range(2)]
+    reduced = draw(st.sampled_from(WIDTHS))
+    return {
+        "squeeze": squeeze,
+        "reduce": _layer_step(draw, kinds[0], reduced, ("relu", "silu"), channels),
+        "expand": _layer_step(draw, kinds[1], channels, ("sigmoid",), reduced),
+    }
 
 
 @st.composite
@@ -127,8 +190,14 @@ def architectures(draw, max_steps=8):
         elif kind == "scalar_op":
             step["op"] = draw(st.sampled_from(["add", "multiply", "maximum", "rsubtract"]))
             step["value"] = draw(st.sampled_from([-0.5, 0.0, 2.0]))
-        elif kind in ("gate", "batch_norm"):
-            step["zero_units"] = _zeros(draw, shape[-1])  # gates, or BN scales
+        elif kind == "gate":
+            step["zero_units"] = _zeros(draw, shape[-1])
+        elif kind == "batch_norm":
+            step.update(_batch_norm_step(draw, shape[-1]))
+        elif kind == "squeeze_excite":
+            if len(shape) != 3:
+                continue
+            step.update(_squeeze_excite_step(draw, shape[-1]))
         elif kind in ("merge", "concatenate"):
             if kind == "merge":
                 same = [j for j, s in enumerate(shapes) if s == shape]
@@ -182,7 +251,7 @@ def architectures(draw, max_steps=8):
                     inner_period = inner_shape[-1]
                     inner.append(compute)
                 else:
-                    inner.append({"kind": "batch_norm"})
+                    inner.append({"kind": "batch_norm", **_batch_norm_step(draw, inner_shape[-1])})
             step["layers"] = inner
             out, out_period = inner_shape, inner_period
         steps.append(step)
@@ -195,6 +264,8 @@ def architectures(draw, max_steps=8):
         "input": shapes[0],
         "steps": steps,
         "extra_output": extra_output,
+        # Every other output filter of every layer zero (the head's aside).
+        "filter_route": draw(st.sampled_from([False, False, False, True])),
         "seed": draw(st.integers(0, 2**16)),
     }
 
@@ -210,7 +281,13 @@ def _compute_layer(step, name, spatial_rank):
     )
     if step["kind"] == "conv":
         conv = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D}[spatial_rank]
-        return conv(step["units"], step["kernel"], padding=step["padding"], **options)
+        return conv(
+            step["units"],
+            step.get("kernel", 1),
+            padding=step.get("padding", "valid"),
+            groups=step.get("groups", 1),
+            **options,
+        )
     return keras.layers.Dense(step["units"], **options)
 
 
@@ -247,13 +324,14 @@ _POOLS = {  # by kind and spatial rank
 _DEPTHWISE = {1: keras.layers.DepthwiseConv1D, 2: keras.layers.DepthwiseConv2D}
 
 
-def _nested(step, shape, name):
+def _nested(step, shape, name, drawn):
     layers = []
     for j, inner in enumerate(step["layers"]):
         if inner["kind"] == "batch_norm":
             layers.append(keras.layers.BatchNormalization(name=f"{name}_bn{j}"))
         else:
             layers.append(_compute_layer(inner, f"{name}_c{j}", len(shape) - 1))
+        drawn[layers[-1].name] = inner
     if step["sequential"]:
         return keras.Sequential([keras.Input(shape)] + layers, name=name)
     inputs = keras.Input(shape)
@@ -263,19 +341,33 @@ def _nested(step, shape, name):
     return keras.Model(inputs, h, name=name)
 
 
+def _squeeze_excite(x, step, name, drawn):
+    channels = x.shape[-1]
+    keepdims = step["squeeze"] == "keepdims"
+    gate = keras.layers.GlobalAveragePooling2D(keepdims=keepdims, name=f"{name}_squeeze")(x)
+    if step["squeeze"] == "reshape":
+        gate = keras.layers.Reshape((1, 1, channels), name=f"{name}_reshape")(gate)
+    for part in ("reduce", "expand"):
+        drawn[f"{name}_{part}"] = step[part]
+        gate = _compute_layer(step[part], f"{name}_{part}", 2)(gate)
+    if step["squeeze"] == "reshape_gate":
+        gate = keras.layers.Reshape((1, 1, channels), name=f"{name}_reshape")(gate)
+    return keras.layers.Multiply(name=name)([x, gate])
+
+
 def build(spec):
     """The Keras model of `spec`, its random weights set and its zeros made."""
     inputs = keras.Input(spec["input"])
     tensors = [inputs]
-    compute = {}  # layer name -> step
+    drawn = {}  # layer name -> the step that drew its zeros
     for i, step in enumerate(spec["steps"]):
         x = tensors[step["inputs"][0]]
         kind = step["kind"]
         spatial_rank = len(x.shape) - 2
+        if kind in ("dense", "conv", "batch_norm", "depthwise", "gate"):
+            drawn[f"s{i}"] = step
         if kind in ("dense", "conv"):
-            name = f"s{i}"
-            compute[name] = step
-            y = _compute_layer(step, name, spatial_rank)(x)
+            y = _compute_layer(step, f"s{i}", spatial_rank)(x)
         elif kind == "batch_norm":
             y = keras.layers.BatchNormalization(name=f"s{i}")(x)
         elif kind == "activation":
@@ -322,12 +414,10 @@ def build(spec):
                 y = keras.ops.transpose(x, (0, 2, 1) + tuple(range(3, len(x.shape))))
             else:
                 y = x[:, : step["keep"]]
+        elif kind == "squeeze_excite":
+            y = _squeeze_excite(x, step, f"s{i}", drawn)
         elif kind == "nested":
-            nested = _nested(step, tuple(x.shape[1:]), f"s{i}")
-            for j, inner in enumerate(step["layers"]):
-                if inner["kind"] != "batch_norm":
-                    compute[f"s{i}_c{j}"] = inner
-            y = nested(x)
+            y = _nested(step, tuple(x.shape[1:]), f"s{i}", drawn)(x)
         tensors.append(y)
     last = tensors[-1]
     if len(last.shape) > 2:
@@ -336,35 +426,47 @@ def build(spec):
     if spec["extra_output"] is not None:
         outputs.append(tensors[spec["extra_output"]])
     model = keras.Model(inputs, outputs)
-    _set_weights(model, spec, compute)
+    _set_weights(model, spec, drawn)
     return model
 
 
-def _set_weights(model, spec, compute):
+def _input_channels(kernel_shape, groups):
+    """The input channel that each (row, unit) of a kernel's last two axes reads."""
+    rows, units = kernel_shape[-2:]
+    group = np.arange(units) // (units // groups)
+    return np.arange(rows)[:, None] + rows * group[None, :]
+
+
+def _set_weights(model, spec, drawn):
     rng = np.random.default_rng(spec["seed"])
     for layer in model._flatten_layers(include_self=False, recursive=True):
+        step = drawn.get(layer.name)
         if isinstance(layer, keras.layers.BatchNormalization):
+            if step["as_built"]:
+                continue
             shape = layer.gamma.shape
             gamma = rng.uniform(0.5, 1.5, shape)
-            if layer.name[1:].isdigit():
-                gamma[spec["steps"][int(layer.name[1:])]["zero_units"]] = 0.0
+            gamma[step["zero_units"]] = 0.0
+            beta = rng.normal(0.0, 0.5, shape)
+            beta[step["zero_shifts"]] = 0.0
             layer.set_weights(
                 [
                     gamma.astype("float32"),
-                    rng.normal(0.0, 0.5, shape).astype("float32"),
+                    beta.astype("float32"),
                     rng.normal(0.0, 0.5, shape).astype("float32"),
                     rng.uniform(0.5, 2.0, shape).astype("float32"),
                 ]
             )
         elif isinstance(layer, tuple(_DEPTHWISE.values())):
             kernel = rng.normal(0.0, 0.5, layer.kernel.shape)
-            kernel[..., spec["steps"][int(layer.name[1:])]["zero_units"], :] = 0.0
+            kernel[..., step["zero_units"], :] = 0.0
+            if spec["filter_route"]:
+                kernel[..., 1::2, :] = 0.0
             layer.kernel.assign(kernel.astype("float32"))
             if layer.use_bias:
                 layer.bias.assign(rng.normal(0.0, 0.5, layer.bias.shape).astype("float32"))
         elif isinstance(layer, kerasreg.FeatureGate):
             gates = rng.uniform(0.5, 1.5, layer.gates.shape)
-            step = spec["steps"][int(layer.name[1:])]
             gates[step["zero_units"]] = 0.0
             layer.gates.assign(gates.astype("float32"))
         elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)):
@@ -372,11 +474,12 @@ def _set_weights(model, spec, compute):
             kernel = rng.normal(0.0, 1.0 / np.sqrt(fan_in), layer.kernel.shape)
             if layer.use_bias:
                 layer.bias.assign(rng.normal(0.0, 0.5, layer.bias.shape).astype("float32"))
-            step = compute.get(layer.name)
             if step is not None:
-                rows = np.arange(kernel.shape[-2]) % step["period"]
-                kernel[..., np.isin(rows, step["zero_inputs"]), :] = 0.0
+                channels = _input_channels(kernel.shape, getattr(layer, "groups", 1))
+                kernel[..., np.isin(channels % step["period"], step["zero_inputs"])] = 0.0
                 kernel[..., step["zero_units"]] = 0.0
+                if spec["filter_route"]:
+                    kernel[..., 1::2] = 0.0
             layer.kernel.assign(kernel.astype("float32"))
 
 
@@ -430,9 +533,9 @@ def with_removed_units_replaced(model, removed):
 
     def clone_function(layer):
         if getattr(layer, "name", None) in removed:
-            # Units of a Dense or convolution layer, channels of a normalization.
-            units = (layer.kernel if hasattr(layer, "kernel") else layer.weights[0]).shape[-1]
-            mask = np.zeros(units, "float32")
+            # Units of a Dense or convolution layer, channels of a normalization
+            # or of a depthwise convolution (whose kernel ends in its multiplier).
+            mask = np.zeros(layer.output.shape[-1], "float32")
             mask[removed[layer.name]] = 1.0
             return _MeanOfRemoved(layer, mask)
         return layer
