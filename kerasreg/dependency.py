@@ -17,20 +17,20 @@ for each channel the `(variable, axis, index)` entries that go with it.
 """
 
 import dataclasses
-import re
 
 import keras
 import numpy as np
 
 from kerasreg import _graph
+from kerasreg._graph import zero_to_zero as _zero_to_zero
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import validate_params
 
 __all__ = ["DependencyGroup", "GroupMember", "dependency_groups"]
 
-WRITES = "writes"  # a producer's weights: its output channel (kernel column, bias)
-READS = "reads"  # a consumer's weights: its input channel (kernel rows)
-CARRIES = "carries"  # weights of one channel on its way (normalization, depthwise, gate)
+WRITES = _graph.WRITES
+READS = _graph.READS
+CARRIES = _graph.CARRIES
 
 # Why the channels at the model's edges stay.
 MODEL_INPUT = "reaches a model input"
@@ -139,6 +139,15 @@ class _Channels:
         self.nonzero = set()  # channels where a zero input does not give a zero output
         self.members = []  # (channel, layer path, variable, axis, index, role)
         self.described = set()  # layers whose weights are in `members` (shared: once)
+        self.constants = {}  # id(tensor) -> per-channel constants (NaN: not constant)
+        self.sites = []  # `_Site`s: where compute layers read channels
+        self.padded = {}  # id(tensor) -> constants inside the zeros a padding added
+        self.reasons = {}  # channel -> every reason it is pinned
+
+    def constant(self, tensor):
+        """The per-channel constants of `tensor` (NaN where not constant)."""
+        found = self.constants.get(id(tensor))
+        return np.full(_width(tensor), np.nan) if found is None else found
 
     def first_time(self, layer):
         """Whether `layer`'s weights are met for the first time (a shared layer: once)."""
@@ -180,6 +189,7 @@ class _Channels:
     def pin(self, offset, width, reason):
         for c in range(width):
             self.pinned.setdefault(offset + c, reason)
+            self.reasons.setdefault(offset + c, set()).add(reason)
 
     def keeps_zero(self, offset, width, keeps):
         """Records, per channel, whether an operation on it maps 0 to 0."""
@@ -204,249 +214,86 @@ def _width(tensor):
     return int(shape[-1])
 
 
-def _weight(layer, name):
-    for variable in layer.weights:
-        if variable.path.split("/")[-1] == name or variable.name == name:
-            return variable
-    return None
-
-
-def _path(prefix, layer):
-    return f"{prefix}/{layer.name}" if prefix else layer.name
-
-
-# Layers this module reads itself; the others follow `_graph.channel_rule`.
-
-
-def _entrywise(activation):
-    """Whether `activation` computes each entry from that entry alone.
-
-    Keras' named activations are looked up; another callable (a model
-    library's own `gelu_approximate`, say) is probed: changing half of the
-    entries of a random input must leave the other half of the output
-    unchanged, both ways.
-    """
-    name = _graph.activation_name(activation)
-    if name is not None:
-        return name in _graph.ELEMENTWISE_ACTIVATIONS
-    rng = np.random.default_rng(0)
-    x = rng.normal(scale=3.0, size=(2, 16)).astype("float32")
-    half = np.arange(16) % 2 == 0
-    try:
-        y = np.asarray(keras.ops.convert_to_numpy(activation(x)))
-        for changed in (half, ~half):
-            moved = x.copy()
-            moved[:, changed] += rng.normal(size=(2, int(changed.sum()))).astype("float32")
-            z = np.asarray(keras.ops.convert_to_numpy(activation(moved)))
-            if z.shape != y.shape or not np.array_equal(z[:, ~changed], y[:, ~changed]):
-                return False
-    except Exception:  # an activation that cannot be probed counts as mixing
-        return False
-    return True
-
-
-def _zero_to_zero(fn, width=1):
-    """Per entry, whether `fn` (of per-channel constants) maps 0 to exactly 0."""
-    try:
-        out = np.asarray(fn(np.zeros(width)), dtype="float64")
-    except Exception:  # a function that cannot be evaluated counts as not
-        return np.zeros(width, bool)
-    return np.broadcast_to(out == 0, (width,))
-
-
-def _activation_keeps_zero(activation):
-    if activation is None:
-        return True
-    return bool(_zero_to_zero(lambda v: _graph.evaluate(activation, v))[0])
-
-
 # Merges of zeros that are not zero (0 / 0, 0 ** 0).
 _NONZERO_MERGES = frozenset({"Divide", "TrueDivide", "Power"})
 
 
-_NORMALIZATIONS = (
-    keras.layers.LayerNormalization,
-    keras.layers.GroupNormalization,
-    keras.layers.UnitNormalization,
-)
+# A layer's input channels that a compute layer reads: where constants fold.
+@dataclasses.dataclass(frozen=True)
+class _Site:
+    layer: object
+    compute: object  # _graph.Compute
+    rows: int  # offset of the layer's rows space
+    width: int
+    constants: np.ndarray  # of the input tensor, NaN where not constant
+    pads: bool  # whether a constant other than 0 meets padding here
 
 
-def _last_axis_einsum(layer):
-    """Whether an `EinsumDense` maps the last axis to the last axis, like `Dense`."""
-    match = re.fullmatch(r"([a-z.]*)([a-z]),([a-z])([a-z])->([a-z.]*)([a-z])", layer.equation)
-    if not match:
-        return False
-    batch_in, contracted, k_in, k_out, batch_out, out = match.groups()
-    return batch_in == batch_out and contracted == k_in and k_out == out
-
-
-def _compute(channels, path, layer, node, kernel, in_axis, out_axis, bias):
+def _compute(channels, path, layer, node, compute):
     """A layer that reads the channels of one tensor and writes those of another."""
+    kernel, in_axis, out_axis = compute.kernel, compute.in_axis, compute.out_axis
     rows = channels.space(("rows", id(layer)), kernel.shape[in_axis])
     cols = channels.space(("cols", id(layer)), kernel.shape[out_axis])
-    activation = getattr(layer, "activation", None)
-    channels.keeps_zero(cols, kernel.shape[out_axis], _activation_keeps_zero(activation))
     channels.join(channels.tensor(node.input_tensors[0]), rows, kernel.shape[in_axis])
     channels.join(channels.tensor(node.outputs[0]), cols, kernel.shape[out_axis])
     if channels.first_time(layer):
         channels.add(rows, path, kernel, in_axis, READS)
+        for variable, axis in compute.reads:
+            channels.add(rows, path, variable, axis, READS)
         channels.add(cols, path, kernel, out_axis, WRITES)
-        if bias is not None:
-            channels.add(cols, path, bias, -1, WRITES)
+        if compute.bias is not None:
+            channels.add(cols, path, compute.bias, -1, WRITES)
+    constants, pads = channels.constant(node.input_tensors[0]), compute.pads
+    if id(node.input_tensors[0]) in channels.padded:
+        constants, pads = channels.padded[id(node.input_tensors[0])], True
+    channels.sites.append(_Site(layer, compute, rows, kernel.shape[in_axis], constants, pads))
+    return constants, pads
 
 
-def _attention(channels, path, layer, inputs, output):
-    """`MultiHeadAttention`: its inputs read, its output written, one group per head.
-
-    `inputs` maps `"query"`, `"value"` and `"key"` to the tensors the call
-    reads; `output` is the tensor it writes.
-    """
-    first = channels.first_time(layer)
-    heads = channels.space(("heads", id(layer)), layer.num_heads)
-    for name in ("query", "value", "key"):
-        dense = getattr(layer, f"_{name}_dense")
-        kernel, bias = _weight(dense, "kernel"), _weight(dense, "bias")
-        rows = channels.space(("rows", id(dense)), kernel.shape[0])
-        channels.join(channels.tensor(inputs[name]), rows, kernel.shape[0])
-        if first:
-            channels.add(rows, _path(path, dense), kernel, 0, READS)
-            channels.add(heads, _path(path, dense), kernel, 1, WRITES)
-            if bias is not None:
-                channels.add(heads, _path(path, dense), bias, 0, WRITES)
-    dense = layer._output_dense
-    kernel, bias = _weight(dense, "kernel"), _weight(dense, "bias")
-    cols = channels.space(("cols", id(dense)), kernel.shape[-1])
-    channels.join(channels.tensor(output), cols, kernel.shape[-1])
-    if first:
-        channels.add(heads, _path(path, dense), kernel, 0, READS)
-        channels.add(cols, _path(path, dense), kernel, kernel.ndim - 1, WRITES)
-        if bias is not None:
-            channels.add(cols, _path(path, dense), bias, 0, WRITES)
-
-
-def _attention_call(channels, path, layer, node):
-    names = ("query", "value", "key")
-    call = dict(zip(names, node.arguments.args, strict=False))
-    call.update({k: v for k, v in node.arguments.kwargs.items() if k in names})
-    if call.get("key") is None:
-        call["key"] = call["value"]
-    _attention(channels, path, layer, call, node.outputs[0])
-    for extra in node.outputs[1:]:  # attention scores
-        channels.pin_tensor(extra, f"{_graph.describe(layer)} returns its attention scores")
-
-
-def _transformer_encoder(channels, path, layer, node):
-    """KerasHub's `TransformerEncoder`: its heads and feed-forward units.
-
-    Its stream (input, residual adds, output) passes two
-    `LayerNormalization`s, whose statistics couple every channel: the
-    stream stays. Inside, each attention head and each hidden unit of the
-    feed-forward block is a group.
-    """
-    stream = node.input_tensors[0]
-    channels.join(channels.tensor(stream), channels.tensor(node.outputs[0]), _width(stream))
-    attention = layer._self_attention_layer
-    _attention(
-        channels,
-        _path(path, attention),
-        attention,
-        dict.fromkeys(("query", "value", "key"), stream),
-        stream,
+def _compute_constants(compute, activation_values, constants, pads):
+    """The constant output channels of a compute layer (NaN: not constant)."""
+    kernel = np.moveaxis(
+        _graph._numpy(compute.kernel), (compute.in_axis, compute.out_axis), (-2, -1)
     )
-    channels.pin(
-        channels.space(("heads", id(attention)), attention.num_heads),
-        attention.num_heads,
-        f"{_graph.describe(layer)} derives its attention's key_dim from hidden_dim // "
-        "num_heads, so its heads cannot be removed through its config",
-    )
-    first = channels.first_time(layer)
-    inner, outer = layer._feedforward_intermediate_dense, layer._feedforward_output_dense
-    units = channels.space(("units", id(layer)), inner.units)
-    channels.keeps_zero(units, inner.units, _activation_keeps_zero(inner.activation))
-    if first:
-        for norm in (layer._self_attention_layer_norm, layer._feedforward_layer_norm):
-            for variable in norm.weights:
-                channels.add(channels.tensor(stream), _path(path, norm), variable, 0, CARRIES)
-        channels.add(channels.tensor(stream), _path(path, inner), inner.kernel, 0, READS)
-        channels.add(units, _path(path, inner), inner.kernel, 1, WRITES)
-        if inner.use_bias:
-            channels.add(units, _path(path, inner), inner.bias, 0, WRITES)
-        channels.add(units, _path(path, outer), outer.kernel, 0, READS)
-        channels.add(channels.tensor(stream), _path(path, outer), outer.kernel, 1, WRITES)
-        if outer.use_bias:
-            channels.add(channels.tensor(stream), _path(path, outer), outer.bias, 0, WRITES)
-    if not _entrywise(inner.activation):
-        channels.pin(units, inner.units, f"{_graph.describe(inner)} mixes its units")
-    channels.pin_tensor(stream, f"{_graph.describe(layer)} normalizes its stream over the channels")
-
-
-def _is_keras_hub(layer, name):
-    cls = type(layer)
-    return cls.__name__ == name and cls.__module__.split(".")[0] == "keras_hub"
-
-
-def _embedding(channels, path, layer, node):
-    table = _weight(layer, "embeddings")
-    cols = channels.space(("cols", id(layer)), table.shape[1])
-    channels.join(channels.tensor(node.outputs[0]), cols, table.shape[1])
-    if channels.first_time(layer):
-        channels.add(cols, path, table, 1, WRITES)
-
-
-def _special(channels, path, layer, node):
-    """Reads the layers `_graph` does not; `True` when it handled `node`."""
-    single = len(node.input_tensors) == 1 and len(node.outputs) == 1
-    if type(layer) is keras.layers.MultiHeadAttention:
-        _attention_call(channels, path, layer, node)
-        return True
-    if _is_keras_hub(layer, "TransformerEncoder") and len(node.outputs) == 1:
-        _transformer_encoder(channels, path, layer, node)
-        return True
-    if type(layer) is keras.layers.Embedding and single:
-        _embedding(channels, path, layer, node)
-        return True
-    if isinstance(layer, _NORMALIZATIONS):
-        reason = (
-            f"{_graph.describe(layer)} normalizes over the channels: its statistics "
-            "change when a channel goes"
+    live = np.any(kernel.reshape(-1, *kernel.shape[-2:]) != 0, axis=0)
+    for variable, axis in compute.reads:
+        values = np.moveaxis(_graph._numpy(variable), axis, 0)
+        live &= np.any(values.reshape(values.shape[0], -1) != 0, axis=1)[:, None]
+    varying = np.isnan(constants)
+    if pads:
+        varying |= constants != 0
+    constant = ~np.any(live & varying[:, None], axis=0)
+    bias = _graph._numpy(compute.bias) if compute.bias is not None else 0.0
+    if compute.fold is None:
+        pre = bias + np.zeros(constant.shape)
+        constant &= ~np.any(
+            live & ~np.isnan(constants)[:, None] & (constants != 0)[:, None], axis=0
         )
-        for tensor in list(node.input_tensors) + list(node.outputs):
-            channels.pin_tensor(tensor, reason)
-        return True
-    if type(layer) is keras.layers.EinsumDense and single and _last_axis_einsum(layer):
-        if layer.activation is not None and not _entrywise(layer.activation):
-            return False
-        kernel = _weight(layer, "kernel")
-        bias = _weight(layer, "bias")
-        equation_out = layer.equation.split("->")[1]
-        if bias is not None and (bias.ndim != 1 or layer.bias_axes != equation_out[-1]):
-            return False
-        _compute(channels, path, layer, node, kernel, 0, 1, bias)
-        return True
-    return False
+    else:
+        pre = bias + compute.fold(np.where(np.isnan(constants), 0.0, constants))
+    out = activation_values(np.where(constant, pre, np.nan))
+    return np.where(constant, out, np.nan)
 
 
-def _carried(layer):
-    """`(variable, axis)` of each weight a per-channel layer keeps per channel."""
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        kernel = _weight(layer, "kernel")
-        pairs = [(kernel, kernel.ndim - 2)]
-        if layer.use_bias:
-            pairs.append((_weight(layer, "bias"), 0))
-        return pairs
-    return [(v, v.ndim - 1) for v in layer.weights if v.ndim >= 1]
-
-
-def _carrier_keeps_zero(layer):
-    """Whether a per-channel layer outputs 0 once its own weights of a channel are 0.
-
-    A `BatchNormalization` without a scale outputs `-mean / std + beta` for
-    a zero input; one with a scale outputs 0 once its scale and offset are.
-    A depthwise convolution's activation must map 0 to 0.
-    """
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return bool(layer.scale)
-    return _activation_keeps_zero(getattr(layer, "activation", None))
+def _merge_constants(operation, inputs):
+    """Per-channel constants after an entry-by-entry merge (NaN: not constant)."""
+    name = type(operation).__name__
+    if name == "Multiply":
+        out = np.prod(np.where(np.isnan(inputs), 1.0, inputs), axis=0)
+        zero = np.any(inputs == 0, axis=0)
+        return np.where(zero, 0.0, np.where(np.any(np.isnan(inputs), axis=0), np.nan, out))
+    with np.errstate(all="ignore"):
+        if name == "Add":
+            return np.sum(inputs, axis=0)
+        if name == "Subtract" and len(inputs) == 2:
+            return inputs[0] - inputs[1]
+        if name == "Average":
+            return np.mean(inputs, axis=0)
+        if name == "Maximum":
+            return np.max(inputs, axis=0)
+        if name == "Minimum":
+            return np.min(inputs, axis=0)
+    return np.full(inputs.shape[1:], np.nan)
 
 
 def _walk_graph(channels, model, prefix):
@@ -455,67 +302,95 @@ def _walk_graph(channels, model, prefix):
         layer = node.operation
         if layer is None or not node.input_tensors:
             continue
-        path = _path(prefix, layer)
+        path = _graph.sub_path(prefix, layer)
         inputs, outputs = node.input_tensors, node.outputs
         if isinstance(layer, keras.Model):
             inner = _graph.functional_of(layer)
             for outer, tensor in zip(inputs, inner.inputs, strict=False):
                 if _width(outer) and _width(outer) == _width(tensor):
                     channels.join(channels.tensor(outer), channels.tensor(tensor), _width(outer))
+                    channels.constants[id(tensor)] = channels.constant(outer)
                 else:
                     channels.pin_tensor(outer, f"{_graph.describe(layer)} reshapes its input")
+            _walk_graph(channels, layer, path)
             for outer, tensor in zip(outputs, inner.outputs, strict=False):
                 channels.join(channels.tensor(outer), channels.tensor(tensor), _width(outer))
-            _walk_graph(channels, layer, path)
-            continue
-        if isinstance(layer, keras.layers.Layer) and _special(channels, path, layer, node):
+                channels.constants[id(outer)] = channels.constant(tensor)
             continue
         rule = graph.rule(node)
         why = f"{_graph.describe(layer)} {rule.reason}" if rule.reason else None
-        if rule.kind == _graph.COMPUTE and rule.reason is None:
-            kernel = _weight(layer, "kernel")
-            bias = _weight(layer, "bias") if layer.use_bias else None
-            _compute(channels, path, layer, node, kernel, kernel.ndim - 2, kernel.ndim - 1, bias)
-            if rule.values is None and not _entrywise(layer.activation):
-                channels.pin_tensor(outputs[0], f"{_graph.describe(layer)} mixes its units")
+        if rule.kind == _graph.COMPOSITE:
+            rule.connect(channels, path)
+        elif rule.kind == _graph.COMPUTE and rule.reason is None:
+            constants, pads = _compute(channels, path, layer, node, rule.compute)
+            if rule.values is None:
+                name = _graph.activation_name(layer.activation)
+                channels.pin_tensor(
+                    outputs[0],
+                    f"{_graph.describe(layer)} has activation {name!r}, which mixes its units",
+                )
+            else:
+                channels.constants[id(outputs[0])] = _compute_constants(
+                    rule.compute, rule.values, constants, pads
+                )
+            channels.keeps_zero(
+                channels.space(("cols", id(layer)), _width(outputs[0])),
+                _width(outputs[0]),
+                rule.values is not None and bool(_zero_to_zero(rule.values)[0]),
+            )
         elif rule.kind in (_graph.ELEMENTWISE, _graph.POOLING):
             width = _width(inputs[0])
             channels.join(channels.tensor(inputs[0]), channels.tensor(outputs[0]), width)
             channels.keeps_zero(
                 channels.tensor(outputs[0]), width, _zero_to_zero(rule.values, width)
             )
+            channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
+            if rule.pads:
+                channels.padded[id(outputs[0])] = channels.constant(inputs[0])
         elif rule.kind == _graph.PER_CHANNEL:
             width = _width(inputs[0])
             own = channels.space(("carried", id(layer)), width)
             channels.join(channels.tensor(inputs[0]), own, width)
             channels.join(channels.tensor(outputs[0]), own, width)
-            channels.keeps_zero(own, width, _carrier_keeps_zero(layer))
+            channels.keeps_zero(own, width, rule.keeps_zero)
             if channels.first_time(layer):
-                for variable, axis in _carried(layer):
+                for variable, axis in rule.carries:
                     channels.add(own, path, variable, axis, CARRIES)
+            channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
         elif rule.kind == _graph.FLATTEN:
             width = _width(inputs[0])
             source, target = channels.tensor(inputs[0]), channels.tensor(outputs[0])
             for j in range(_width(outputs[0])):
                 channels.union(source + j % width, target + j)
+            channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
         elif rule.kind == _graph.MERGE:
             target = channels.tensor(outputs[0])
             for tensor in inputs:
                 channels.join(channels.tensor(tensor), target, _width(tensor))
             keeps = type(layer).__name__ not in _NONZERO_MERGES
             channels.keeps_zero(target, _width(outputs[0]), keeps)
+            channels.constants[id(outputs[0])] = _merge_constants(
+                layer, np.stack([channels.constant(t) for t in inputs])
+            )
         elif rule.kind == _graph.CONCATENATE:
             target, offset = channels.tensor(outputs[0]), 0
             for tensor in inputs:
                 channels.join(channels.tensor(tensor), target + offset, _width(tensor))
                 offset += _width(tensor)
+            channels.constants[id(outputs[0])] = np.concatenate(
+                [channels.constant(t) for t in inputs]
+            )
         else:
             for tensor in list(inputs) + list(outputs):
                 channels.pin_tensor(tensor, why or f"{_graph.describe(layer)} is opaque")
 
 
 def _groups(channels):
-    """Families of coupled channels with the same members, in the model's order."""
+    """Families of coupled channels with the same members, in the model's order.
+
+    Returns `(groups, roots)`: `roots[i][c]` is the union-find root of
+    channel `c` of `groups[i]`.
+    """
     components = {}
     variables = {}
     for channel, path, variable, axis, index, role in channels.members:
@@ -532,15 +407,15 @@ def _groups(channels):
         entries = components[root]
         signature = tuple((key, len(indices)) for key, indices in entries.items())
         key = (signature, reasons.get(root), root not in nonzero)
-        families.setdefault(key, []).append(entries)
-    groups = []
+        families.setdefault(key, []).append((root, entries))
+    groups, roots = [], []
     for (signature, reason, zeros_propagate), family in families.items():
         members = tuple(
             GroupMember(
                 layer=key[0],
                 variable=variables[key],
                 axis=key[2],
-                indices=np.array([sorted(entries[key]) for entries in family], dtype="int64"),
+                indices=np.array([sorted(entries[key]) for _, entries in family], dtype="int64"),
                 role=key[3],
             )
             for key, _ in signature
@@ -548,7 +423,21 @@ def _groups(channels):
         groups.append(
             DependencyGroup(len(family), members, reason is None, reason, zeros_propagate)
         )
-    return groups
+        roots.append([root for root, _ in family])
+    return groups, roots
+
+
+def analyse(model):
+    """`(channels, groups, roots)`: the union-find, its groups and their channels' roots."""
+    channels = _Channels()
+    functional = _graph.functional_of(model)
+    _walk_graph(channels, model, "")
+    for tensor in functional.inputs:
+        channels.pin_tensor(tensor, MODEL_INPUT)
+    for tensor in functional.outputs:
+        channels.pin_tensor(tensor, MODEL_OUTPUT)
+    groups, roots = _groups(channels)
+    return channels, groups, roots
 
 
 @validate_params({"model": InstanceOf(keras.Model, "a built Sequential or functional keras.Model")})
@@ -610,11 +499,4 @@ def dependency_groups(model):
     6 ['a', 'b', 'head'] True
     2 ['head'] False
     """
-    channels = _Channels()
-    _walk_graph(channels, model, "")
-    functional = _graph.functional_of(model)
-    for tensor in functional.inputs:
-        channels.pin_tensor(tensor, MODEL_INPUT)
-    for tensor in functional.outputs:
-        channels.pin_tensor(tensor, MODEL_OUTPUT)
-    return _groups(channels)
+    return analyse(model)[1]

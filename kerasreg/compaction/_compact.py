@@ -1,21 +1,21 @@
-"""`compact`: its two passes, each decided, then rebuilt."""
+"""`compact`: the engine's plan, rebuilt."""
 
+import dataclasses
 import warnings
 
 import keras
 
+from kerasreg._graph import Graph
+from kerasreg._graph import functional_of
 from kerasreg._save_guard import penalties_unguarded
 from kerasreg._validation import Boolean
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import validate_params
-from kerasreg.compaction._chains import plan_chains
-from kerasreg.compaction._coupled import coupled_cuts
+from kerasreg.compaction._engine import plan
 from kerasreg.compaction._rebuild import compile_like
 from kerasreg.compaction._rebuild import cut_model
-from kerasreg.compaction._rebuild import rebuild_chains
 from kerasreg.compaction._summary import CompactionSummary
 from kerasreg.compaction._summary import merge_notes
-from kerasreg.compaction._summary import merge_rows
 
 __all__ = ["compact"]
 
@@ -128,32 +128,42 @@ def compact(model, return_summary=False):
     True
     """
     with penalties_unguarded(model):
-        coupled, rows, notes = _compact_coupled(model)
-        new_model, summary = rebuild_chains(coupled, plan_chains(coupled))
-    summary = CompactionSummary(
-        layers=merge_rows(rows, summary.layers),
-        left_as_is=merge_notes(tuple(notes) + summary.left_as_is),
-        params=int(model.count_params()),
-        kept_params=summary.kept_params,
-    )
+        new_model, summary = _compact(model)
     for name, reason in summary.left_as_is:
         # stacklevel 3: past the `validate_params` wrapper, to the caller's line.
         warnings.warn(f"compact() left layer '{name}' as it is: {reason}.", stacklevel=3)
     return (new_model, summary) if return_summary else new_model
 
 
-def _compact_coupled(model):
-    """The coupled pass: `(model, rows, notes)`; the model itself when nothing goes."""
-    cuts, notes = coupled_cuts(model)
-    if not cuts:
-        return model, [], notes
+def _compact(model):
+    """`(new model, summary)`: the engine's plan, rebuilt."""
+    decided = plan(model)
+    notes = list(decided.notes)
     rows, finishers = [], []
-    try:
-        new_model = cut_model(model, cuts, rows, finishers)
-        for finish in finishers:
-            finish()
-    except ValueError as error:  # a nested model that Keras cannot clone
-        reason = f"coupled channels kept: the model cannot be rebuilt ({error})"
-        return model, [], notes + [(model.name, reason)]
+    new_model = cut_model(model, decided, rows, finishers)
+    for finish in finishers:
+        finish()
     compile_like(model, new_model)
-    return new_model, rows, notes
+    summary = CompactionSummary(
+        layers=tuple(_with_input_indices(model, decided, rows)),
+        left_as_is=merge_notes(tuple(notes)),
+        params=int(model.count_params()),
+        kept_params=int(new_model.count_params()),
+    )
+    return new_model, summary
+
+
+def _with_input_indices(model, decided, rows):
+    """Rows, those of the layers that read a model input through `SelectFeatures` marked."""
+    if not decided.inputs:
+        return rows
+    readers = {}
+    graph = Graph(model)
+    for tensor in functional_of(model).inputs:
+        if id(tensor) in decided.inputs:
+            for node in graph.consumers.get(id(tensor), []):
+                readers[getattr(node.operation, "name", None)] = decided.inputs[id(tensor)]
+    return [
+        dataclasses.replace(row, input_indices=readers[row.layer]) if row.layer in readers else row
+        for row in rows
+    ]
