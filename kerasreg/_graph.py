@@ -613,6 +613,14 @@ def attention(channels, path, layer, inputs, output):
             channels.add(cols, sub_path(path, dense), bias, 0, WRITES)
 
 
+def _attention_projections(layer):
+    return [
+        getattr(layer, f"_{name}_dense")
+        for name in ("query", "key", "value", "output")
+        if isinstance(getattr(layer, f"_{name}_dense", None), keras.layers.EinsumDense)
+    ]
+
+
 def _multi_head_attention(layer, node, rank):
     if type(layer) is not keras.layers.MultiHeadAttention:
         return _opaque(f"a subclass of {type(layer).__mro__[1].__name__}")
@@ -630,58 +638,63 @@ def _multi_head_attention(layer, node, rank):
     return ChannelRule(COMPOSITE, connect=connect)
 
 
-def _transformer_encoder(layer, node, rank):
-    """KerasHub's `TransformerEncoder`: its heads and feed-forward units.
+def _keras_hub_rule(connect_name):
+    """The rule of a KerasHub transformer layer: `_keras_hub`'s connect function."""
 
-    Its stream (input, residual adds, output) passes two
-    `LayerNormalization`s, whose statistics couple every channel: the
-    stream stays. Inside, each attention head and each hidden unit of the
-    feed-forward block is a group.
-    """
-    if len(node.outputs) != 1:
-        return _opaque("returns several tensors")
+    def rule(layer, node, rank):
+        from kerasreg.compaction import _keras_hub
 
-    def connect(channels, path):
-        stream = node.input_tensors[0]
-        width = _width(stream)
-        channels.join(channels.tensor(stream), channels.tensor(node.outputs[0]), width)
-        self_attention = layer._self_attention_layer
-        attention(
-            channels,
-            sub_path(path, self_attention),
-            self_attention,
-            dict.fromkeys(("query", "value", "key"), stream),
-            stream,
+        if len(node.outputs) != 1:
+            return _opaque("returns several tensors")
+        connect = getattr(_keras_hub, connect_name)
+        return ChannelRule(
+            COMPOSITE, connect=lambda channels, path: connect(channels, path, layer, node)
         )
-        channels.pin(
-            channels.space(("heads", id(self_attention)), self_attention.num_heads),
-            self_attention.num_heads,
-            f"{describe(layer)} derives its attention's key_dim from hidden_dim // "
-            "num_heads, so its heads cannot be removed through its config",
-        )
-        first = channels.first_time(layer)
-        inner, outer = layer._feedforward_intermediate_dense, layer._feedforward_output_dense
-        units = channels.space(("units", id(layer)), inner.units)
-        channels.keeps_zero(units, inner.units, activation_keeps_zero(inner.activation))
-        if first:
-            for norm in (layer._self_attention_layer_norm, layer._feedforward_layer_norm):
-                for variable in norm.weights:
-                    channels.add(
-                        channels.tensor(stream), sub_path(path, norm), variable, 0, CARRIES
-                    )
-            channels.add(channels.tensor(stream), sub_path(path, inner), inner.kernel, 0, READS)
-            channels.add(units, sub_path(path, inner), inner.kernel, 1, WRITES)
-            if inner.use_bias:
-                channels.add(units, sub_path(path, inner), inner.bias, 0, WRITES)
-            channels.add(units, sub_path(path, outer), outer.kernel, 0, READS)
-            channels.add(channels.tensor(stream), sub_path(path, outer), outer.kernel, 1, WRITES)
-            if outer.use_bias:
-                channels.add(channels.tensor(stream), sub_path(path, outer), outer.bias, 0, WRITES)
-        if not entrywise(inner.activation):
-            channels.pin(units, inner.units, f"{describe(inner)} mixes its units")
-        channels.pin_tensor(stream, f"{describe(layer)} normalizes its stream over the channels")
 
-    return ChannelRule(COMPOSITE, connect=connect)
+    return rule
+
+
+def _kept_or_all(kept, variable, axis):
+    return np.asarray(kept(variable, axis), bool)
+
+
+def _shrink_encoder(layer, kept):
+    from kerasreg.compaction import _keras_hub
+
+    return _keras_hub.shrink_transformer_encoder(
+        layer,
+        _kept_or_all(kept, layer._self_attention_layer._query_dense.kernel, 1),
+        _kept_or_all(kept, layer._feedforward_intermediate_dense.kernel, 1),
+    )
+
+
+def _shrink_decoder(layer, kept):
+    from kerasreg.compaction import _keras_hub
+
+    cross = getattr(layer, "_cross_attention_layer", None)
+    return _keras_hub.shrink_transformer_decoder(
+        layer,
+        _kept_or_all(kept, layer._self_attention_layer._query_dense.kernel, 1),
+        None if cross is None else _kept_or_all(kept, cross._query_dense.kernel, 1),
+        _kept_or_all(kept, layer._feedforward_intermediate_dense.kernel, 1),
+    )
+
+
+def _shrink_vit_encoder(layer, kept):
+    from kerasreg.compaction import _keras_hub
+
+    blocks = list(layer.encoder_layers)
+    return _keras_hub.shrink_vit_encoder(
+        layer,
+        [_kept_or_all(kept, b.mha._query_dense.kernel, 1) for b in blocks],
+        [_kept_or_all(kept, b.mlp.dense_1.kernel, 1) for b in blocks],
+    )
+
+
+def _vit_patching_config(layer):
+    from kerasreg.compaction import _keras_hub
+
+    return _keras_hub.rebuildable_config(layer)
 
 
 def _width(tensor):
@@ -743,11 +756,6 @@ def _resize_gate(layer, config, width, kept=None):
     return config
 
 
-def _resize_transformer_encoder(layer, config, width):
-    config["intermediate_dim"] = width(layer._feedforward_intermediate_dense.kernel)
-    return config
-
-
 def _keep(layer, config, width):
     return config
 
@@ -760,13 +768,21 @@ class LayerRule:
         rule: `(layer, node, rank) -> ChannelRule` for one call.
         resize: `(layer, config, width) -> config`, its config for new
             weight shapes (`width(variable, axis=-1)`: the new length).
-        attention: Whether its config holds one regularizer for its
-            attention projections (`MultiHeadAttention`).
+        projections: `layer -> sublayers` whose regularizers its config
+            holds as one argument (`MultiHeadAttention`'s projections), or
+            `None`.
+        shrink: `(layer, kept) -> new layer` for layers whose config cannot
+            say their new shapes (`kept(variable, axis)`: the mask of the
+            entries that stay); the new layer is built, its weights set.
+        config: `layer -> config` where its own `get_config()` cannot
+            rebuild it.
     """
 
     rule: Callable
     resize: Callable = _keep
-    attention: bool = False
+    projections: Callable | None = None
+    shrink: Callable | None = None
+    config: Callable | None = None
 
 
 def _is_keras_hub(layer, name):
@@ -788,7 +804,7 @@ _LAYER_RULES = [
     (_TRANSPOSED + _SEPARABLE, LayerRule(_compute, _resize_units)),
     (
         (keras.layers.MultiHeadAttention,),
-        LayerRule(_multi_head_attention, _resize_attention, attention=True),
+        LayerRule(_multi_head_attention, _resize_attention, projections=_attention_projections),
     ),
     ((keras.layers.Embedding,), LayerRule(_embedding, _resize_embedding)),
     (
@@ -866,8 +882,26 @@ _LAYER_RULES = [
     ),
     ((keras.Model,), LayerRule(_nested_model)),
     (
-        lambda layer: _is_keras_hub(layer, "TransformerEncoder"),
-        LayerRule(_transformer_encoder, _resize_transformer_encoder),
+        lambda layer: (
+            _is_keras_hub(layer, "TransformerEncoder")
+            or type(layer).__name__ == "CompactTransformerEncoder"
+        ),
+        LayerRule(_keras_hub_rule("connect_transformer_encoder"), shrink=_shrink_encoder),
+    ),
+    (
+        lambda layer: (
+            _is_keras_hub(layer, "TransformerDecoder")
+            or type(layer).__name__ == "CompactTransformerDecoder"
+        ),
+        LayerRule(_keras_hub_rule("connect_transformer_decoder"), shrink=_shrink_decoder),
+    ),
+    (
+        lambda layer: _is_keras_hub(layer, "ViTEncoder"),
+        LayerRule(_keras_hub_rule("connect_vit_encoder"), shrink=_shrink_vit_encoder),
+    ),
+    (
+        lambda layer: _is_keras_hub(layer, "ViTPatchingAndEmbedding"),
+        LayerRule(lambda layer, node, rank: _opaque("embeds patches"), config=_vit_patching_config),
     ),
     (_is_convnext_layer_scale, LayerRule(_layer_scale, _resize_layer_scale)),
 ]

@@ -11,6 +11,7 @@ import copy
 
 import keras
 
+from kerasreg import _graph
 from kerasreg import _model_walk
 from kerasreg import _save_guard
 from kerasreg import dependency as dependency_lib
@@ -44,28 +45,19 @@ def _config_arguments(weight):
     return _CONFIG_ARGUMENTS.get(weight, (f"{weight}_regularizer",))
 
 
-def _sync_attention(layer):
-    """Gives `MultiHeadAttention` its projections' regularizers when they agree.
+def _sync_projections(layer, projections):
+    """Gives a container its projections' regularizers when they agree.
 
-    Its config has one `kernel_regularizer` (and one `bias_regularizer`)
-    for the four projections, kept in Keras' private `_kernel_regularizer`
-    (`tests/test_apply.py` checks that the config follows it).
+    `MultiHeadAttention`'s config has one `kernel_regularizer` (and one
+    `bias_regularizer`) for its four projections, kept in Keras' private
+    `_kernel_regularizer` (`tests/test_apply.py` checks that the config
+    follows it); its rule in `kerasreg._graph` names the projections.
     """
-    projections = [
-        child
-        for child in _model_walk.sublayers(layer)
-        if isinstance(child, keras.layers.EinsumDense)
-    ]
     for weight, attribute in (("kernel", "_kernel_regularizer"), ("bias", "_bias_regularizer")):
         chosen = [getattr(p, f"{weight}_regularizer", None) for p in projections]
         configs = [serialized(r) for r in chosen]
         if projections and all(c == configs[0] for c in configs):
             setattr(layer, attribute, _copy(chosen[0]))
-
-
-# Layers whose config holds their sublayers' regularizers in arguments of
-# their own: one rule per layer class.
-_CONTAINER_RULES = ((keras.layers.MultiHeadAttention, _sync_attention),)
 
 
 def _copy(regularizer):
@@ -351,9 +343,9 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
         _attach(visit, name, variable, new)
     touched = {id(a) for (visit, _, _), _, _ in changed for a in visit.ancestors}
     for visit in visits:
-        for cls, rule in _CONTAINER_RULES:
-            if id(visit.layer) in touched and isinstance(visit.layer, cls):
-                rule(visit.layer)
+        rule = _graph.layer_rule(visit.layer) if id(visit.layer) in touched else None
+        if rule is not None and rule.projections is not None:
+            _sync_projections(visit.layer, rule.projections(visit.layer))
     _save_guard.record(
         model,
         visits,

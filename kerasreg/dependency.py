@@ -22,11 +22,17 @@ import keras
 import numpy as np
 
 from kerasreg import _graph
+from kerasreg._graph import register_layer_rule
 from kerasreg._graph import zero_to_zero as _zero_to_zero
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import validate_params
 
-__all__ = ["DependencyGroup", "GroupMember", "dependency_groups"]
+__all__ = [
+    "DependencyGroup",
+    "GroupMember",
+    "dependency_groups",
+    "register_layer_rule",
+]
 
 WRITES = _graph.WRITES
 READS = _graph.READS

@@ -941,3 +941,41 @@ def test_coupled_channels_cross_into_nested_models_and_shared_layers(rng, inner_
     assert (rows["head"].inputs, rows["head"].kept_inputs) == (4, 3)
     assert small.count_params() == model.count_params() - 5 - 4 - 4 - 2
     _assert_same_function(model, small, rng.normal(size=(8, 3)).astype("float32"))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.layers.SeparableConv2D(6, 3, name="c"),
+        lambda: keras.layers.Conv2DTranspose(6, 3, name="c"),
+        lambda: keras.layers.Conv2D(6, 1, name="c"),
+        lambda: keras.layers.Conv2D(4, 3, padding="same", groups=4, name="c"),
+    ],
+    ids=["separable", "transposed", "pointwise", "depthwise_as_grouped"],
+)
+def test_filters_of_other_convolutions_go_with_their_readers(rng, make):
+    # Every other filter zeroed, then a normalization with random statistics:
+    # constant channels, which the 1x1 convolution after it folds.
+    inputs = keras.Input((6, 6, 4))
+    layer = make()
+    h = keras.layers.BatchNormalization(name="bn")(layer(inputs))
+    h = keras.layers.Conv2D(3, 1, name="reader")(keras.layers.ReLU()(h))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
+    _randomize(model, rng)
+    for variable in layer.weights:
+        if (
+            variable.path.endswith(("kernel", "pointwise_kernel"))
+            and "depthwise" not in variable.path
+        ):
+            value = to_numpy(variable).copy()
+            axis = -2 if isinstance(layer, keras.layers.Conv2DTranspose) else -1
+            index = [slice(None)] * value.ndim
+            index[axis] = slice(1, None, 2)
+            value[tuple(index)] = 0.0
+            variable.assign(value)
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    filters = model.get_layer("bn").gamma.shape[0]
+    assert small.get_layer("bn").gamma.shape[0] == filters // 2
+    assert small.count_params() < model.count_params()
+    _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 4)).astype("float32"))

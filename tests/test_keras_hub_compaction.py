@@ -14,6 +14,7 @@ import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
 
+import kerasreg  # noqa: E402
 from kerasreg.compaction import _keras_hub as hub  # noqa: E402
 from kerasreg.dependency import _Channels  # noqa: E402
 from kerasreg.dependency import _groups  # noqa: E402
@@ -215,10 +216,6 @@ def test_importing_the_module_does_not_import_keras_hub():
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until `import kerasreg` imports kerasreg.compaction._keras_hub (the engine's wiring)",
-)
 def test_a_saved_compact_encoder_loads_after_import_kerasreg_alone(tmp_path):
     encoder = _encoder()
     small = hub.shrink_transformer_encoder(encoder, KEEP_HEADS, KEEP_UNITS)
@@ -428,3 +425,55 @@ def test_vit_patching_rebuildable_config():
     assert hub.rebuildable_config(copy) == config
     assert [w.shape for w in copy.weights] == [w.shape for w in layer.weights]
     _close(layer(images), copy(images))
+
+
+# --- Through `compact` -------------------------------------------------------
+
+
+def test_compact_removes_an_encoder_head_and_units_whose_output_rows_are_zero(tmp_path):
+    inputs = keras.Input((5, 8))
+    encoder = keras_hub.layers.TransformerEncoder(intermediate_dim=16, num_heads=4, name="enc")
+    pooled = keras.layers.GlobalAveragePooling1D()(encoder(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(pooled))
+    attention_output = encoder._self_attention_layer._output_dense
+    kernel = keras.ops.convert_to_numpy(attention_output.kernel).copy()
+    kernel[1] = 0.0  # head 1 writes nothing into the stream
+    attention_output.kernel.assign(kernel)
+    feedforward_output = encoder._feedforward_output_dense
+    kernel = keras.ops.convert_to_numpy(feedforward_output.kernel).copy()
+    kernel[3:6] = 0.0  # units 3, 4 and 5 neither
+    feedforward_output.kernel.assign(kernel)
+    small, summary = kerasreg.compact(model, return_summary=True)
+    assert summary.left_as_is == ()
+    compacted = small.get_layer("enc")
+    assert compacted._self_attention_layer.num_heads == 3
+    assert compacted._feedforward_intermediate_dense.units == 13
+    # Per head: query, key and value columns and biases (3 * (8 * 2 + 2)) and
+    # two rows of the output kernel; per unit: a column, a bias and a row.
+    assert model.count_params() - small.count_params() == 3 * 18 + 2 * 8 + 3 * (8 + 1 + 8)
+    x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(small(x)), expected, atol=1e-5)
+    small.save(tmp_path / "encoder.keras")
+    loaded = keras.saving.load_model(tmp_path / "encoder.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, atol=1e-5)
+
+
+def test_compact_removes_a_vit_head_and_the_backbone_saves_and_loads(tmp_path):
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=4, hidden_dim=16, mlp_dim=32
+    )
+    block = backbone.get_layer("vit_encoder").encoder_layers[0]
+    kernel = keras.ops.convert_to_numpy(block.mha._output_dense.kernel).copy()
+    kernel[2] = 0.0  # block 0's head 2 writes nothing
+    block.mha._output_dense.kernel.assign(kernel)
+    small, summary = kerasreg.compact(backbone, return_summary=True)
+    assert summary.left_as_is == ()
+    # The head's query, key and value columns and biases, and its output rows.
+    assert backbone.count_params() - small.count_params() == 3 * (16 * 4 + 4) + 4 * 16
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(backbone(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(small(x)), expected, atol=1e-5)
+    small.save(tmp_path / "vit.keras")
+    loaded = keras.saving.load_model(tmp_path / "vit.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, atol=1e-5)

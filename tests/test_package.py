@@ -99,6 +99,7 @@ def test_public_surface_is_pinned():
         "DependencyGroup",
         "GroupMember",
         "dependency_groups",
+        "register_layer_rule",
     ]
     assert kerasreg.deployment.__all__ == ["strip"]
     assert sorted(kerasreg.model_selection.__all__) == [

@@ -13,6 +13,9 @@ chains of compute layers), then `_rebuild.py` makes the smaller model from
 the decisions; `_compact.py` runs the two passes.
 """
 
+# Registers the smaller KerasHub transformer layers that `compact` makes, so
+# that files holding them load (KerasHub itself is imported only when used).
+from kerasreg.compaction import _keras_hub  # noqa: F401
 from kerasreg.compaction._compact import compact
 from kerasreg.compaction._summary import CompactionSummary
 from kerasreg.compaction._summary import LayerCompaction

@@ -291,7 +291,7 @@ def _notes(weights, groups):
                 "its shape"
             )
         for member in group.group.members:
-            if member.role not in (WRITES, READS) or member.variable.ndim < 2:
+            if member.role not in (WRITES, READS) or "kernel" not in member.variable.name:
                 continue
             zero = ~weights.live(member.variable, member.axis)[member.indices[kept]].any(axis=1)
             if not zero.any():

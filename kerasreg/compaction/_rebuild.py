@@ -105,6 +105,14 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
             weights.append(bias.astype(kernel.dtype))
             config = {**layer.get_config(), "use_bias": True}
             changed = True
+        rule = _graph.layer_rule(layer)
+        if changed and rule is not None and rule.shrink is not None:
+            new = rule.shrink(layer, lambda variable, axis=-1: _kept_mask(shapes, variable, axis))
+            rows.append(_cut_row(layer, shapes, plan))
+            clones[id(layer)] = new
+            return new
+        if config is None and rule is not None and rule.config is not None:
+            config = rule.config(layer)
         if changed:
 
             def width(variable, axis=-1):
@@ -118,6 +126,11 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
         new, finish = rebuild_layer(model, layer, weights, config)
         if finish is not None:
             finishers.append(finish)
+        if rule is not None and rule.config is not None and new is not layer:
+            # The layer's own `get_config` gives arguments its constructor
+            # refuses: this copy saves the config that rebuilds it.
+            fixed = dict(config)
+            new.get_config = lambda: dict(fixed)
         if id(layer) in reshapes:
             reshapes.add(id(new))
         clones[id(layer)] = new
