@@ -85,6 +85,9 @@ class ChannelRule:
             weights are zero (moving statistics aside) outputs 0 for 0.
         connect: For `COMPOSITE`, `(channels, path) -> None`: joins the
             channels of the node's inputs, outputs and weights itself.
+        inexact: For `OPAQUE`, whether it acts on each channel with
+            `carries` once its statistics are let change (a normalization
+            over the channels): `compact(exact=False)` cuts through it.
         pads: For `POOLING`, whether it only adds zeros around its input
             (`ZeroPadding`): a compute layer right after it reads a
             constant channel as a padded one.
@@ -98,6 +101,7 @@ class ChannelRule:
     keeps_zero: bool = True
     connect: Callable | None = None
     pads: bool = False
+    inexact: bool = False
 
 
 # Activations that act on each entry alone: removing a unit does not change
@@ -426,7 +430,7 @@ def _feature_gate(layer, node, rank):
 
 @_single_input
 def _layer_scale(layer, node, rank):
-    gamma = weight(layer, "gamma")
+    gamma = getattr(layer, "gamma", None)
     if gamma is None or gamma.ndim != 1:
         return _opaque("scales other axes")
     return ChannelRule(
@@ -561,9 +565,19 @@ def _layout(layer, node, rank):
 
 
 def _normalization(layer, node, rank):
-    return _opaque(
-        "normalizes over the channels: its statistics change when a channel goes",
-    )
+    reason = "normalizes over the channels: its statistics change when a channel goes"
+    axes = getattr(layer, "axis", None)
+    axes = (axes,) if isinstance(axes, int) else tuple(axes or ())
+    if (
+        not isinstance(layer, keras.layers.LayerNormalization)
+        or len(node.input_tensors) != 1
+        or tuple(a % rank for a in axes) != (rank - 1,)
+    ):
+        return _opaque(reason)
+    # Exact compaction stops here; `compact(exact=False)` cuts through it,
+    # slicing its scale and offset, and reports how the outputs change.
+    carries = tuple((v, v.ndim - 1) for v in layer.weights if v.ndim == 1)
+    return ChannelRule(OPAQUE, reason, values=_unknown, carries=carries, inexact=True)
 
 
 def _embedding(layer, node, rank):

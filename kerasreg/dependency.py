@@ -148,6 +148,8 @@ class _Channels:
         self.constants = {}  # id(tensor) -> per-channel constants (NaN: not constant)
         self.sites = []  # `_Site`s: where compute layers read channels
         self.padded = {}  # id(tensor) -> constants inside the zeros a padding added
+        self.exact = True  # False: normalizations over the channels are cut through
+        self.inexact = set()  # reasons that pin only while compaction is exact
         self.reasons = {}  # channel -> every reason it is pinned
 
     def constant(self, tensor):
@@ -353,7 +355,12 @@ def _walk_graph(channels, model, prefix):
             channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
             if rule.pads:
                 channels.padded[id(outputs[0])] = channels.constant(inputs[0])
-        elif rule.kind == _graph.PER_CHANNEL:
+        elif rule.kind == _graph.PER_CHANNEL or (rule.inexact and not channels.exact):
+            if rule.inexact:
+                # Cut through only where the user lets outputs change.
+                channels.inexact.add(why)
+                for tensor in list(inputs) + list(outputs):
+                    channels.pin_tensor(tensor, why)
             width = _width(inputs[0])
             own = channels.space(("carried", id(layer)), width)
             channels.join(channels.tensor(inputs[0]), own, width)
@@ -433,9 +440,15 @@ def _groups(channels):
     return groups, roots
 
 
-def analyse(model):
-    """`(channels, groups, roots)`: the union-find, its groups and their channels' roots."""
+def analyse(model, exact=True):
+    """`(channels, groups, roots)`: the union-find, its groups and their channels' roots.
+
+    With `exact=False`, normalizations over the channels join their input
+    and output channels (their scale and offset carried), pinned with a
+    reason in `channels.inexact`.
+    """
     channels = _Channels()
+    channels.exact = exact
     functional = _graph.functional_of(model)
     _walk_graph(channels, model, "")
     for tensor in functional.inputs:

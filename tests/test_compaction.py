@@ -979,3 +979,37 @@ def test_filters_of_other_convolutions_go_with_their_readers(rng, make):
     assert small.get_layer("bn").gamma.shape[0] == filters // 2
     assert small.count_params() < model.count_params()
     _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 4)).astype("float32"))
+
+
+def _normalized_stream():
+    inputs = keras.Input((5, 6))
+    h = keras.layers.Dense(8, name="writer")(inputs)
+    h = keras.layers.LayerNormalization(name="ln")(h)
+    h = keras.layers.Dense(4, activation="relu", name="reader")(h)
+    return keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+
+
+def test_exact_false_cuts_through_a_layer_normalization_and_reports_the_change(rng):
+    model = _normalized_stream()
+    _randomize(model, rng)
+    _zero(model, "writer", units=[1, 3, 5])
+    x = rng.normal(size=(4, 5, 6)).astype("float32")
+    small, summary, messages = _compact_quietly(model)
+    assert small.get_layer("ln").gamma.shape == (8,)  # exact: the stream stays
+    assert summary.output_change is None
+    assert any("LayerNormalization" in message for message in messages)
+    small, summary, messages = _compact_quietly(kerasreg.compact(model, exact=True))
+    assert summary.output_change is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cut, summary = kerasreg.compact(model, return_summary=True, exact=False)
+    assert cut.get_layer("ln").gamma.shape == (5,)
+    assert cut.get_layer("reader").kernel.shape == (5, 4)
+    # The statistics are taken over 5 channels instead of 8: outputs change,
+    # and the summary says by how much (against the original, on its batch).
+    assert summary.output_change > 1e-3
+    assert "exact=False" in str(summary)
+    difference = np.max(np.abs(to_numpy(cut(x)) - to_numpy(model(x))))
+    assert difference > 0
+    with pytest.raises(ValueError, match="argument `exact`"):
+        kerasreg.compact(model, exact="no")

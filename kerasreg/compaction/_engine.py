@@ -109,7 +109,7 @@ def _statistic(member):
 class _Group:
     """One `DependencyGroup` with what the engine needs to decide on its channels."""
 
-    def __init__(self, group, roots, reasons, sites):
+    def __init__(self, group, roots, reasons, sites, inexact=()):
         self.group = group
         self.roots = roots
         self.kept = np.ones(group.channels, bool)
@@ -119,6 +119,8 @@ class _Group:
         for root in roots:
             all_reasons |= reasons.get(root, set())
         self.pinned = all_reasons - {MODEL_INPUT}
+        # Held only by normalizations that `compact(exact=False)` cuts through.
+        self.inexact = bool(self.pinned) and self.pinned <= set(inexact)
         self.at_input = MODEL_INPUT in all_reasons
         self.merged = False
         self.kept_one = False
@@ -186,6 +188,17 @@ def _decide(weights, group):
             silent &= ~weights.live(member.variable, member.axis, everywhere=True)[
                 member.indices[channels]
             ].any(axis=1)
+    if group.inexact:
+        # The channel carries nothing of the inputs into the normalization:
+        # its writers' kernels are zero (biases and constants aside).
+        writers = [m for m in group.own if m.role == WRITES and "kernel" in m.variable.name]
+        if writers:
+            unread = np.ones(channels.size, bool)
+            for member in writers:
+                unread &= ~weights.live(member.variable, member.axis, everywhere=True)[
+                    member.indices[channels]
+                ].any(axis=1)
+            silent |= unread
     go = (ok & ~padded) | silent
     return channels[go], channels[ok & padded & ~silent]
 
@@ -280,7 +293,7 @@ def _notes(weights, groups):
         if kept.size == 0:
             continue
         reason = None
-        if group.pinned:
+        if group.pinned and not group.inexact:
             reason = group.group.reason if group.group.reason in group.pinned else None
             reason = reason or sorted(group.pinned)[0]
         if reason == MODEL_OUTPUT:
@@ -319,16 +332,22 @@ def _blocker(weights, group, channels):
     return "their group is read where it is not constant"
 
 
-def plan(model):
-    """The `Plan` of `compact` for `model`."""
-    channels, groups, roots = analyse(model)
+def plan(model, exact=True):
+    """The `Plan` of `compact` for `model`.
+
+    With `exact=False`, channels of groups that only normalizations over the
+    channels hold go when their writers' kernels are zero.
+    """
+    channels, groups, roots = analyse(model, exact)
     reasons = {}
     for channel, found in channels.reasons.items():
         reasons.setdefault(channels.find(channel), set()).update(found)
     sites = _site_constants(channels, channels.sites)
     weights = _Weights()
-    states = [_Group(g, r, reasons, sites) for g, r in zip(groups, roots, strict=True)]
-    candidates = [s for s in states if not s.pinned]
+    states = [
+        _Group(g, r, reasons, sites, channels.inexact) for g, r in zip(groups, roots, strict=True)
+    ]
+    candidates = [s for s in states if not s.pinned or s.inexact]
     changed = True
     while changed:
         changed = False

@@ -48,12 +48,16 @@ class CompactionSummary:
             all-zero units or inputs that `compact` could not remove.
         params: Parameters of the original model.
         kept_params: Parameters of the compacted model.
+        output_change: With `compact(exact=False)`: the largest difference
+            between the two models' outputs on a random batch, relative to
+            the largest output; `None` when compaction was exact.
     """
 
     layers: tuple
     left_as_is: tuple
     params: int
     kept_params: int
+    output_change: float | None = None
 
     def __str__(self):
         header = f"{'layer':<24} {'units':>13} {'inputs':>13} {'params':>19}"
@@ -66,30 +70,11 @@ class CompactionSummary:
             )
         lines.append("-" * len(header))
         lines.append(f"{'model':<52} {self.params:>8,} -> {self.kept_params:<7,}")
+        if self.output_change is not None:
+            lines.append(f"outputs changed by up to {self.output_change:.3g} (exact=False)")
         for name, reason in self.left_as_is:
             lines.append(f"left as is: {name}: {reason}")
         return "\n".join(lines)
-
-
-def merge_rows(first, second):
-    """Rows of two passes, one per layer: sizes from before the first, after the second."""
-    merged = {row.layer: row for row in first}
-    for row in second:
-        earlier = merged.get(row.layer)
-        if earlier is None:
-            merged[row.layer] = row
-            continue
-        units = None
-        if earlier.unit_indices is not None and row.unit_indices is not None:
-            units = tuple(earlier.unit_indices[i] for i in row.unit_indices)
-        merged[row.layer] = dataclasses.replace(
-            row,
-            units=earlier.units,
-            inputs=earlier.inputs,
-            params=earlier.params,
-            unit_indices=units,
-        )
-    return tuple(merged.values())
 
 
 def merge_notes(notes):
