@@ -54,6 +54,10 @@ class Compute:
             change per output channel`.
         bias_key: The config key that gives the layer a bias when it has
             none (`"use_bias"`), or `None` when it cannot have one.
+        groups: A grouped convolution's groups: kernel row `r` reads input
+            channels `r`, `r + rows`, ... (one per group) and the units at
+            the same place in every group go together, so the groups keep
+            one size.
     """
 
     kernel: object
@@ -64,6 +68,7 @@ class Compute:
     pads: bool = False
     fold: Callable | None = None
     bias_key: str | None = "use_bias"
+    groups: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,15 +344,16 @@ def _compute(layer, node, rank):
     else:
         kernel = layer.kernel
         in_axis, out_axis = kernel.ndim - 2, kernel.ndim - 1
-        if getattr(layer, "groups", 1) != 1:
-            reason = reason or f"grouped convolution (groups={layer.groups})"
+        groups = getattr(layer, "groups", 1)
         compute = Compute(
             kernel,
             in_axis,
             out_axis,
             bias,
             pads=not isinstance(layer, _DENSE) and _pads(layer),
-            fold=_kernel_fold(kernel, in_axis, out_axis),
+            # A grouped convolution folds constant zeros only.
+            fold=_kernel_fold(kernel, in_axis, out_axis) if groups == 1 else None,
+            groups=groups,
         )
     return ChannelRule(COMPUTE, reason, _activation_values(layer.activation), compute=compute)
 

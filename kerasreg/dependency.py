@@ -240,22 +240,64 @@ class _Site:
 def _compute(channels, path, layer, node, compute):
     """A layer that reads the channels of one tensor and writes those of another."""
     kernel, in_axis, out_axis = compute.kernel, compute.in_axis, compute.out_axis
-    rows = channels.space(("rows", id(layer)), kernel.shape[in_axis])
-    cols = channels.space(("cols", id(layer)), kernel.shape[out_axis])
-    channels.join(channels.tensor(node.input_tensors[0]), rows, kernel.shape[in_axis])
-    channels.join(channels.tensor(node.outputs[0]), cols, kernel.shape[out_axis])
+    width_in, width_out = kernel.shape[in_axis], kernel.shape[out_axis]
+    source, target = node.input_tensors[0], node.outputs[0]
+    if compute.groups > 1:
+        # Kernel row r reads channels r, r + width_in, ...; column j is
+        # written in group j // per_group, at place j % per_group.
+        per_group = width_out // compute.groups
+        rows = channels.space(("rows", id(layer)), width_in)
+        cols = channels.space(("cols", id(layer)), per_group)
+        for i in range(_width(source)):
+            channels.union(channels.tensor(source) + i, rows + i % width_in)
+        for j in range(_width(target)):
+            channels.union(channels.tensor(target) + j, cols + j % per_group)
+        index_of = lambda j: j % per_group  # noqa: E731
+    else:
+        rows = channels.space(("rows", id(layer)), width_in)
+        cols = channels.space(("cols", id(layer)), width_out)
+        channels.join(channels.tensor(source), rows, width_in)
+        channels.join(channels.tensor(target), cols, width_out)
+        index_of = None
     if channels.first_time(layer):
         channels.add(rows, path, kernel, in_axis, READS)
         for variable, axis in compute.reads:
             channels.add(rows, path, variable, axis, READS)
-        channels.add(cols, path, kernel, out_axis, WRITES)
+        channels.add(cols, path, kernel, out_axis, WRITES, index_of)
         if compute.bias is not None:
-            channels.add(cols, path, compute.bias, -1, WRITES)
-    constants, pads = channels.constant(node.input_tensors[0]), compute.pads
-    if id(node.input_tensors[0]) in channels.padded:
-        constants, pads = channels.padded[id(node.input_tensors[0])], True
-    channels.sites.append(_Site(layer, compute, rows, kernel.shape[in_axis], constants, pads))
+            channels.add(cols, path, compute.bias, -1, WRITES, index_of)
+    constants, pads = channels.constant(source), compute.pads
+    if id(source) in channels.padded:
+        constants, pads = channels.padded[id(source)], True
+    if compute.groups > 1:
+        # Per kernel row: 0 where every channel it reads is 0, else unknown.
+        zero = np.all(constants.reshape(compute.groups, width_in) == 0, axis=0)
+        site_constants = np.where(zero, 0.0, np.nan)
+    else:
+        site_constants = constants
+    channels.sites.append(_Site(layer, compute, rows, width_in, site_constants, pads))
     return constants, pads
+
+
+def _grouped_constants(compute, activation_values, constants, pads):
+    """The constant output channels of a grouped convolution (NaN: not constant)."""
+    kernel = np.moveaxis(
+        _graph._numpy(compute.kernel), (compute.in_axis, compute.out_axis), (-2, -1)
+    )
+    live = np.any(kernel.reshape(-1, *kernel.shape[-2:]) != 0, axis=0)  # (rows, out)
+    rows, width_out = live.shape
+    per_group = width_out // compute.groups
+    by_group = constants.reshape(compute.groups, rows)
+    out = np.full(width_out, np.nan)
+    bias = _graph._numpy(compute.bias) if compute.bias is not None else np.zeros(width_out)
+    summed = kernel.reshape(-1, rows, width_out).sum(axis=0)
+    for j in range(width_out):
+        c = by_group[j // per_group]
+        varying = np.isnan(c) | (pads & (c != 0))
+        if not np.any(live[:, j] & varying):
+            out[j] = bias[j] + np.where(np.isnan(c), 0.0, c) @ summed[:, j]
+    values = activation_values(np.where(np.isnan(out), np.nan, out))
+    return np.where(np.isnan(out), np.nan, values)
 
 
 def _compute_constants(compute, activation_values, constants, pads):
@@ -338,13 +380,13 @@ def _walk_graph(channels, model, prefix):
                     f"{_graph.describe(layer)} has activation {name!r}, which mixes its units",
                 )
             else:
-                channels.constants[id(outputs[0])] = _compute_constants(
+                constants_of = _grouped_constants if rule.compute.groups > 1 else _compute_constants
+                channels.constants[id(outputs[0])] = constants_of(
                     rule.compute, rule.values, constants, pads
                 )
+            cols, width = channels.spaces[("cols", id(layer))]
             channels.keeps_zero(
-                channels.space(("cols", id(layer)), _width(outputs[0])),
-                _width(outputs[0]),
-                rule.values is not None and bool(_zero_to_zero(rule.values)[0]),
+                cols, width, rule.values is not None and bool(_zero_to_zero(rule.values)[0])
             )
         elif rule.kind in (_graph.ELEMENTWISE, _graph.POOLING):
             width = _width(inputs[0])

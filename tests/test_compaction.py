@@ -1013,3 +1013,22 @@ def test_exact_false_cuts_through_a_layer_normalization_and_reports_the_change(r
     assert difference > 0
     with pytest.raises(ValueError, match="argument `exact`"):
         kerasreg.compact(model, exact="no")
+
+
+def test_grouped_convolutions_lose_the_same_place_in_every_group(rng):
+    # Kernel row r reads input channels r and r + 2 (2 groups of 2); unit s
+    # of each group goes with unit s of the other, so the groups stay even.
+    inputs = keras.Input((6, 6, 4))
+    h = keras.layers.Conv2D(4, 1, name="before")(inputs)
+    h = keras.layers.Conv2D(6, 3, groups=2, name="grouped")(h)
+    h = keras.layers.Conv2D(3, 1, name="after")(keras.layers.ReLU()(h))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    _randomize(model, rng)
+    _zero(model, "grouped", inputs=[1])  # row 1: input channels 1 and 3
+    _zero(model, "after", inputs=[2, 5])  # place 2 of both groups of 3
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    assert small.get_layer("grouped").kernel.shape == (3, 3, 1, 4)
+    assert small.get_layer("before").filters == 2
+    assert small.get_layer("after").kernel.shape == (1, 1, 4, 3)
+    _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 4)).astype("float32"))
