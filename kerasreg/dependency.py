@@ -222,6 +222,8 @@ def _width(tensor):
     return int(shape[-1])
 
 
+_MAX_POOLING = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+
 # Merges of zeros that are not zero (0 / 0, 0 ** 0).
 _NONZERO_MERGES = frozenset({"Divide", "TrueDivide", "Power"})
 
@@ -397,6 +399,10 @@ def _walk_graph(channels, model, prefix):
             channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
             if rule.pads:
                 channels.padded[id(outputs[0])] = channels.constant(inputs[0])
+            elif id(inputs[0]) in channels.padded and isinstance(layer, _MAX_POOLING):
+                # The maximum of a constant c >= 0 and the padding's zeros is c.
+                padded = channels.padded[id(inputs[0])]
+                channels.constants[id(outputs[0])] = np.where(padded >= 0, padded, np.nan)
         elif rule.kind == _graph.PER_CHANNEL or (rule.inexact and not channels.exact):
             if rule.inexact:
                 # Cut through only where the user lets outputs change.

@@ -34,7 +34,10 @@ TARGETS = {
 # The same task ("cut half of every coupled group") with Torch-Pruning on the
 # torchvision/timm versions of the models, 32x32 inputs, 10 classes. Quoted
 # from the study's brief; not measured here.
-PEERS_SOURCE = "Torch-Pruning 1.6.1, torchvision/timm models, 32x32 inputs, 10 classes"
+PEERS_SOURCE = (
+    "Torch-Pruning 1.6.1, torchvision 0.29.1 models, 32x32 inputs, 10 classes, half of every "
+    "coupled group (scripts/torch_pruning_reference.py)"
+)
 PEERS = {
     "ResNet50": 3.99,
     "ResNet50V2": None,  # no torchvision/timm counterpart measured
