@@ -967,8 +967,9 @@ def _user_rule(layer_class, kind, kernel, bias, units, activation, carries, valu
         width = _width(node.input_tensors[0])
         if kind == "opaque":
             return _opaque(reason or "is opaque (its registered rule says so)")
+        follow = _unknown if values is None else (lambda v: np.asarray(values(layer, v), "float64"))
         if kind == "elementwise":
-            return ChannelRule(ELEMENTWISE, values=values or _unknown)
+            return ChannelRule(ELEMENTWISE, values=follow)
         if kind == "per_channel":
             pairs = []
             for name in carries:
@@ -976,7 +977,7 @@ def _user_rule(layer_class, kind, kernel, bias, units, activation, carries, valu
                 if found.ndim < 1 or found.shape[-1] != width:
                     refuse("carries", f"weights whose last axis is the {width} channels", layer)
                 pairs.append((found, found.ndim - 1))
-            return ChannelRule(PER_CHANNEL, values=values or _unknown, carries=tuple(pairs))
+            return ChannelRule(PER_CHANNEL, values=follow, carries=tuple(pairs))
         k = variable(layer, kernel, "kernel")
         if k.ndim < 2 or k.shape[-2] != width:
             refuse("kernel", f"a kernel of shape (..., {width}, units)", layer)
@@ -1038,9 +1039,10 @@ def register_layer_rule(
     - `"elementwise"`: a function of each entry alone, without weights.
     - `"opaque"`: channels stop here; `reason` says why.
 
-    For the two kinds that pass channels on, `values` maps per-channel
-    constants (a float64 array, NaN where a channel is not constant) to the
-    constants after the layer; without it no constant is followed through.
+    For the two kinds that pass channels on, `values(layer, constants)` maps
+    per-channel constants (a float64 array, NaN where a channel is not
+    constant) to the constants after the layer; without it no constant is
+    followed through.
 
     Args:
         layer_class: A subclass of `keras.layers.Layer`. Its subclasses get
@@ -1075,7 +1077,10 @@ def register_layer_rule(
     ...     def call(self, x):
     ...         return x * self.scale
     >>> kerasreg.dependency.register_layer_rule(
-    ...     Scale, "per_channel", carries=("scale",), values=lambda v: v
+    ...     Scale,
+    ...     "per_channel",
+    ...     carries=("scale",),
+    ...     values=lambda layer, v: v * keras.ops.convert_to_numpy(layer.scale),
     ... )
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):

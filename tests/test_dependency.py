@@ -335,3 +335,83 @@ def test_keras_hub_bert_heads_and_feed_forward_units():
     # The stream passes layer normalizations: it stays, and says why.
     stream = [g for g in groups if g.channels == 8]
     assert stream and not any(g.removable for g in stream)
+
+
+class _ScaledDense(keras.layers.Layer):
+    def __init__(self, units, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+        self.bias = self.add_weight(shape=(self.units,), initializer="ones", name="bias")
+
+    def call(self, x):
+        return self.activation(keras.ops.matmul(x, self.kernel) + self.bias)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+        }
+
+
+class _ChannelScale(keras.layers.Layer):
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def test_a_registered_rule_makes_a_custom_layer_compactable():
+    from kerasreg._graph import _USER_RULES
+
+    def model():
+        inputs = keras.Input((6,))
+        h = _ScaledDense(5, activation="relu", name="custom")(inputs)
+        h = _ChannelScale(name="scale")(h)
+        return keras.Model(inputs, L.Dense(2, name="out")(h))
+
+    saved = list(_USER_RULES)
+    try:
+        opaque = model()
+        groups = kerasreg.dependency_groups(opaque)
+        assert not any("custom" in g.layers for g in groups if g.removable)
+        kerasreg.dependency.register_layer_rule(_ScaledDense, "compute")
+        kerasreg.dependency.register_layer_rule(
+            _ChannelScale,
+            "per_channel",
+            carries=("scale",),
+            values=lambda layer, v: v * keras.ops.convert_to_numpy(layer.scale),
+        )
+        known = model()
+        rng = np.random.default_rng(3)
+        kernel = rng.normal(size=(6, 5)).astype("float32")
+        kernel[:, [1, 3]] = 0.0  # units 1 and 3: relu(bias), constant
+        known.get_layer("custom").kernel.assign(kernel)
+        known.get_layer("scale").scale.assign(rng.uniform(0.5, 2.0, 5).astype("float32"))
+        groups = kerasreg.dependency_groups(known)
+        (group,) = [g for g in groups if g.removable and "custom" in g.layers]
+        assert sorted(group.layers) == ["custom", "out", "scale"]
+        small = kerasreg.compact(known)
+        assert small.get_layer("custom").units == 3
+        assert small.get_layer("scale").scale.shape == (3,)
+        x = rng.normal(size=(4, 6)).astype("float32")
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(small(x)), keras.ops.convert_to_numpy(known(x)), atol=1e-5
+        )
+        # Contradictions: at registration, and where the shapes disagree.
+        with pytest.raises(ValueError, match="argument `units`"):
+            kerasreg.dependency.register_layer_rule(_ScaledDense, "compute", units="width")
+        with pytest.raises(ValueError, match="argument `kind`"):
+            kerasreg.dependency.register_layer_rule(_ScaledDense, "dense")
+        with pytest.raises(ValueError, match="argument `layer_class`"):
+            kerasreg.dependency.register_layer_rule(_ScaledDense(2), "compute")
+        kerasreg.dependency.register_layer_rule(_ChannelScale, "per_channel", carries=("nope",))
+        with pytest.raises(ValueError, match="argument `carries`"):
+            kerasreg.dependency_groups(model())
+    finally:
+        _USER_RULES[:] = saved
