@@ -4,13 +4,14 @@ Zeros inside a dense kernel cost the same time and memory as any other
 number. Whole units, filters and input features are different: once a unit
 is zero on one side, it can be taken out of the network. `compact` finds
 them along the coupled channels of the whole graph (residual streams,
-concatenations, attention heads) and in chains of `Dense` and
-`Conv1D`/`Conv2D` layers, and returns a new, smaller model that computes
-the same function.
+concatenations, squeeze-and-excitation gates, attention heads), with the
+value of every channel that does not depend on the inputs, and returns a
+new, smaller model that computes the same function.
 
-Each pass decides first (`_coupled.py`: coupled channels; `_chains.py`:
-chains of compute layers), then `_rebuild.py` makes the smaller model from
-the decisions; `_compact.py` runs the two passes.
+The engine decides, per coupled channel, to drop, fold, merge or keep it
+(`_engine.py`), then `_rebuild.py` makes the smaller model from the plan;
+`_compact.py` runs the two; `_keras_hub.py` rebuilds KerasHub's transformer
+layers with fewer heads.
 """
 
 # Registers the smaller KerasHub transformer layers that `compact` makes, so
