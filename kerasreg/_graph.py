@@ -1223,6 +1223,38 @@ def channel_rule(node):
     return rule(operation, node, rank)
 
 
+def reshaped(operation, tensor):
+    """A reshape that keeps the last axis, for an input whose last axis changed width."""
+    width = tensor.shape[-1]
+    if isinstance(operation, keras.layers.Reshape):
+        target = tuple(operation.target_shape)
+        if target and target[-1] != width:
+            config = {**operation.get_config(), "target_shape": target[:-1] + (width,)}
+            return type(operation).from_config(config)
+    elif type(operation).__name__ == "Reshape" and hasattr(operation, "newshape"):
+        shape = tuple(operation.newshape)
+        if shape and shape[-1] not in (width, -1):
+            return type(operation)(shape[:-1] + (width,))
+    return operation
+
+
+def units_axes(layer):
+    """`(variable, unit axis, input axis)` that say what a layer's row counts."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return layer._query_dense.kernel, 1, 0
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        return layer.kernel, -2, -2  # one filter per channel
+    if isinstance(layer, _SEPARABLE):
+        return layer.pointwise_kernel, -1, -2
+    if isinstance(layer, _TRANSPOSED):
+        return layer.kernel, -2, -1
+    first = layer.weights[0]
+    return first, -1, (-2 if len(first.shape) >= 2 else -1)
+
+
+MAX_POOLING = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+
+
 def resized_config(layer, config, width, kept=None):
     """`layer`'s config for new weight shapes: `width(variable, axis=-1)` is an axis' new length."""
     rule = layer_rule(layer)

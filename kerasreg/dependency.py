@@ -222,8 +222,6 @@ def _width(tensor):
     return int(shape[-1])
 
 
-_MAX_POOLING = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
-
 # Merges of zeros that are not zero (0 / 0, 0 ** 0).
 _NONZERO_MERGES = frozenset({"Divide", "TrueDivide", "Power"})
 
@@ -399,7 +397,7 @@ def _walk_graph(channels, model, prefix):
             channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
             if rule.pads:
                 channels.padded[id(outputs[0])] = channels.constant(inputs[0])
-            elif id(inputs[0]) in channels.padded and isinstance(layer, _MAX_POOLING):
+            elif id(inputs[0]) in channels.padded and isinstance(layer, _graph.MAX_POOLING):
                 # The maximum of a constant c >= 0 and the padding's zeros is c.
                 padded = channels.padded[id(inputs[0])]
                 channels.constants[id(outputs[0])] = np.where(padded >= 0, padded, np.nan)

@@ -161,7 +161,7 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
             shapes = [tuple(t.shape) for t in tensors if hasattr(t, "shape")]
             layer = nested(layer, shapes)
         elif id(layer) in reshapes and args and hasattr(args[0], "shape"):
-            layer = _reshaped(layer, args[0])
+            layer = _graph.reshaped(layer, args[0])
         return layer(*args, **kwargs)
 
     originals = _graph.functional_of(model).inputs
@@ -207,42 +207,10 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
     return new_model
 
 
-def _reshaped(operation, tensor):
-    """A reshape that keeps the last axis, for an input whose last axis changed width."""
-    width = tensor.shape[-1]
-    if isinstance(operation, keras.layers.Reshape):
-        target = tuple(operation.target_shape)
-        if target and target[-1] != width:
-            config = {**operation.get_config(), "target_shape": target[:-1] + (width,)}
-            return type(operation).from_config(config)
-    elif type(operation).__name__ == "Reshape" and hasattr(operation, "newshape"):
-        shape = tuple(operation.newshape)
-        if shape and shape[-1] not in (width, -1):
-            return type(operation)(shape[:-1] + (width,))
-    return operation
-
-
-def _units_axes(layer):
-    """`(variable, unit axis, input axis)` that say what a layer's row counts."""
-    if isinstance(layer, keras.layers.MultiHeadAttention):
-        return layer._query_dense.kernel, 1, 0
-    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
-        return layer.kernel, -2, -2  # one filter per channel
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        return layer.pointwise_kernel, -1, -2
-    if isinstance(
-        layer,
-        (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose),
-    ):
-        return layer.kernel, -2, -1
-    first = layer.weights[0]
-    return first, -1, (-2 if len(first.shape) >= 2 else -1)
-
-
 def _cut_row(layer, shapes, plan):
     """The `LayerCompaction` of a layer that lost channels or changed weights."""
     variables = layer.weights
-    first, axis, in_axis = _units_axes(layer)
+    first, axis, in_axis = _graph.units_axes(layer)
     before, after = first.shape, shapes[id(first)]
     kept = _kept_mask(shapes, first, axis)
     bias = plan.bias_added.get(id(layer))
