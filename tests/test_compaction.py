@@ -1032,3 +1032,32 @@ def test_grouped_convolutions_lose_the_same_place_in_every_group(rng):
     assert small.get_layer("before").filters == 2
     assert small.get_layer("after").kernel.shape == (1, 1, 4, 3)
     _assert_same_function(model, small, rng.normal(size=(4, 6, 6, 4)).astype("float32"))
+
+
+@pytest.mark.parametrize(
+    "shape, make, reader",
+    [
+        ((6, 4), lambda: keras.layers.Conv1DTranspose(6, 3, name="c"), keras.layers.Conv1D),
+        ((4, 4, 4, 4), lambda: keras.layers.Conv3D(6, 2, name="c"), keras.layers.Conv3D),
+        ((6, 4), lambda: keras.layers.SeparableConv1D(6, 3, name="c"), keras.layers.Conv1D),
+    ],
+    ids=["conv1d_transpose", "conv3d", "separable1d"],
+)
+def test_one_and_three_dimensional_convolutions_lose_their_zero_filters(rng, shape, make, reader):
+    inputs = keras.Input(shape)
+    layer = make()
+    h = keras.layers.BatchNormalization(name="bn")(layer(inputs))
+    h = reader(3, 1, name="reader")(keras.layers.ReLU()(h))
+    model = keras.Model(inputs, keras.layers.Flatten()(h))
+    _randomize(model, rng)
+    kernel = layer.pointwise_kernel if hasattr(layer, "pointwise_kernel") else layer.kernel
+    value = to_numpy(kernel).copy()
+    if isinstance(layer, keras.layers.Conv1DTranspose):
+        value[..., 1::2, :] = 0.0  # its kernel is (..., filters, inputs)
+    else:
+        value[..., 1::2] = 0.0
+    kernel.assign(value)
+    small, summary, messages = _compact_quietly(model)
+    assert messages == []
+    assert small.get_layer("bn").gamma.shape == (3,)
+    _assert_same_function(model, small, rng.normal(size=(3, *shape)).astype("float32"))
