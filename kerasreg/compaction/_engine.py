@@ -147,6 +147,8 @@ def _site_constants(channels, sites):
                     np.isnan(previous[1]) & np.isnan(constants)
                 )
                 constants = np.where(same, constants, np.nan)
+                # Padding met in one call is met.
+                site = dataclasses.replace(site, pads=site.pads or previous[0].pads)
             by_variable[id(variable)] = (site, constants)
     return by_variable
 
