@@ -276,3 +276,21 @@ def test_dependency_coverage_runs():
     params, after = (int(row.group(i).replace(",", "")) for i in (1, 5))
     assert after < params
     assert float(row.group(6)) < 1e-5
+
+
+def test_torch_pruning_reference_says_what_it_needs_without_torch_pruning():
+    # The reference measurement runs in its own environment (Torch-Pruning is
+    # not a kerasreg dependency); here it must stop with a clear message and
+    # exit status 2, not a traceback.
+    code = (
+        "import runpy, sys; sys.modules['torch_pruning'] = None; "
+        f"sys.argv = ['torch_pruning_reference.py']; "
+        f"runpy.run_path({str(ROOT / 'scripts' / 'torch_pruning_reference.py')!r}, "
+        "run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Torch-Pruning" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
