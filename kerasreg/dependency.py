@@ -148,6 +148,7 @@ class _Channels:
         self.constants = {}  # id(tensor) -> per-channel constants (NaN: not constant)
         self.sites = []  # `_Site`s: where compute layers read channels
         self.padded = {}  # id(tensor) -> constants inside the zeros a padding added
+        self.touched = None  # while a composite rule connects: the tensors it read
         self.exact = True  # False: normalizations over the channels are cut through
         self.inexact = set()  # reasons that pin only while compaction is exact
         self.reasons = {}  # channel -> every reason it is pinned
@@ -175,6 +176,8 @@ class _Channels:
         return offset
 
     def tensor(self, tensor):
+        if self.touched is not None:
+            self.touched.add(id(tensor))
         return self.space(("tensor", id(tensor)), _width(tensor))
 
     def find(self, i):
@@ -268,7 +271,7 @@ def _compute(channels, path, layer, node, compute):
             channels.add(cols, path, compute.bias, -1, WRITES, index_of)
     constants, pads = channels.constant(source), compute.pads
     if id(source) in channels.padded:
-        constants, pads = channels.padded[id(source)], True
+        constants, pads = channels.padded[id(source)][0], True
     if compute.groups > 1:
         # Per kernel row: 0 where every channel it reads is 0, else unknown.
         zero = np.all(constants.reshape(compute.groups, width_in) == 0, axis=0)
@@ -370,7 +373,12 @@ def _walk_graph(channels, model, prefix):
         rule = graph.rule(node)
         why = f"{_graph.describe(layer)} {rule.reason}" if rule.reason else None
         if rule.kind == _graph.COMPOSITE:
+            channels.touched = set()
             rule.connect(channels, path)
+            for tensor in inputs:
+                if id(tensor) not in channels.touched:
+                    channels.pin_tensor(tensor, f"{_graph.describe(layer)} reads it otherwise")
+            channels.touched = None
         elif rule.kind == _graph.COMPUTE and rule.reason is None:
             constants, pads = _compute(channels, path, layer, node, rule.compute)
             if rule.values is None:
@@ -396,11 +404,15 @@ def _walk_graph(channels, model, prefix):
             )
             channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
             if rule.pads:
-                channels.padded[id(outputs[0])] = channels.constant(inputs[0])
+                widest = int(np.max(np.ravel(layer.padding)))
+                channels.padded[id(outputs[0])] = (channels.constant(inputs[0]), widest)
             elif id(inputs[0]) in channels.padded and isinstance(layer, _graph.MAX_POOLING):
-                # The maximum of a constant c >= 0 and the padding's zeros is c.
-                padded = channels.padded[id(inputs[0])]
-                channels.constants[id(outputs[0])] = np.where(padded >= 0, padded, np.nan)
+                # Where every window holds a value of the input (the padding
+                # is narrower than the window), the maximum of a constant
+                # c >= 0 and the padding's zeros is c.
+                padded, widest = channels.padded[id(inputs[0])]
+                if widest < min(layer.pool_size):
+                    channels.constants[id(outputs[0])] = np.where(padded >= 0, padded, np.nan)
         elif rule.kind == _graph.PER_CHANNEL or (rule.inexact and not channels.exact):
             if rule.inexact:
                 # Cut through only where the user lets outputs change.

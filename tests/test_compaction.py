@@ -1061,3 +1061,91 @@ def test_one_and_three_dimensional_convolutions_lose_their_zero_filters(rng, sha
     assert messages == []
     assert small.get_layer("bn").gamma.shape == (3,)
     _assert_same_function(model, small, rng.normal(size=(3, *shape)).astype("float32"))
+
+
+def _zero_columns_with_biases(layer, columns, biases):
+    kernel = to_numpy(layer.kernel).copy()
+    kernel[..., columns] = 0.0
+    layer.kernel.assign(kernel)
+    bias = to_numpy(layer.bias).copy()
+    bias[columns] = biases
+    layer.bias.assign(bias)
+
+
+def _all_random(model, rng):
+    for variable in model.weights:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+
+
+def _input_and_writer():
+    # Channel 1 of the sum: input feature 1 plus d's zero column.
+    inputs = keras.Input((4,))
+    d = keras.layers.Dense(4, name="d")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Add()([inputs, d])))
+
+
+def _padding_then_pooling():
+    # Padding 2 with windows of 2: the outer windows hold padding only.
+    inputs = keras.Input((4, 3))
+    c = keras.layers.Conv1D(3, 1, name="c")(inputs)
+    p = keras.layers.MaxPooling1D(2)(keras.layers.ZeroPadding1D(2)(c))
+    return keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(p)))
+
+
+def _separable_after_constants():
+    inputs = keras.Input((6, 6, 3))
+    c = keras.layers.Conv2D(4, 1, name="c")(inputs)
+    return keras.Model(inputs, keras.layers.SeparableConv2D(2, 3, padding="same")(c))
+
+
+def _sequential_reshape():
+    return keras.Sequential(
+        [
+            keras.Input((4, 4, 3)),
+            keras.layers.Conv2D(4, 1, name="c"),
+            keras.layers.Reshape((16, 4)),
+            keras.layers.Dense(2, name="o"),
+        ]
+    )
+
+
+def _attention_mask_from_a_layer():
+    query = keras.Input((3, 4))
+    h = keras.layers.Dense(4)(query)
+    mask = keras.layers.Dense(3, activation="relu")(query)
+    attention = keras.layers.MultiHeadAttention(2, 2)
+    return keras.Model(query, attention(h, h, attention_mask=mask))
+
+
+@pytest.mark.parametrize(
+    "make, shape, edit",
+    [
+        (_input_and_writer, (4,), lambda m: _zero_columns_with_biases(m.get_layer("d"), [1], 0)),
+        (
+            _padding_then_pooling,
+            (4, 3),
+            lambda m: _zero_columns_with_biases(m.get_layer("c"), [0], 1.0),
+        ),
+        (
+            _separable_after_constants,
+            (6, 6, 3),
+            lambda m: _zero_columns_with_biases(m.get_layer("c"), [0, 1], [1.0, 2.0]),
+        ),
+        (_sequential_reshape, (4, 4, 3), lambda m: _zero(m, "o", inputs=[1])),
+        (_attention_mask_from_a_layer, (3, 4), lambda m: None),
+    ],
+    ids=["input_channel", "padding_wider_than_windows", "separable", "sequential_reshape", "mask"],
+)
+def test_channels_that_only_look_removable_stay(rng, make, shape, edit):
+    # Each once lost a channel that still mattered (or crashed): a model
+    # input has no writer, a window of padding alone is 0, a separable
+    # convolution filters each channel apart, a Sequential Reshape follows
+    # the new width, an attention mask is read by the attention.
+    model = make()
+    _all_random(model, rng)
+    edit(model)
+    x = rng.normal(size=(3, *shape)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = kerasreg.compact(model)
+    _assert_same_function(model, small, x)

@@ -128,7 +128,7 @@ class _Group:
         self.sites = [sites.get(id(m.variable)) for m in self.readers]
 
 
-def _site_constants(channels, sites):
+def _site_constants(sites):
     """`{id(variable): (site, constants per rows index)}` for each reading variable.
 
     A layer called more than once reads constants only where every call
@@ -182,9 +182,11 @@ def _decide(weights, group):
         ok &= (states == "zero") | (states == "fold") | (states == "pads")
         padded |= states == "pads"
     # Zero writers and carriers, on every row (a removed row may have been
-    # folded into a bias): the channel is zero where it is read.
+    # folded into a bias): the channel is zero where it is read. Only where
+    # writers make it: a model input's channel has none.
     silent = np.zeros(channels.size, bool)
-    if group.group.zeros_propagate and group.own:
+    writes = any(m.role == WRITES for m in group.own)
+    if group.group.zeros_propagate and writes and not group.at_input:
         silent = np.ones(channels.size, bool)
         for member in group.own:
             silent &= ~weights.live(member.variable, member.axis, everywhere=True)[
@@ -221,6 +223,10 @@ def _merge(weights, group, stuck):
     for index, member in enumerate(group.readers):
         states, site = _reader_state(weights, group, index, member, stuck)
         if site is not None and np.any(states == "pads"):
+            if id(member.variable) != id(site.compute.kernel) or site.compute.reads:
+                # A separable convolution filters each channel by its own
+                # depthwise kernel first: no one channel stands for several.
+                return stuck[:0]
             per_reader.append((member, group.sites[index][1]))
     if not per_reader:
         return stuck[:0]
@@ -228,10 +234,15 @@ def _merge(weights, group, stuck):
     for member, constants in per_reader:
         if member.indices.shape[1] != 1:
             return stuck[:0]
-        anchors &= constants[member.indices[stuck, 0]] != 0
+        value = constants[member.indices[stuck, 0]]
+        anchors &= ~np.isnan(value) & (value != 0)
     if not anchors.any() or stuck.size < 2:
         return stuck[:0]
-    values_at = [constants[member.indices[stuck, 0]] for member, constants in per_reader]
+    # Channels whose rows are zero at a reader may have no constant there.
+    values_at = [
+        np.nan_to_num(constants[member.indices[stuck, 0]], nan=0.0)
+        for member, constants in per_reader
+    ]
     anchor = int(np.argmax(anchors * np.abs(values_at[0])))
     for (member, _), values in zip(per_reader, values_at, strict=True):
         kernel = weights.value(member.variable)
@@ -251,7 +262,7 @@ def _keep_one(group, going):
     return going
 
 
-def _folds(weights, groups, sites_by_variable, plan_values, bias_added):
+def _folds(weights, groups, bias_added):
     """Adds the constants of removed channels into their readers' biases."""
     done = set()
     for group in groups:
@@ -344,7 +355,7 @@ def plan(model, exact=True):
     reasons = {}
     for channel, found in channels.reasons.items():
         reasons.setdefault(channels.find(channel), set()).update(found)
-    sites = _site_constants(channels, channels.sites)
+    sites = _site_constants(channels.sites)
     weights = _Weights()
     states = [
         _Group(g, r, reasons, sites, channels.inexact) for g, r in zip(groups, roots, strict=True)
@@ -363,7 +374,7 @@ def plan(model, exact=True):
                 _remove(weights, group, going)
                 changed = True
     values, bias_added = {}, {}
-    _folds(weights, candidates, sites, values, bias_added)
+    _folds(weights, candidates, bias_added)
     for key in weights.changed:
         values[key] = weights.values[key]
     inputs = {}

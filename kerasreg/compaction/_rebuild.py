@@ -181,6 +181,8 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
                 layer = nested(layer, [shape])
             else:
                 layer = clone(layer)
+                if id(layer) in reshapes:
+                    layer = _graph.reshaped(layer, new_model.outputs[0])
             new_model.add(layer)
             shape = tuple(new_model.outputs[0].shape)
     else:
