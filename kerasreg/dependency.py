@@ -349,111 +349,147 @@ def _merge_constants(operation, inputs):
     return np.full(inputs.shape[1:], np.nan)
 
 
+def _walk_nested(channels, path, layer, node):
+    """A nested model: its inputs and outputs joined with the outer tensors, walked within."""
+    inner = _graph.functional_of(layer)
+    for outer, tensor in zip(node.input_tensors, inner.inputs, strict=False):
+        if _width(outer) and _width(outer) == _width(tensor):
+            channels.join(channels.tensor(outer), channels.tensor(tensor), _width(outer))
+            channels.constants[id(tensor)] = channels.constant(outer)
+        else:
+            channels.pin_tensor(outer, f"{_graph.describe(layer)} reshapes its input")
+    _walk_graph(channels, layer, path)
+    for outer, tensor in zip(node.outputs, inner.outputs, strict=False):
+        channels.join(channels.tensor(outer), channels.tensor(tensor), _width(outer))
+        channels.constants[id(outer)] = channels.constant(tensor)
+
+
+def _walk_composite(channels, path, layer, node, rule):
+    """A layer that joins channels itself; the inputs it does not read stay."""
+    channels.touched = set()
+    rule.connect(channels, path)
+    for tensor in node.input_tensors:
+        if id(tensor) not in channels.touched:
+            channels.pin_tensor(tensor, f"{_graph.describe(layer)} reads it otherwise")
+    channels.touched = None
+
+
+def _walk_compute(channels, path, layer, node, rule):
+    output = node.outputs[0]
+    constants, pads = _compute(channels, path, layer, node, rule.compute)
+    if rule.values is None:
+        name = _graph.activation_name(layer.activation)
+        channels.pin_tensor(
+            output, f"{_graph.describe(layer)} has activation {name!r}, which mixes its units"
+        )
+    else:
+        constants_of = _grouped_constants if rule.compute.groups > 1 else _compute_constants
+        channels.constants[id(output)] = constants_of(rule.compute, rule.values, constants, pads)
+    cols, width = channels.spaces[("cols", id(layer))]
+    keeps = rule.values is not None and bool(_zero_to_zero(rule.values)[0])
+    channels.keeps_zero(cols, width, keeps)
+
+
+def _walk_pass_through(channels, path, layer, node, rule):
+    """Element-wise functions and pooling: each channel to the same channel."""
+    source, target = node.input_tensors[0], node.outputs[0]
+    width = _width(source)
+    channels.join(channels.tensor(source), channels.tensor(target), width)
+    channels.keeps_zero(channels.tensor(target), width, _zero_to_zero(rule.values, width))
+    channels.constants[id(target)] = rule.values(channels.constant(source))
+    if rule.pads:
+        widest = int(np.max(np.ravel(layer.padding)))
+        channels.padded[id(target)] = (channels.constant(source), widest)
+    elif id(source) in channels.padded and rule.after_padding is not None:
+        channels.constants[id(target)] = rule.after_padding(*channels.padded[id(source)])
+
+
+def _walk_per_channel(channels, path, layer, node, rule):
+    """Each channel alone, with weights of its own per channel (carried with it)."""
+    source, target = node.input_tensors[0], node.outputs[0]
+    if rule.inexact:
+        # Cut through only where the user lets outputs change.
+        why = f"{_graph.describe(layer)} {rule.reason}"
+        channels.inexact.add(why)
+        for tensor in (source, target):
+            channels.pin_tensor(tensor, why)
+    width = _width(source)
+    own = channels.space(("carried", id(layer)), width)
+    channels.join(channels.tensor(source), own, width)
+    channels.join(channels.tensor(target), own, width)
+    channels.keeps_zero(own, width, rule.keeps_zero)
+    if channels.first_time(layer):
+        for variable, axis in rule.carries:
+            channels.add(own, path, variable, axis, CARRIES)
+    channels.constants[id(target)] = rule.values(channels.constant(source))
+
+
+def _walk_flatten(channels, path, layer, node, rule):
+    source, target = node.input_tensors[0], node.outputs[0]
+    width = _width(source)
+    start, end = channels.tensor(source), channels.tensor(target)
+    for j in range(_width(target)):
+        channels.union(start + j % width, end + j)
+    channels.constants[id(target)] = rule.values(channels.constant(source))
+
+
+def _walk_merge(channels, path, layer, node, rule):
+    target = channels.tensor(node.outputs[0])
+    for tensor in node.input_tensors:
+        channels.join(channels.tensor(tensor), target, _width(tensor))
+    keeps = type(layer).__name__ not in _NONZERO_MERGES
+    channels.keeps_zero(target, _width(node.outputs[0]), keeps)
+    channels.constants[id(node.outputs[0])] = _merge_constants(
+        layer, np.stack([channels.constant(t) for t in node.input_tensors])
+    )
+
+
+def _walk_concatenate(channels, path, layer, node, rule):
+    target, offset = channels.tensor(node.outputs[0]), 0
+    for tensor in node.input_tensors:
+        channels.join(channels.tensor(tensor), target + offset, _width(tensor))
+        offset += _width(tensor)
+    channels.constants[id(node.outputs[0])] = np.concatenate(
+        [channels.constant(t) for t in node.input_tensors]
+    )
+
+
+def _walk_opaque(channels, path, layer, node, rule):
+    why = f"{_graph.describe(layer)} {rule.reason}" if rule.reason else None
+    for tensor in list(node.input_tensors) + list(node.outputs):
+        channels.pin_tensor(tensor, why or f"{_graph.describe(layer)} is opaque")
+
+
+_WALKS = {
+    _graph.COMPOSITE: _walk_composite,
+    _graph.COMPUTE: _walk_compute,
+    _graph.ELEMENTWISE: _walk_pass_through,
+    _graph.POOLING: _walk_pass_through,
+    _graph.PER_CHANNEL: _walk_per_channel,
+    _graph.FLATTEN: _walk_flatten,
+    _graph.MERGE: _walk_merge,
+    _graph.CONCATENATE: _walk_concatenate,
+}
+
+
 def _walk_graph(channels, model, prefix):
+    """Joins the channels of every node of `model` (nested models within), in order."""
     graph = _graph.Graph(model)
     for node in graph.nodes:
         layer = node.operation
         if layer is None or not node.input_tensors:
             continue
         path = _graph.sub_path(prefix, layer)
-        inputs, outputs = node.input_tensors, node.outputs
         if isinstance(layer, keras.Model):
-            inner = _graph.functional_of(layer)
-            for outer, tensor in zip(inputs, inner.inputs, strict=False):
-                if _width(outer) and _width(outer) == _width(tensor):
-                    channels.join(channels.tensor(outer), channels.tensor(tensor), _width(outer))
-                    channels.constants[id(tensor)] = channels.constant(outer)
-                else:
-                    channels.pin_tensor(outer, f"{_graph.describe(layer)} reshapes its input")
-            _walk_graph(channels, layer, path)
-            for outer, tensor in zip(outputs, inner.outputs, strict=False):
-                channels.join(channels.tensor(outer), channels.tensor(tensor), _width(outer))
-                channels.constants[id(outer)] = channels.constant(tensor)
+            _walk_nested(channels, path, layer, node)
             continue
         rule = graph.rule(node)
-        why = f"{_graph.describe(layer)} {rule.reason}" if rule.reason else None
-        if rule.kind == _graph.COMPOSITE:
-            channels.touched = set()
-            rule.connect(channels, path)
-            for tensor in inputs:
-                if id(tensor) not in channels.touched:
-                    channels.pin_tensor(tensor, f"{_graph.describe(layer)} reads it otherwise")
-            channels.touched = None
-        elif rule.kind == _graph.COMPUTE and rule.reason is None:
-            constants, pads = _compute(channels, path, layer, node, rule.compute)
-            if rule.values is None:
-                name = _graph.activation_name(layer.activation)
-                channels.pin_tensor(
-                    outputs[0],
-                    f"{_graph.describe(layer)} has activation {name!r}, which mixes its units",
-                )
-            else:
-                constants_of = _grouped_constants if rule.compute.groups > 1 else _compute_constants
-                channels.constants[id(outputs[0])] = constants_of(
-                    rule.compute, rule.values, constants, pads
-                )
-            cols, width = channels.spaces[("cols", id(layer))]
-            channels.keeps_zero(
-                cols, width, rule.values is not None and bool(_zero_to_zero(rule.values)[0])
-            )
-        elif rule.kind in (_graph.ELEMENTWISE, _graph.POOLING):
-            width = _width(inputs[0])
-            channels.join(channels.tensor(inputs[0]), channels.tensor(outputs[0]), width)
-            channels.keeps_zero(
-                channels.tensor(outputs[0]), width, _zero_to_zero(rule.values, width)
-            )
-            channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
-            if rule.pads:
-                widest = int(np.max(np.ravel(layer.padding)))
-                channels.padded[id(outputs[0])] = (channels.constant(inputs[0]), widest)
-            elif id(inputs[0]) in channels.padded and isinstance(layer, _graph.MAX_POOLING):
-                # Where every window holds a value of the input (the padding
-                # is narrower than the window), the maximum of a constant
-                # c >= 0 and the padding's zeros is c.
-                padded, widest = channels.padded[id(inputs[0])]
-                if widest < min(layer.pool_size):
-                    channels.constants[id(outputs[0])] = np.where(padded >= 0, padded, np.nan)
-        elif rule.kind == _graph.PER_CHANNEL or (rule.inexact and not channels.exact):
-            if rule.inexact:
-                # Cut through only where the user lets outputs change.
-                channels.inexact.add(why)
-                for tensor in list(inputs) + list(outputs):
-                    channels.pin_tensor(tensor, why)
-            width = _width(inputs[0])
-            own = channels.space(("carried", id(layer)), width)
-            channels.join(channels.tensor(inputs[0]), own, width)
-            channels.join(channels.tensor(outputs[0]), own, width)
-            channels.keeps_zero(own, width, rule.keeps_zero)
-            if channels.first_time(layer):
-                for variable, axis in rule.carries:
-                    channels.add(own, path, variable, axis, CARRIES)
-            channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
-        elif rule.kind == _graph.FLATTEN:
-            width = _width(inputs[0])
-            source, target = channels.tensor(inputs[0]), channels.tensor(outputs[0])
-            for j in range(_width(outputs[0])):
-                channels.union(source + j % width, target + j)
-            channels.constants[id(outputs[0])] = rule.values(channels.constant(inputs[0]))
-        elif rule.kind == _graph.MERGE:
-            target = channels.tensor(outputs[0])
-            for tensor in inputs:
-                channels.join(channels.tensor(tensor), target, _width(tensor))
-            keeps = type(layer).__name__ not in _NONZERO_MERGES
-            channels.keeps_zero(target, _width(outputs[0]), keeps)
-            channels.constants[id(outputs[0])] = _merge_constants(
-                layer, np.stack([channels.constant(t) for t in inputs])
-            )
-        elif rule.kind == _graph.CONCATENATE:
-            target, offset = channels.tensor(outputs[0]), 0
-            for tensor in inputs:
-                channels.join(channels.tensor(tensor), target + offset, _width(tensor))
-                offset += _width(tensor)
-            channels.constants[id(outputs[0])] = np.concatenate(
-                [channels.constant(t) for t in inputs]
-            )
-        else:
-            for tensor in list(inputs) + list(outputs):
-                channels.pin_tensor(tensor, why or f"{_graph.describe(layer)} is opaque")
+        walk = _WALKS.get(rule.kind, _walk_opaque)
+        if rule.kind == _graph.COMPUTE and rule.reason is not None:
+            walk = _walk_opaque  # a compute layer that cannot be rewritten
+        elif rule.inexact and not channels.exact:
+            walk = _walk_per_channel
+        walk(channels, path, layer, node, rule)
 
 
 def _groups(channels):

@@ -15,6 +15,7 @@ import pytest
 keras_hub = pytest.importorskip("keras_hub")
 
 import kerasreg  # noqa: E402
+from kerasreg._graph import _keras_hub as rules  # noqa: E402
 from kerasreg.compaction import _keras_hub as hub  # noqa: E402
 from kerasreg.dependency import _Channels  # noqa: E402
 from kerasreg.dependency import _groups  # noqa: E402
@@ -175,7 +176,7 @@ def test_compact_encoder_validates_its_config():
 def test_connect_encoder_one_group_per_head_and_per_unit():
     encoder = keras_hub.layers.TransformerEncoder(UNITS, HEADS, name="encoder")
     keras.Model(inputs := keras.Input((5, HIDDEN)), encoder(inputs))
-    groups = _walk(hub.connect_transformer_encoder, encoder)
+    groups = _walk(rules.connect_transformer_encoder, encoder)
     heads = [g for g in groups if g.channels == HEADS]
     assert len(heads) == 1 and heads[0].removable
     attention = "encoder/self_attention_layer"
@@ -204,7 +205,7 @@ def test_connect_reads_the_compact_encoder_too():
     encoder = _encoder()
     small = hub.shrink_transformer_encoder(encoder, KEEP_HEADS, KEEP_UNITS)
     keras.Model(inputs := keras.Input((5, HIDDEN)), small(inputs))
-    groups = _walk(hub.connect_transformer_encoder, small)
+    groups = _walk(rules.connect_transformer_encoder, small)
     assert [g.channels for g in groups if g.removable] == [2, int(KEEP_UNITS.sum())]
 
 
@@ -311,7 +312,7 @@ def test_connect_decoder_self_and_cross_heads():
     decoder = keras_hub.layers.TransformerDecoder(UNITS, HEADS, name="decoder")
     x_in, enc_in = keras.Input((5, HIDDEN)), keras.Input((4, ENCODER_WIDTH))
     keras.Model([x_in, enc_in], decoder(x_in, enc_in))
-    groups = _walk(hub.connect_transformer_decoder, decoder)
+    groups = _walk(rules.connect_transformer_decoder, decoder)
     heads = [g for g in groups if g.channels == HEADS]
     assert len(heads) == 2 and all(g.removable for g in heads)
     assert [sorted({m.layer.split("/")[1] for m in g.members}) for g in heads] == [
@@ -383,7 +384,7 @@ def test_vit_shrunk_encoder_is_read_by_dependency_groups():
 def test_connect_vit_encoder_one_head_group_and_one_unit_group_per_block():
     encoder = _vit_encoder()
     keras.Model(inputs := keras.Input((5, HIDDEN)), encoder(inputs))
-    groups = _walk(hub.connect_vit_encoder, encoder)
+    groups = _walk(rules.connect_vit_encoder, encoder)
     heads = [g for g in groups if g.channels == HEADS]
     units = [g for g in groups if g.channels == UNITS]
     assert len(heads) == 2 and len(units) == 2

@@ -70,47 +70,82 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
     """A copy of `model` as `plan` decided (nested models included).
 
     The copy's weights are set by `finishers`, to call once the outermost
-    copy is built. A nested model is copied when it is called, on inputs
-    that may have lost channels: `input_shapes` are theirs (`None` for the
-    outermost model, whose inputs keep their shapes and are read through a
-    `SelectFeatures` where features go).
+    copy is built; each layer that changed adds its row to `rows`. A nested
+    model is copied when it is called, on inputs that may have lost
+    channels: `input_shapes` are theirs (`None` for the outermost model,
+    whose inputs keep their shapes and are read through a `SelectFeatures`
+    where features go).
     """
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    clones = {}
+    cut = _Cut(model, plan, rows, finishers)
+    if isinstance(model, keras.Sequential):
+        return cut.sequential(input_shapes)
+    return cut.functional(input_shapes)
 
-    def clone(layer):
-        if id(layer) in clones:
-            return clones[id(layer)]
-        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
-            # A `keras.ops` function (no weights), or a nested model: copied
-            # when called, once its inputs' shapes are known.
-            return layer
+
+class _Cut:
+    """Copies one model as the plan decided: its layers once each, nested models in turn."""
+
+    def __init__(self, model, plan, rows, finishers):
+        self.model = model
+        self.plan = plan
+        self.rows = rows
+        self.finishers = finishers
+        self.clones = {}
+        self.selectors = {}  # id(new input) -> its `SelectFeatures`
+        # Reshapes that keep the last axis: their target follows its new width.
+        self.reshapes = {
+            id(node.operation)
+            for node in _graph.Graph(model).nodes
+            if type(node.operation).__name__ == "Reshape"
+            and len(node.input_tensors) == 1
+            and _graph._same_last_axis(node)
+        }
+
+    def _weights(self, layer):
+        """`(weights, shapes, changed)`: `layer`'s weights as planned, their shapes and masks."""
         weights, shapes, changed = [], {}, False
         for variable, value in zip(layer.weights, layer.get_weights(), strict=True):
-            if id(variable) in plan.values:
-                value = plan.values[id(variable)].astype(value.dtype)
+            if id(variable) in self.plan.values:
+                value = self.plan.values[id(variable)].astype(value.dtype)
                 changed = True
             for axis in range(value.ndim):
-                removed = plan.removed.get((id(variable), axis))
+                removed = self.plan.removed.get((id(variable), axis))
                 if removed is not None:
                     value = np.compress(~removed, value, axis=axis)
                     shapes[("mask", id(variable), axis)] = ~removed
                     changed = True
             shapes[id(variable)] = value.shape
             weights.append(value)
+        return weights, shapes, changed
+
+    def clone(self, layer):
+        """The copy of `layer` (a `keras.ops` function or nested model: later, when called)."""
+        if id(layer) in self.clones:
+            return self.clones[id(layer)]
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+            return layer
+        self.clones[id(layer)] = new = self._rebuilt(layer)
+        if id(layer) in self.reshapes:
+            self.reshapes.add(id(new))
+        return new
+
+    def _rebuilt(self, layer):
+        weights, shapes, changed = self._weights(layer)
         config = None
-        if id(layer) in plan.bias_added:
-            bias, kernel, out_axis = plan.bias_added[id(layer)]
-            bias = bias[_kept_mask(shapes, kernel, out_axis)]
-            weights.append(bias.astype(kernel.dtype))
+        if id(layer) in self.plan.bias_added:
+            bias, kernel, out_axis = self.plan.bias_added[id(layer)]
+            weights.append(bias[_kept_mask(shapes, kernel, out_axis)].astype(kernel.dtype))
             config = {**layer.get_config(), "use_bias": True}
             changed = True
+
+        def kept(variable, axis=-1):
+            return _kept_mask(shapes, variable, axis)
+
         rule = _graph.layer_rule(layer)
+        if changed:
+            self.rows.append(_cut_row(layer, shapes, self.plan))
         if changed and rule is not None and rule.shrink is not None:
-            new = rule.shrink(layer, lambda variable, axis=-1: _kept_mask(shapes, variable, axis))
-            rows.append(_cut_row(layer, shapes, plan))
-            clones[id(layer)] = new
-            return new
+            return rule.shrink(layer, kept)
         if config is None and rule is not None and rule.config is not None:
             config = rule.config(layer)
         if changed:
@@ -118,74 +153,60 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
             def width(variable, axis=-1):
                 return int(shapes[id(variable)][axis])
 
-            def kept(variable, axis=-1):
-                return _kept_mask(shapes, variable, axis)
-
             config = _graph.resized_config(layer, config or layer.get_config(), width, kept)
-            rows.append(_cut_row(layer, shapes, plan))
-        new, finish = rebuild_layer(model, layer, weights, config)
+        new, finish = rebuild_layer(self.model, layer, weights, config)
         if finish is not None:
-            finishers.append(finish)
+            self.finishers.append(finish)
         if rule is not None and rule.config is not None and new is not layer:
             # The layer's own `get_config` gives arguments its constructor
             # refuses: this copy saves the config that rebuilds it.
             fixed = dict(config)
             new.get_config = lambda: dict(fixed)
-        if id(layer) in reshapes:
-            reshapes.add(id(new))
-        clones[id(layer)] = new
         return new
 
-    def nested(layer, shapes):
-        if id(layer) not in clones:
-            clones[id(layer)] = cut_model(layer, plan, rows, finishers, shapes)
-        return clones[id(layer)]
+    def nested(self, layer, shapes):
+        if id(layer) not in self.clones:
+            self.clones[id(layer)] = cut_model(layer, self.plan, self.rows, self.finishers, shapes)
+        return self.clones[id(layer)]
 
-    selectors = {}
-    # Reshapes that keep the last axis: their target follows its new width.
-    reshapes = {
-        id(node.operation)
-        for node in _graph.Graph(model).nodes
-        if type(node.operation).__name__ == "Reshape"
-        and len(node.input_tensors) == 1
-        and _graph._same_last_axis(node)
-    }
-
-    def call_function(layer, *args, **kwargs):
-        if selectors:
+    def call_function(self, layer, *args, **kwargs):
+        """Calls a copy: behind a `SelectFeatures`, a nested copy, a reshape to the new width."""
+        if self.selectors:
             args, kwargs = keras.tree.map_structure(
-                lambda x: selectors[id(x)](x) if id(x) in selectors else x, (args, kwargs)
+                lambda x: self.selectors[id(x)](x) if id(x) in self.selectors else x,
+                (args, kwargs),
             )
         if isinstance(layer, keras.Model):
             tensors = keras.tree.flatten(args[0] if args else kwargs.get("inputs"))
-            shapes = [tuple(t.shape) for t in tensors if hasattr(t, "shape")]
-            layer = nested(layer, shapes)
-        elif id(layer) in reshapes and args and hasattr(args[0], "shape"):
+            layer = self.nested(layer, [tuple(t.shape) for t in tensors if hasattr(t, "shape")])
+        elif id(layer) in self.reshapes and args and hasattr(args[0], "shape"):
             layer = _graph.reshaped(layer, args[0])
         return layer(*args, **kwargs)
 
-    originals = _graph.functional_of(model).inputs
-    if isinstance(model, keras.Sequential):
-        ref = originals[0]
+    def sequential(self, input_shapes):
+        ref = _graph.functional_of(self.model).inputs[0]
         shape = tuple(ref.shape) if input_shapes is None else input_shapes[0]
         new_model = keras.Sequential(
             [keras.Input(batch_shape=shape, dtype=ref.dtype, name=ref.name)],
-            name=model.name,
-            trainable=model.trainable,
+            name=self.model.name,
+            trainable=self.model.trainable,
         )
-        if input_shapes is None and id(ref) in plan.inputs:
-            new_model.add(SelectFeatures(plan.inputs[id(ref)], name=f"{ref.name}_features"))
-            shape = tuple(new_model.outputs[0].shape)
-        for layer in layers:
+        if input_shapes is None and id(ref) in self.plan.inputs:
+            new_model.add(SelectFeatures(self.plan.inputs[id(ref)], name=f"{ref.name}_features"))
+        for layer in self.model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
             if isinstance(layer, keras.Model):
-                layer = nested(layer, [shape])
+                layer = self.nested(layer, [tuple(new_model.outputs[0].shape)])
             else:
-                layer = clone(layer)
-                if id(layer) in reshapes:
+                layer = self.clone(layer)
+                if id(layer) in self.reshapes:
                     layer = _graph.reshaped(layer, new_model.outputs[0])
             new_model.add(layer)
-            shape = tuple(new_model.outputs[0].shape)
-    else:
+        return new_model
+
+    def functional(self, input_shapes):
+        originals = _graph.functional_of(self.model).inputs
         shapes = input_shapes or [tuple(t.shape) for t in originals]
         new_inputs = [
             keras.Input(batch_shape=shape, dtype=t.dtype, name=t.name)
@@ -193,20 +214,18 @@ def cut_model(model, plan, rows, finishers, input_shapes=None):
         ]
         if input_shapes is None:
             for new, original in zip(new_inputs, originals, strict=True):
-                if id(original) in plan.inputs:
-                    selector = SelectFeatures(
-                        plan.inputs[id(original)], name=f"{original.name}_features"
+                if id(original) in self.plan.inputs:
+                    self.selectors[id(new)] = SelectFeatures(
+                        self.plan.inputs[id(original)], name=f"{original.name}_features"
                     )
-                    selectors[id(new)] = selector
-        new_model = keras.models.clone_model(
-            model,
+        return keras.models.clone_model(
+            self.model,
             input_tensors=keras.tree.pack_sequence_as(
-                _graph.functional_of(model)._inputs_struct, new_inputs
+                _graph.functional_of(self.model)._inputs_struct, new_inputs
             ),
-            clone_function=clone,
-            call_function=call_function,
+            clone_function=self.clone,
+            call_function=self.call_function,
         )
-    return new_model
 
 
 def _cut_row(layer, shapes, plan):

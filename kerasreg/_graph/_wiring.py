@@ -1,0 +1,91 @@
+"""How functional models are wired: `Graph` indexes the nodes of one model both ways.
+
+This is the one module that reads Keras' private graph attributes
+(`_nodes_by_depth`, `Node.arguments`, a Sequential model's `_functional`)."""
+
+import keras
+
+from kerasreg._graph._registry import channel_rule
+from kerasreg._validation import InvalidArgumentError
+
+
+def functional_of(model):
+    """The functional graph of a Sequential or functional model.
+
+    Raises:
+        ValueError: If `model` is subclassed or not built.
+    """
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise InvalidArgumentError(
+                "Invalid value for argument `model`: expected a built model "
+                "(give the Sequential model a `keras.Input` or call it once). "
+                f"Received: model={model.name!r}, not built"
+            )
+        return functional
+    if isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth"):
+        return model
+    raise InvalidArgumentError(
+        "Invalid value for argument `model`: expected a Sequential or "
+        "functional keras.Model; subclassed models do not expose how their "
+        f"layers are wired. Received: model={model!r}"
+    )
+
+
+class Graph:
+    """The nodes of one Sequential or functional model, indexed both ways.
+
+    Nodes are the calls of layers and of `keras.ops` functions; a layer
+    called twice (shared) has two. Nested models are single nodes here;
+    `nested` lists them, each once.
+
+    Attributes:
+        nodes: Every node, the model's inputs first, each after its inputs.
+        producer: `id(tensor)` -> the node that computes it.
+        consumers: `id(tensor)` -> the nodes that read it (once per read).
+        outputs: The ids of the model's output tensors.
+        nested: The Sequential and functional models called inside, once each.
+    """
+
+    def __init__(self, model):
+        functional = functional_of(model)
+        depths = sorted(functional._nodes_by_depth, reverse=True)
+        self.nodes = [n for d in depths for n in functional._nodes_by_depth[d]]
+        self.producer = {}
+        self.consumers = {}
+        self._calls = {}
+        self._rules = {}
+        for node in self.nodes:
+            if node.operation is None:
+                continue
+            self._calls.setdefault(id(node.operation), []).append(node)
+            for t in node.outputs:
+                self.producer[id(t)] = node
+            for t in node.input_tensors:
+                self.consumers.setdefault(id(t), []).append(node)
+        self.outputs = {id(t) for t in functional.outputs}
+        self.nested = [
+            nodes[0].operation
+            for nodes in self._calls.values()
+            if isinstance(nodes[0].operation, keras.Model)
+        ]
+
+    def calls(self, operation):
+        """The nodes of `operation`: one per call, in order."""
+        return self._calls.get(id(operation), [])
+
+    def node(self, operation):
+        """The node of `operation` if it is called exactly once, else `None`."""
+        nodes = self.calls(operation)
+        return nodes[0] if len(nodes) == 1 else None
+
+    def private(self, tensor):
+        """Whether `tensor` feeds exactly one node and is not an output."""
+        return len(self.consumers.get(id(tensor), [])) == 1 and id(tensor) not in self.outputs
+
+    def rule(self, node):
+        """The `ChannelRule` of `node`, computed once."""
+        if id(node) not in self._rules:
+            self._rules[id(node)] = channel_rule(node)
+        return self._rules[id(node)]
