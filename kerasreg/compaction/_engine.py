@@ -66,21 +66,18 @@ class _Weights:
     """Working copies of the variables, with the entries removed so far."""
 
     def __init__(self):
-        self.variables = {}
         self.values = {}
         self.removed = {}
         self.changed = set()
 
     def value(self, variable):
         if id(variable) not in self.values:
-            self.variables[id(variable)] = variable
             self.values[id(variable)] = _numpy(variable)
         return self.values[id(variable)]
 
     def mask(self, variable, axis):
         key = (id(variable), axis)
         if key not in self.removed:
-            self.variables[id(variable)] = variable
             self.removed[key] = np.zeros(variable.shape[axis], bool)
         return self.removed[key]
 
@@ -124,7 +121,7 @@ class _Group:
         self.at_input = MODEL_INPUT in all_reasons
         self.merged = False
         self.kept_one = False
-        # For each reader member: per channel, (site, rows, constants) or None.
+        # For each reader member: (its site, the constants per kernel row) or None.
         self.sites = [sites.get(id(m.variable)) for m in self.readers]
 
 
@@ -187,24 +184,24 @@ def _decide(weights, group):
     silent = np.zeros(channels.size, bool)
     writes = any(m.role == WRITES for m in group.own)
     if group.group.zeros_propagate and writes and not group.at_input:
-        silent = np.ones(channels.size, bool)
-        for member in group.own:
-            silent &= ~weights.live(member.variable, member.axis, everywhere=True)[
-                member.indices[channels]
-            ].any(axis=1)
+        silent = _zero_everywhere(weights, group.own, channels)
     if group.inexact:
         # The channel carries nothing of the inputs into the normalization:
         # its writers' kernels are zero (biases and constants aside).
         writers = [m for m in group.own if m.role == WRITES and "kernel" in m.variable.name]
         if writers:
-            unread = np.ones(channels.size, bool)
-            for member in writers:
-                unread &= ~weights.live(member.variable, member.axis, everywhere=True)[
-                    member.indices[channels]
-                ].any(axis=1)
-            silent |= unread
+            silent |= _zero_everywhere(weights, writers, channels)
     go = (ok & ~padded) | silent
     return channels[go], channels[ok & padded & ~silent]
+
+
+def _zero_everywhere(weights, members, channels):
+    """Per channel: whether every entry of `members` is zero, removed rows included."""
+    zero = np.ones(channels.size, bool)
+    for member in members:
+        live = weights.live(member.variable, member.axis, everywhere=True)
+        zero &= ~live[member.indices[channels]].any(axis=1)
+    return zero
 
 
 def _remove(weights, group, channels):
@@ -264,7 +261,6 @@ def _keep_one(group, going):
 
 def _folds(weights, groups, bias_added):
     """Adds the constants of removed channels into their readers' biases."""
-    done = set()
     for group in groups:
         removed = np.flatnonzero(~group.kept)
         if removed.size == 0:
@@ -279,10 +275,8 @@ def _folds(weights, groups, bias_added):
             folded[rows] = np.where(np.isnan(constants[rows]), 0.0, constants[rows])
             if group.merged and site.pads:
                 continue  # merged into the anchor's slice, not a bias
-            key = (id(site.layer), tuple(rows))
-            if key in done or not np.any(folded):
+            if not np.any(folded):
                 continue
-            done.add(key)
             delta = site.compute.fold(folded)
             if not np.any(delta):
                 continue
