@@ -314,6 +314,34 @@ class InstanceOf(Constraint):
         return ["adam", None, 0.1, self.cls]
 
 
+class InputShape(Constraint):
+    """A shape without the batch axis (positive ints), or a list of them, or `None`."""
+
+    description = (
+        "a shape without the batch axis (a tuple of positive ints), a list of them "
+        "(one per model input) or None"
+    )
+
+    @staticmethod
+    def _is_shape(value):
+        return isinstance(value, (list, tuple)) and all(
+            isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_)) and d > 0
+            for d in value
+        )
+
+    def type_ok(self, value):
+        if value is None or self._is_shape(value):
+            return True
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) > 0
+            and all(self._is_shape(s) for s in value)
+        )
+
+    def invalid_values(self):
+        return [(224, 0, 3), (224.0, 224, 3), "224x224", [(8, 8), "8x8"], 224]
+
+
 class AnyOf(Constraint):
     """A value that satisfies one of several constraints (`None` for `None`)."""
 
@@ -662,7 +690,8 @@ class RegularizerChoice(Constraint):
 
     description = (
         "a regularizer instance, a regularizer name such as 'l1', a callable "
-        "(layer, weight) -> regularizer or None, or None"
+        "(layer, weight) -> regularizer or None, a kerasreg.ChannelPruning (with "
+        "groups='dependency'), or None"
     )
 
     def __init__(self, resolve):
@@ -688,11 +717,17 @@ class RegularizerChoice(Constraint):
             return True
         return True
 
+    @staticmethod
+    def _is_group_request(value):
+        """A request over a model's coupled groups (`kerasreg.ChannelPruning`)."""
+        return getattr(type(value), "_needs_groups", False) is True
+
     def type_ok(self, value):
         return (
             value is None
             or isinstance(value, str)
             or self._is_regularizer(value)
+            or self._is_group_request(value)
             or (callable(value) and not isinstance(value, type))
         )
 
@@ -703,7 +738,12 @@ class RegularizerChoice(Constraint):
             except (TypeError, ValueError):
                 return False
             return True
-        return value is None or self._is_regularizer(value) or self._is_chooser(value)
+        return (
+            value is None
+            or self._is_regularizer(value)
+            or self._is_group_request(value)
+            or self._is_chooser(value)
+        )
 
     def normalize(self, value):
         if isinstance(value, str):

@@ -89,3 +89,42 @@ class Graph:
         if id(node) not in self._rules:
             self._rules[id(node)] = channel_rule(node)
         return self._rules[id(node)]
+
+
+def calls_with_shapes(model, inputs, prefix=""):
+    """Every call of a layer in `model`, nested models within, on the given inputs.
+
+    Runs the graph symbolically on `inputs` (`keras.KerasTensor`s, one per
+    model input), so that every call is seen at the shapes these inputs give.
+
+    Args:
+        model: A Sequential or functional model.
+        inputs: A list of `keras.KerasTensor`, one per model input.
+        prefix: The path of `model` (`"/"`-joined names), `""` at the top.
+
+    Returns:
+        `(outputs, calls)`: the model's symbolic outputs (a list), and one
+        `(path, layer, args, kwargs, outputs)` per call of a layer or
+        operation other than a nested model, in order.
+    """
+    functional = functional_of(model)
+    graph = Graph(functional)
+    tensors = {id(x): y for x, y in zip(functional.inputs, inputs, strict=True)}
+    calls = []
+    for node in graph.nodes:
+        operation = node.operation
+        if operation is None or node.is_input:
+            continue
+        args, kwargs = node.arguments.fill_in(tensors)
+        path = f"{prefix}/{operation.name}" if prefix else operation.name
+        if isinstance(operation, keras.Model):
+            flat = keras.tree.flatten((args, kwargs))
+            inner = [t for t in flat if isinstance(t, keras.KerasTensor)]
+            outputs, inner_calls = calls_with_shapes(operation, inner, path)
+            calls += inner_calls
+        else:
+            outputs = keras.tree.flatten(operation.compute_output_spec(*args, **kwargs))
+            calls.append((path, operation, args, kwargs, outputs))
+        for x, y in zip(node.outputs, outputs, strict=True):
+            tensors[id(x)] = y
+    return [tensors[id(x)] for x in functional.outputs], calls
