@@ -1,7 +1,8 @@
 """kerasreg: sparse training for Keras 3, on TensorFlow, JAX and PyTorch.
 
 Regularizers that carry their proximal operator (`L1`, `L2`, `ElasticNet`,
-`MCP`, `SCAD`, `GroupLasso`, `MagnitudePruning`; `CoupledGroupLasso` over several weights),
+`MCP`, `SCAD`, `GroupLasso`, `MagnitudePruning`; `CoupledGroupLasso` over several weights;
+`ChannelPruning`, which prunes coupled channels to a MACs or parameter target),
 pure proximal operators (`kerasreg.prox`),
 the conversion of Keras' own regularizers (`kerasreg.regularizers.get`), the
 `ProximalOptimizer` that applies them, sparsity reports
@@ -11,7 +12,8 @@ during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
 feature-selection layer (`FeatureGate`), `regularize`, which attaches a
 regularizer to chosen weights of an existing model, `compact`, which turns removed
 units, filters and input features into a physically smaller model,
-`dependency_groups`, which finds the channels that must leave a model
+`model_cost`, which counts a model's multiply-accumulates and parameters per
+coupled channel, `dependency_groups`, which finds the channels that must leave a model
 together (residual streams, concatenations, attention heads), `strip`,
 which makes a copy that loads without kerasreg, for deployment, and
 regularization paths with cross-validation to choose the strength
@@ -21,6 +23,7 @@ regularization paths with cross-validation to choose the strength
 from kerasreg import apply
 from kerasreg import callbacks
 from kerasreg import compaction
+from kerasreg import cost
 from kerasreg import dependency
 from kerasreg import deployment
 from kerasreg import layers
@@ -35,6 +38,7 @@ from kerasreg.callbacks import FreezeSparsity
 from kerasreg.callbacks import SparsityMonitor
 from kerasreg.callbacks import TargetSparsity
 from kerasreg.compaction import compact
+from kerasreg.cost import model_cost
 from kerasreg.dependency import dependency_groups
 from kerasreg.deployment import strip
 from kerasreg.layers import FeatureGate
@@ -43,6 +47,7 @@ from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
 from kerasreg.regularizers import MCP
 from kerasreg.regularizers import SCAD
+from kerasreg.regularizers import ChannelPruning
 from kerasreg.regularizers import CoupledGroupLasso
 from kerasreg.regularizers import ElasticNet
 from kerasreg.regularizers import GroupLasso
@@ -54,6 +59,7 @@ from kerasreg.sparsity import sparsity_report
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelPruning",
     "CoupledGroupLasso",
     "ElasticNet",
     "FeatureGate",
@@ -74,10 +80,12 @@ __all__ = [
     "callbacks",
     "compact",
     "compaction",
+    "cost",
     "dependency",
     "dependency_groups",
     "deployment",
     "layers",
+    "model_cost",
     "model_selection",
     "optimizers",
     "prox",

@@ -14,6 +14,7 @@ import keras
 from kerasreg import _graph
 from kerasreg import _model_walk
 from kerasreg import _save_guard
+from kerasreg import cost as cost_lib
 from kerasreg import dependency as dependency_lib
 from kerasreg import regularizers as regularizers_lib
 from kerasreg._save_guard import serialized
@@ -326,6 +327,12 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
         )
     if groups is not None:
         return _regularize_coupled(model, regularizer, layers, weights, exclude)
+    if isinstance(regularizer, regularizers_lib.ChannelPruning):
+        raise invalid_argument(
+            "groups",
+            '"dependency" with kerasreg.ChannelPruning, which prunes coupled channels',
+            groups,
+        )
     visits = _model_walk.walk(model)
     changed = []
     for visit, name, variable in _targets(visits, layers, weights, exclude):
@@ -410,12 +417,72 @@ def _coupled_groups(model, visits, layers, exclude):
     return chosen
 
 
+def _set_shares(model, visits, where, variables, shares):
+    """Sets the regularizer of `variables` to their share (`shares`: `id` -> share,
+    none for a variable without), releasing any coupled penalty they had, from all
+    its variables."""
+    released = [
+        other
+        for variable in variables
+        if _joint_of(variable) is not None
+        for other in _joint_of(variable).variables
+    ]
+    targets = list({id(v): v for v in variables + released if id(v) in where}.values())
+    changes = [(variable, shares.get(id(variable))) for variable in targets]
+    optimizer = _built_proximal_optimizer(model, changes)
+    changed = []
+    for variable, regularizer_of in changes:
+        visit, name, _ = where[id(variable)]
+        previous = serialized(variable.regularizer)
+        # No config holds a coupled penalty: the layer's argument says none.
+        _attach(visit, name, variable, None)
+        variable.regularizer = regularizer_of
+        changed.append(((visit, name, variable), previous))
+    _save_guard.record(model, visits, changed, _config_arguments)
+    if optimizer is not None:
+        optimizer._reread_regularizers([variable for variable, _ in changes])
+    _reset_compiled(model)
+    return model
+
+
+def _prune_channels(model, request, visits, where, chosen):
+    """`regularize(model, ChannelPruning(...), groups="dependency")`."""
+    costs = cost_lib.model_cost(model, input_shape=request.input_shape)
+    position = {id(cost.group): i for i, cost in enumerate(costs.groups)}
+    # `chosen` comes from an analysis of its own: match the groups by their members.
+    by_members = {
+        tuple((id(m.variable), m.axis, m.role) for m in cost.group.members): i
+        for i, cost in enumerate(costs.groups)
+    }
+    positions = []
+    for group in chosen:
+        key = tuple((id(m.variable), m.axis, m.role) for m in group.members)
+        positions.append(position.get(id(group), by_members.get(key)))
+    pairs = [(g, p) for g, p in zip(chosen, positions, strict=True) if p is not None]
+    if not pairs or not any(
+        m.variable.trainable and id(m.variable) in where for g, _ in pairs for m in g.members
+    ):
+        raise invalid_argument(
+            "model",
+            "a model with a removable group of coupled channels with trainable weights "
+            "(see `kerasreg.dependency_groups`)",
+            model,
+        )
+    joint = request.masks_for(costs, [g for g, _ in pairs], [p for _, p in pairs])
+    variables = [v for v in joint.variables if id(v) in where]
+    return _set_shares(model, visits, where, variables, {id(v): joint.share(v) for v in variables})
+
+
 def _regularize_coupled(model, regularizer, layers, weights, exclude):
     """`regularize(..., groups="dependency")`: see its docstring."""
-    if regularizer is not None and not isinstance(regularizer, regularizers_lib.GroupLasso):
+    pruning = isinstance(regularizer, regularizers_lib.ChannelPruning)
+    if regularizer is not None and not (
+        pruning or isinstance(regularizer, regularizers_lib.GroupLasso)
+    ):
         raise invalid_argument(
             "regularizer",
-            'a kerasreg.GroupLasso (whose strength is used) or None with groups="dependency"',
+            "a kerasreg.GroupLasso (whose strength is used), a kerasreg.ChannelPruning or None "
+            'with groups="dependency"',
             regularizer,
         )
     if weights != ("kernel",):
@@ -427,6 +494,8 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
     visits = _model_walk.walk(model)
     where = _where(visits)
     chosen = _coupled_groups(model, visits, layers, exclude)
+    if pruning:
+        return _prune_channels(model, regularizer, visits, where, chosen)
     penalized = [
         [
             (member.variable, member.axis, member.indices)
@@ -447,32 +516,10 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
             model,
         )
     variables = [variable for members in penalized for variable, _, _ in members]
-    new = {}
+    shares = {}
     if regularizer is not None:
         penalty = regularizers_lib.CoupledGroupLasso(regularizer.strength, penalized)
-        new = {id(variable): penalty.share(variable) for variable in penalty.variables}
-    # A coupled penalty that shares a weight with the new one goes, from all its weights.
-    released = [
-        other
-        for variable in variables
-        if _joint_of(variable) is not None
-        for other in _joint_of(variable).variables
-    ]
-    if regularizer is None:
+        shares = {id(variable): penalty.share(variable) for variable in penalty.variables}
+    else:
         variables = [v for v in variables if _joint_of(v) is not None]
-    targets = list({id(v): v for v in variables + released if id(v) in where}.values())
-    changes = [(variable, new.get(id(variable))) for variable in targets]
-    optimizer = _built_proximal_optimizer(model, changes)
-    changed = []
-    for variable, regularizer_of in changes:
-        visit, name, _ = where[id(variable)]
-        previous = serialized(variable.regularizer)
-        # No config holds a coupled penalty: the layer's argument says none.
-        _attach(visit, name, variable, None)
-        variable.regularizer = regularizer_of
-        changed.append(((visit, name, variable), previous))
-    _save_guard.record(model, visits, changed, _config_arguments)
-    if optimizer is not None:
-        optimizer._reread_regularizers([variable for variable, _ in changes])
-    _reset_compiled(model)
-    return model
+    return _set_shares(model, visits, where, variables, shares)

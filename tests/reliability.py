@@ -38,6 +38,7 @@ CLASSES = [
         {"groups": [[(keras.Variable(np.ones((2, 3)), name="kernel"), 1, np.arange(3)[:, None])]]},
     ),
     (kerasreg.MagnitudePruning, {"final_sparsity": 0.5}),
+    (kerasreg.ChannelPruning, {"target": 0.5}),
     (kerasreg.ProximalOptimizer, {"inner_optimizer": keras.optimizers.SGD()}),
     (kerasreg.SparsityMonitor, {}),
     (kerasreg.TargetSparsity, {"target": 0.5, "end_epoch": 10}),
@@ -81,6 +82,7 @@ FUNCTIONS = [
     (kerasreg.allocate_sparsity, {"model_or_layer": _built_model(), "sparsity": 0.5}),
     (kerasreg.compact, {"model": keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])}),
     (kerasreg.dependency_groups, {"model": _built_model()}),
+    (kerasreg.model_cost, {"model": _built_model()}),
     (kerasreg.strip, {"model": _built_model()}),
     (kerasreg.FeatureGate.selection_mask, {"self": _built_gate()}),
     (

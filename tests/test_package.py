@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_public_surface_is_pinned():
     # A rename or removal must fail here, loudly, before it reaches users.
     assert sorted(kerasreg.__all__) == [
+        "ChannelPruning",
         "CoupledGroupLasso",
         "ElasticNet",
         "FeatureGate",
@@ -39,10 +40,12 @@ def test_public_surface_is_pinned():
         "callbacks",
         "compact",
         "compaction",
+        "cost",
         "dependency",
         "dependency_groups",
         "deployment",
         "layers",
+        "model_cost",
         "model_selection",
         "optimizers",
         "prox",
@@ -54,6 +57,7 @@ def test_public_surface_is_pinned():
     ]
     assert kerasreg.optimizers.__all__ == ["ProximalOptimizer"]
     assert sorted(kerasreg.regularizers.__all__) == [
+        "ChannelPruning",
         "CoupledGroupLasso",
         "ElasticNet",
         "GroupLasso",
@@ -102,6 +106,7 @@ def test_public_surface_is_pinned():
         "register_layer_rule",
     ]
     assert kerasreg.deployment.__all__ == ["strip"]
+    assert sorted(kerasreg.cost.__all__) == ["GroupCost", "ModelCost", "model_cost"]
     assert sorted(kerasreg.model_selection.__all__) == [
         "CrossValidatedPath",
         "RegularizationPath",

@@ -108,6 +108,7 @@ class Plan:
 
     def __init__(self, variables, proximal, states, var_key, is_excluded):
         self._var_key = var_key
+        self._states = states
         self.entries = {}
         for variable in variables:
             key = var_key(variable)
@@ -133,7 +134,9 @@ class Plan:
                 continue  # left to the gradient, as a whole
             applied.append(joint)
             for variable in joint.variables:
-                self.entries[self._var_key(variable)] = Entry(variable, joint, "joint")
+                key = self._var_key(variable)
+                # A joint penalty's state is kept under its first variable.
+                self.entries[key] = Entry(variable, joint, "joint", states=self._states.get(key))
         return applied
 
     def entry(self, variable):

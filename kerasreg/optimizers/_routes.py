@@ -338,10 +338,15 @@ class JointRoute(Route):
 
     def apply_prox(self, step):
         values = [None] * len(self.members)
-        if self.members[0].hold.frozen is not True:
-            values = self.joint.prox(
-                [variable.value for variable in self.variables],
-                [step.steps(variable) for variable in self.variables],
-            )
+        current = [variable.value for variable in self.variables]
+        steps = [step.steps(variable) for variable in self.variables]
+        first = self.members[0]
+        if first.states is not None:
+            # A prox with a state (`ChannelPruning`'s masks), kept under the first variable.
+            states = tuple(state.value for state in first.states)
+            values, new_states = self.joint.prox_update(current, steps, step.iteration, states)
+            first.hold.assign_states(first.states, new_states)
+        elif first.hold.frozen is not True:
+            values = self.joint.prox(current, steps)
         for member, value in zip(self.members, values, strict=True):
             member.hold.assign(member.variable, value)

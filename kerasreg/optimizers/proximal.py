@@ -135,6 +135,43 @@ def _prox_state_variables(optimizer, variable, proximal):
     return states
 
 
+def _stateful_joints(var_list, is_excluded):
+    """The joint penalties of `var_list` with a prox state, each once, in order."""
+    joints = {}
+    for variable in var_list:
+        joint = _plan.joint_of(getattr(variable, "regularizer", None))
+        if joint is None or not hasattr(joint, "prox_state"):
+            continue
+        if any(is_excluded(v) for v in joint.variables):
+            continue
+        joints.setdefault(id(joint), joint)
+    return list(joints.values())
+
+
+class _JointStateInitializer:
+    """Part `j` of a joint penalty's `prox_state()`, as an initializer."""
+
+    def __init__(self, joint, j):
+        self.joint, self.j = joint, j
+
+    def __call__(self, shape, dtype=None):
+        return keras.ops.cast(self.joint.prox_state()[self.j], dtype)
+
+
+def _joint_state_variables(optimizer, joint):
+    """The optimizer variables of a joint penalty's prox state (its masks)."""
+    name = joint.variables[0].name
+    return [
+        optimizer.add_variable(
+            shape=tuple(value.shape),
+            initializer=_JointStateInitializer(joint, j),
+            dtype=keras.backend.standardize_dtype(value.dtype),
+            name=f"{name}_joint_prox_state_{j}",
+        )
+        for j, value in enumerate(joint.prox_state())
+    ]
+
+
 def _refuse_new_regularizers(optimizer, changes):
     """Refuses new regularizers that this built optimizer cannot take.
 
@@ -152,10 +189,16 @@ def _refuse_new_regularizers(optimizer, changes):
             this optimizer does not train.
     """
     keys = {optimizer._var_key(variable) for variable in optimizer._trainable_variables}
-    for _, regularizer in changes:
+    for variable, regularizer in changes:
         joint = _plan.joint_of(regularizer)
         if joint is not None:
             _plan.check_joint(joint, keys, optimizer._var_key)
+        for held in (joint, _plan.joint_of(getattr(variable, "regularizer", None))):
+            if held is not None and hasattr(held, "prox_state"):
+                raise ValueError(
+                    f"the prox of `{variable.path}` keeps a state in the optimizer, made "
+                    "when it is built; compile the model again with a new ProximalOptimizer"
+                )
     for variable, regularizer in changes:
         key = optimizer._var_key(variable)
         proximal = optimizer._proximal_of(variable, regularizer)
@@ -465,6 +508,10 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 states = _prox_state_variables(self, variable, proximal)
                 if states is not None:
                     self._prox_states[self._var_key(variable)] = states
+        for joint in _stateful_joints(var_list, self._is_excluded):
+            self._prox_states[self._var_key(joint.variables[0])] = _joint_state_variables(
+                self, joint
+            )
         self._make_plan()
         self.built = True
 

@@ -16,7 +16,8 @@ here hold hyperparameters, compute the penalty and serialize.
 
 One submodule per family: `elementwise` (`L1`, `L2`, `ElasticNet`),
 `nonconvex` (`MCP`, `SCAD`), `group` (`GroupLasso`), `coupled`
-(`CoupledGroupLasso`) and `pruning` (`MagnitudePruning`), on the base
+(`CoupledGroupLasso`), `pruning` (`MagnitudePruning`) and `channels`
+(`ChannelPruning`, pruning coupled channels to a cost), on the base
 class in `_base`; `get` is in `_lookup`. Import them from here.
 
 All classes are registered with Keras serialization under the `"kerasreg"`
@@ -26,6 +27,7 @@ and load with plain `keras.models.load_model`.
 
 from kerasreg.regularizers._base import ProximalRegularizer
 from kerasreg.regularizers._lookup import get
+from kerasreg.regularizers.channels import ChannelPruning
 from kerasreg.regularizers.coupled import CoupledGroupLasso
 from kerasreg.regularizers.elementwise import L1
 from kerasreg.regularizers.elementwise import L2
@@ -37,6 +39,7 @@ from kerasreg.regularizers.pruning import MagnitudePruning
 
 __all__ = [
     "ProximalRegularizer",
+    "ChannelPruning",
     "L1",
     "L2",
     "ElasticNet",

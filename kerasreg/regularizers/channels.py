@@ -1,0 +1,448 @@
+r"""`ChannelPruning`: remove coupled channels until a model costs what was asked.
+
+`ChannelPruning` is the request (a target cost, its schedule); attached with
+`kerasreg.regularize(model, kerasreg.ChannelPruning(...), groups="dependency")`,
+it becomes a `_ChannelMasks` over the model's coupled groups: a penalty over
+several variables (the joint-penalty protocol of `CoupledGroupLasso`) whose
+proximal operator holds one mask per group, with a state that
+`ProximalOptimizer` keeps.
+"""
+
+import numpy as np
+from keras import ops
+
+from kerasreg._validation import Configurable
+from kerasreg._validation import InputShape
+from kerasreg._validation import Integer
+from kerasreg._validation import Interval
+from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import Options
+from kerasreg.regularizers._base import public
+
+_READS = "reads"
+
+_NOT_SAVED = (
+    "ChannelPruning's masks cannot be serialized in a layer's config: they cover "
+    "channels of a whole model. Save the weights (pruned channels are zeros), or compact "
+    "the model with `kerasreg.compact` once pruning is over."
+)
+
+
+@public
+class ChannelPruning(Configurable):
+    r"""Structured pruning to a cost: remove the coupled channels worth least per MAC.
+
+    Ask for a fraction of the model's cost, multiply-accumulates (`"macs"`)
+    or parameters (`"params"`), and training removes whole coupled channels
+    (`kerasreg.dependency_groups`: units, filters, residual streams, heads)
+    until the model costs that much. Attach it with
+    `kerasreg.regularize(model, kerasreg.ChannelPruning(0.5), groups="dependency")`,
+    train under `ProximalOptimizer`, then `kerasreg.compact` makes the
+    smaller model.
+
+    **How channels are chosen.** On each turn of the schedule, every
+    channel of every removable group is ranked, across the whole model, by
+    its importance per unit of cost:
+
+    .. math::
+
+        \text{score}_{g,c} = \frac{I_{g,c} / \sum_{c'} I_{g,c'}}{\partial C / \partial n_g},
+
+    where :math:`I_{g,c}` is the channel's importance (`"l2"`: the
+    Euclidean norm of all its entries, in every variable that writes,
+    carries or reads it), the denominator sums over the group's
+    remaining channels (so that layers of different weight scales compare,
+    and a group's last channels weigh more than its first),
+    and :math:`\partial C / \partial n_g` what one more channel of the group
+    costs with the channels that remain (`kerasreg.cost.ModelCost.slopes`: a
+    channel of a full-resolution stem costs more MACs than one at the end of
+    the network). The lowest scores go while the cost left comes closer to
+    the schedule's. Pruned channels stay pruned: their entries are held at
+    exactly zero, as `MagnitudePruning` holds its weights, while the others
+    train. Each group keeps at least `round_to` channels, and a multiple of
+    `round_to` when it loses some.
+
+    **Schedule.** The cost to remove grows as `MagnitudePruning`'s
+    sparsity, cubically in optimizer steps :math:`t` (counted before the
+    current step), from nothing at `begin_step` to all of
+    :math:`(1 - \text{target})\,C_0` at `end_step`, with a turn every
+    `frequency` steps and one at `end_step`. Choose `end_step` below the
+    number of training steps, and train on after it: the pruned network
+    recovers.
+
+    **What goes.** The entries of a pruned channel in every variable that
+    writes it (kernel columns, biases) or carries it (`BatchNormalization`'s
+    scale and shift), and, where a zero channel stays zero on its way (see
+    `DependencyGroup.zeros_propagate`), in the kernels that read it.
+    `kerasreg.compact` then removes them; the compacted model computes what
+    the pruned one computes, at the target cost within one channel's (or
+    `round_to` channels') cost per group.
+
+    Args:
+        target: Float in (0, 1): the fraction of the model's cost to keep
+            (0.5 for half the MACs).
+        cost: `"macs"` (multiply-accumulates per example, as
+            `kerasreg.model_cost` counts them) or `"params"`.
+        begin_step: Int, the step at which pruning starts.
+        end_step: Int >= `begin_step`, the step at which the target is
+            reached.
+        frequency: Int >= 1, steps between turns.
+        importance: `"l2"`, the only importance for now.
+        round_to: Int >= 1, channels per group kept in multiples of this
+            (8 suits accelerators), and at least this many.
+        input_shape: The input shape the MACs are counted at, without the
+            batch axis, for a model whose own input shape is not fully
+            known (see `kerasreg.model_cost`).
+
+    Raises:
+        InvalidArgumentError: If an argument is invalid.
+
+    Example:
+
+    >>> import keras
+    >>> import kerasreg
+    >>> inputs = keras.Input((16,))
+    >>> x = keras.layers.Dense(64, "relu", name="hidden")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    >>> _ = kerasreg.regularize(
+    ...     model,
+    ...     kerasreg.ChannelPruning(0.5, cost="params", begin_step=0, end_step=0),
+    ...     groups="dependency",
+    ... )
+    >>> model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.01)), "mse")
+    >>> _ = model.fit(keras.random.normal((8, 16)), keras.random.normal((8, 3)), verbose=0)
+    >>> small = kerasreg.compact(model)
+    >>> small.get_layer("hidden").units  # 20 params per unit: 33 of 64 go
+    31
+    """
+
+    # `kerasreg.regularize` takes it with `groups="dependency"` only.
+    _needs_groups = True
+
+    _parameter_constraints = {
+        "target": Interval(0.0, 1.0, closed="neither"),
+        "cost": Options("macs", "params"),
+        "begin_step": Integer(0, 2**31 - 1),
+        "end_step": Integer(0, 2**31 - 1),
+        "frequency": Integer(1, 2**31 - 1),
+        "importance": Options("l2"),
+        "round_to": Integer(1, 2**31 - 1),
+        "input_shape": InputShape(),
+    }
+
+    def __init__(
+        self,
+        target,
+        cost="macs",
+        begin_step=0,
+        end_step=1000,
+        frequency=100,
+        importance="l2",
+        round_to=1,
+        input_shape=None,
+    ):
+        self._set_arguments(
+            target=target,
+            cost=cost,
+            begin_step=begin_step,
+            end_step=end_step,
+            frequency=frequency,
+            importance=importance,
+            round_to=round_to,
+            input_shape=input_shape,
+        )
+        if self.end_step < self.begin_step:
+            raise InvalidArgumentError(
+                "Invalid value for argument `end_step`: expected an int >= "
+                f"begin_step={self.begin_step}. Received: end_step={end_step!r}"
+            )
+
+    def share_at(self, iteration):
+        """The share of the cost to remove that is removed at step `iteration` (a tensor)."""
+        begin, end = float(self.begin_step), float(self.end_step)
+        t = ops.cast(iteration, "float32")
+        if end == begin:
+            return ops.cast(t >= begin, "float32")
+        progress = ops.clip((t - begin) / (end - begin), 0.0, 1.0)
+        return 1.0 - (1.0 - progress) ** 3
+
+    def _turn(self, iteration):
+        """Whether the masks are recomputed after step `iteration` (an int32 tensor)."""
+        in_range = ops.logical_and(iteration >= self.begin_step, iteration <= self.end_step)
+        on_turn = ops.logical_or(
+            ops.mod(iteration - self.begin_step, self.frequency) == 0,
+            iteration == self.end_step,
+        )
+        return ops.logical_and(in_range, on_turn)
+
+    def masks_for(self, cost, groups, positions):
+        """The joint penalty that prunes `groups` of a model whose cost is `cost`.
+
+        Args:
+            cost: The model's `kerasreg.cost.ModelCost`.
+            groups: The removable `DependencyGroup`s to prune.
+            positions: The index of each of `groups` in `cost.groups`.
+
+        Returns:
+            A `_ChannelMasks`, whose `share(variable)` is each variable's
+            regularizer.
+
+        Raises:
+            InvalidArgumentError: If the groups cannot bring the cost down
+                to the target.
+        """
+        return _ChannelMasks(self, cost, groups, positions)
+
+
+class _Share:
+    """One variable's part of a `_ChannelMasks`: no penalty, the masks' prox."""
+
+    def __init__(self, joint, variable):
+        self.joint = joint
+        self.variable = variable
+
+    def __call__(self, x):
+        return ops.zeros((), dtype=ops.convert_to_tensor(x).dtype)
+
+    def get_config(self):
+        raise NotImplementedError(_NOT_SAVED)
+
+    def __repr__(self):
+        return f"<share of {self.joint!r} on {getattr(self.variable, 'path', self.variable)}>"
+
+
+class _Piece:
+    """The entries of one variable in one group, along one axis.
+
+    `index` maps each position along `axis` to its channel (`channels` for
+    positions of other groups), so that a group's mask, with a 1 appended,
+    taken at `index` is the variable's mask along that axis.
+    """
+
+    def __init__(self, group, variable, axis, indices, length):
+        self.group, self.variable, self.axis = group, variable, axis
+        self.indices = np.asarray(indices, dtype="int32")
+        channels = self.indices.shape[0]
+        index = np.full(length, channels, dtype="int32")
+        for c, row in enumerate(self.indices):
+            index[row] = c
+        self.index = index
+
+
+class _ChannelMasks:
+    """The masks of `ChannelPruning` over a model's groups: a joint penalty.
+
+    Its `variables`, `share`, `__call__` (zero: a constraint, not a
+    penalty), `gradients` and `prox` follow `CoupledGroupLasso`'s protocol;
+    `prox_state()` and `prox_update(values, steps, iteration, states)` hold
+    one mask per group (1: kept) in optimizer variables.
+    """
+
+    def __init__(self, request, cost, groups, positions):
+        self.request = request
+        self.cost = cost
+        self.groups = list(groups)
+        self.positions = list(positions)
+        self.measure = request.cost
+        self.variables = []
+        self._pieces = []  # per group, its _Pieces
+        seen = {}
+        for g, group in enumerate(self.groups):
+            pieces = []
+            for member in group.members:
+                if member.role == _READS and not group.zeros_propagate:
+                    continue
+                if not member.variable.trainable:
+                    continue
+                key = id(member.variable)
+                if key not in seen:
+                    seen[key] = len(self.variables)
+                    self.variables.append(member.variable)
+                length = int(member.variable.shape[member.axis])
+                pieces.append(
+                    _Piece(
+                        g,
+                        seen[key],
+                        member.axis % len(member.variable.shape),
+                        member.indices,
+                        length,
+                    )
+                )
+            self._pieces.append(pieces)
+        self._shares = {id(v): _Share(self, v) for v in self.variables}
+        self._full = [float(n) for n in cost.channels]
+        self._dense = float(cost.at(self._full, self.measure))
+        self._goal = request.target * self._dense
+        least = list(self._full)
+        for g, position in zip(range(len(self.groups)), self.positions, strict=True):
+            least[position] = float(min(request.round_to, self.groups[g].channels))
+        floor = float(cost.at(least, self.measure))
+        if floor > self._goal:
+            raise InvalidArgumentError(
+                f"Invalid value for argument `target`: expected a target the removable "
+                f"groups can reach; with {request.round_to} channel(s) left in each, the "
+                f"model still costs {floor / self._dense:.4f} of its {self.measure} "
+                f"({floor:,.0f} of {self._dense:,.0f}), so the target must be at least "
+                f"that. Received: target={request.target!r}"
+            )
+
+    def share(self, variable):
+        try:
+            return self._shares[id(variable)]
+        except KeyError:
+            raise InvalidArgumentError(
+                "Invalid value for argument `variable`: expected one of the penalty's "
+                f"variables. Received: variable={getattr(variable, 'path', variable)!r}"
+            ) from None
+
+    def __call__(self, values):
+        return ops.zeros((), dtype="float32")
+
+    def gradients(self, values):
+        return [ops.zeros_like(ops.convert_to_tensor(v)) for v in values]
+
+    # The masks.
+
+    def prox_state(self):
+        return tuple(np.ones((group.channels,), dtype="float32") for group in self.groups)
+
+    def _counts(self, masks):
+        """Channels per group of the whole model, with `masks` on the pruned groups."""
+        counts = list(self._full)
+        for position, mask in zip(self.positions, masks, strict=True):
+            counts[position] = ops.sum(mask)
+        return counts
+
+    def _importance(self, values):
+        """Per group, each channel's Euclidean norm over all its entries."""
+        squares = {}
+        importance = []
+        for pieces, group in zip(self._pieces, self.groups, strict=True):
+            total = ops.zeros((group.channels,), dtype="float32")
+            for piece in pieces:
+                key = (piece.variable, piece.axis)
+                if key not in squares:
+                    value = ops.cast(values[piece.variable], "float32")
+                    axes = [a for a in range(len(value.shape)) if a != piece.axis]
+                    squares[key] = (
+                        ops.sum(ops.square(value), axis=axes) if axes else ops.square(value)
+                    )
+                per_channel = ops.take(squares[key], piece.indices.reshape(-1), axis=0)
+                per_channel = ops.reshape(per_channel, piece.indices.shape)
+                total = total + ops.sum(per_channel, axis=1)
+            importance.append(ops.sqrt(total))
+        return importance
+
+    def _recompute(self, values, masks, iteration):
+        """New masks: the lowest scores go until the cost reaches the schedule's."""
+        request = self.request
+        counts = self._counts(masks)
+        now = self.cost.at(counts, self.measure)
+        share = request.share_at(iteration)
+        goal = self._dense - share * (self._dense - self._goal)
+        need = now - goal
+        slopes = self.cost.slopes(counts, self.measure)
+        importance = self._importance(values)
+        scores, costs, kept = [], [], []
+        big = 3.0e38
+        for g, (mask, value) in enumerate(zip(masks, importance, strict=True)):
+            alive = mask > 0
+            total = ops.sum(value * mask)
+            slope = ops.maximum(ops.cast(slopes[self.positions[g]], "float32"), 1e-12)
+            score = value / ops.maximum(total, 1e-30) / slope
+            # The round_to best channels of each group stay.
+            keep = min(request.round_to, self.groups[g].channels)
+            order = ops.argsort(-ops.where(alive, value, -1.0))
+            protected = ops.take(
+                ops.cast(ops.arange(value.shape[0]) < keep, "float32"), ops.argsort(order)
+            )
+            score = ops.where(protected > 0, big, score)
+            scores.append(ops.where(alive, score, -1.0))
+            costs.append(ops.where(alive, slope * ops.ones_like(value), 0.0))
+            kept.append(protected)
+        scores = ops.concatenate(scores)
+        costs = ops.concatenate(costs)
+        order = ops.argsort(scores)
+        sorted_costs = ops.take(costs, order)
+        before = ops.cumsum(sorted_costs) - sorted_costs
+        sorted_scores = ops.take(scores, order)
+        # A channel goes if the cost comes closer to the goal with it gone.
+        prune = ops.logical_and(before + 0.5 * sorted_costs < need, sorted_scores < big)
+        prune = ops.take(ops.cast(prune, "float32"), ops.argsort(order))
+        new_masks, start = [], 0
+        for g, mask in enumerate(masks):
+            width = self.groups[g].channels
+            new = mask * (1.0 - prune[start : start + width])
+            start += width
+            if request.round_to > 1:
+                new = self._rounded(new, mask, importance[g])
+            new_masks.append(new)
+        return new_masks
+
+    def _rounded(self, new, old, importance):
+        """`new` with the channels left rounded up to a multiple of `round_to`:
+        the most important of those it prunes come back."""
+        step = float(self.request.round_to)
+        left = ops.sum(new)
+        target = ops.minimum(ops.ceil(left / step) * step, ops.sum(old))
+        # Kept channels first, then the others by importance; pruned ones last.
+        key = ops.where(
+            new > 0,
+            2.0 + importance / (1.0 + ops.max(importance)),
+            importance / (1.0 + ops.max(importance)),
+        )
+        order = ops.argsort(-ops.where(old > 0, key, -1.0))
+        ranks = ops.argsort(order)
+        return ops.cast(ops.cast(ranks, "float32") < target, "float32")
+
+    def _masked(self, values, masks):
+        """`values` with the pruned channels' entries at zero."""
+        factors = [None] * len(values)
+        for pieces, mask in zip(self._pieces, masks, strict=True):
+            extended = ops.concatenate([mask, ops.ones((1,), dtype=mask.dtype)])
+            for piece in pieces:
+                along = ops.take(extended, piece.index)
+                rank = len(values[piece.variable].shape)
+                shape = [1] * rank
+                shape[piece.axis] = -1
+                along = ops.reshape(along, shape)
+                previous = factors[piece.variable]
+                factors[piece.variable] = along if previous is None else previous * along
+        masked = []
+        for value, factor in zip(values, factors, strict=True):
+            value = ops.convert_to_tensor(value)
+            if factor is None:
+                masked.append(value)
+            else:
+                masked.append(ops.where(factor > 0, value, ops.zeros_like(value)))
+        return masked
+
+    def prox_update(self, values, steps, iteration, states):
+        """The values with the pruned channels at zero, and the masks, recomputed on turns."""
+        values = [ops.convert_to_tensor(v) for v in values]
+        masks = tuple(ops.convert_to_tensor(m) for m in states)
+        iteration = ops.cast(iteration, "int32")
+
+        def recompute():
+            return tuple(self._recompute(values, list(masks), iteration))
+
+        masks = ops.cond(self.request._turn(iteration), recompute, lambda: masks)
+        return self._masked(values, masks), tuple(masks)
+
+    def prox(self, values, steps):
+        """Prunes `values` to the final target in one go (no state kept)."""
+        values = [ops.convert_to_tensor(v) for v in values]
+        masks = [ops.convert_to_tensor(m) for m in self.prox_state()]
+        final = ops.convert_to_tensor(max(self.request.end_step, 0), "int32")
+        for _ in range(8):  # a few turns: the cost is linear per turn
+            masks = self._recompute(values, masks, final)
+        return self._masked(values, masks)
+
+    def get_config(self):
+        raise NotImplementedError(_NOT_SAVED)
+
+    def __repr__(self):
+        return (
+            f"<ChannelPruning masks: target={self.request.target!r} of the "
+            f"{self.measure}, {len(self.groups)} groups over {len(self.variables)} variables>"
+        )

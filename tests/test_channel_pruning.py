@@ -1,0 +1,119 @@
+"""`kerasreg.ChannelPruning`: coupled channels pruned to a cost, held at zero, compacted."""
+
+import keras
+import numpy as np
+import pytest
+
+import kerasreg
+
+
+def _resnet():
+    """A small residual network: a stem at full resolution, a stream, a stride-2 stage."""
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU()(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="conv2")(y)
+    x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="down")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+
+
+def _transformer(heads=8):
+    inputs = keras.Input((6, 16))
+    attention = keras.layers.MultiHeadAttention(heads, 8, name="mha")
+    x = keras.layers.Add()([inputs, attention(inputs, inputs)])
+    x = keras.layers.LayerNormalization()(x)
+    y = keras.layers.Dense(32, "relu", name="ff1")(x)
+    x = keras.layers.Add()([x, keras.layers.Dense(16, name="ff2")(y)])
+    x = keras.layers.LayerNormalization()(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
+
+
+def _fit(model, request, steps, x, y, optimizer=None):
+    kerasreg.regularize(model, request, groups="dependency")
+    optimizer = optimizer or keras.optimizers.Adam(1e-2)
+    model.compile(
+        kerasreg.ProximalOptimizer(optimizer),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=steps, verbose=0)
+    return model
+
+
+def _data(shape, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n,) + shape).astype("float32"), rng.integers(0, 4, n).astype("int32")
+
+
+@pytest.mark.parametrize("cost", ["macs", "params"])
+def test_compact_lands_on_the_target(cost):
+    keras.utils.set_random_seed(0)
+    model = _resnet()
+    dense = kerasreg.model_cost(model)
+    x, y = _data((12, 12, 3))
+    request = kerasreg.ChannelPruning(0.5, cost=cost, begin_step=0, end_step=4, frequency=2)
+    _fit(model, request, 8, x, y)
+    small = kerasreg.compact(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    left = getattr(kerasreg.model_cost(small), cost) / getattr(dense, cost)
+    assert abs(left - 0.5) < 0.05
+
+
+def test_pruned_channels_stay_zero_and_the_schedule_is_gradual():
+    keras.utils.set_random_seed(1)
+    model = _resnet()
+    x, y = _data((12, 12, 3))
+    request = kerasreg.ChannelPruning(0.4, begin_step=2, end_step=6, frequency=2)
+    _fit(model, request, 2, x, y)
+    stem = model.get_layer("stem").kernel
+    assert np.all(keras.ops.convert_to_numpy(stem) != 0)  # nothing before begin_step
+    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=4, verbose=0)  # steps 2..5
+    partly = kerasreg.model_cost(kerasreg.compact(model)).macs
+    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=6, verbose=0)  # to step 11
+    zeros = {w.path: keras.ops.convert_to_numpy(w) == 0 for w in model.trainable_weights}
+    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=5, verbose=0)
+    for w in model.trainable_weights:
+        assert np.all(keras.ops.convert_to_numpy(w)[zeros[w.path]] == 0), w.path
+    final = kerasreg.model_cost(kerasreg.compact(model)).macs
+    dense = kerasreg.model_cost(_resnet()).macs
+    assert final <= partly < dense
+    assert abs(final / dense - 0.4) < 0.06
+
+
+def test_heads_go_a_few_at_a_time():
+    # At half the MACs the block keeps some of its heads: they do not go all at once.
+    keras.utils.set_random_seed(2)
+    model = _transformer()
+    x, y = _data((6, 16))
+    _fit(model, kerasreg.ChannelPruning(0.5, begin_step=0, end_step=6, frequency=2), 8, x, y)
+    small = kerasreg.compact(model)
+    assert 3 <= small.get_layer("mha").num_heads <= 5
+
+
+def test_round_to_keeps_multiples():
+    keras.utils.set_random_seed(3)
+    model = _resnet()
+    x, y = _data((12, 12, 3))
+    _fit(model, kerasreg.ChannelPruning(0.5, begin_step=0, end_step=0, round_to=4), 2, x, y)
+    small = kerasreg.compact(model)
+    for name in ("stem", "conv1", "down"):
+        assert small.get_layer(name).filters % 4 == 0
+
+
+@pytest.mark.backend_neutral
+def test_bad_requests():
+    model = _resnet()
+    with pytest.raises(kerasreg.InvalidArgumentError, match="`groups`"):
+        kerasreg.regularize(model, kerasreg.ChannelPruning(0.5))
+    with pytest.raises(kerasreg.InvalidArgumentError, match="the model still costs 0.0"):
+        kerasreg.regularize(model, kerasreg.ChannelPruning(0.001), groups="dependency")
+    for argument, value in [("cost", "flops"), ("importance", "l1"), ("target", 1.0)]:
+        kwargs = {"target": 0.5, argument: value}
+        with pytest.raises(kerasreg.InvalidArgumentError, match=f"`{argument}`"):
+            kerasreg.ChannelPruning(**kwargs)
+    with pytest.raises(kerasreg.InvalidArgumentError, match="`end_step`"):
+        kerasreg.ChannelPruning(0.5, begin_step=5, end_step=4)
