@@ -180,6 +180,102 @@ def train(name, strength, data, epochs, seed, head_strength=None):
     return model
 
 
+def prune_global_l2(model, goal):
+    """The DepGraph-style baseline, written here: one step of global L2 ranking.
+
+    The same coupled groups as `kerasreg.ChannelPruning` (the removable
+    groups of `kerasreg.model_cost(model)`). Each channel is scored by the
+    L2 norm of all its entries (writers, carriers, readers) divided by the
+    mean over its group (Torch-Pruning's group-norm importance, mean
+    normalization), and the lowest scores across the network go, one at a
+    time, until the model costs at most `goal` MACs: the ranking ignores
+    what a channel costs. Each group keeps one channel. The pruned
+    channels' entries are zeroed and `kerasreg.compact` removes them, so
+    the model is physically smaller after each step, as in Torch-Pruning.
+
+    Returns:
+        The compacted model.
+    """
+    cost = kerasreg.model_cost(model)
+    counts = [float(n) for n in cost.channels]
+    scores = []
+    for i, group_cost in enumerate(cost.groups):
+        group = group_cost.group
+        if not group.removable:
+            continue
+        total = np.zeros(group.channels)
+        for member in group.members:
+            value = np.asarray(keras.ops.convert_to_numpy(member.variable.value), "float64")
+            axes = tuple(a for a in range(value.ndim) if a != member.axis)
+            total += (value**2).sum(axis=axes)[member.indices].sum(axis=1)
+        importance = np.sqrt(total)
+        importance /= max(importance.mean(), 1e-30)
+        scores += [(importance[c], i, c) for c in range(group.channels)]
+    pruned = {}
+    for _, i, c in sorted(scores):
+        if cost.at(counts) <= goal:
+            break
+        if counts[i] > 1:
+            counts[i] -= 1
+            pruned.setdefault(i, []).append(c)
+    for i, channels in pruned.items():
+        for member in cost.groups[i].group.members:
+            value = keras.ops.convert_to_numpy(member.variable.value).copy()
+            index = [slice(None)] * value.ndim
+            index[member.axis] = member.indices[channels].reshape(-1)
+            if member.role == "carries" and not member.variable.trainable:
+                continue  # moving statistics: the channel is gone with its scale
+            value[tuple(index)] = 0
+            member.variable.assign(value)
+    return kerasreg.compact(model)
+
+
+def compile_for_digits(model, optimizer):
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def train_to_target(name, method, target, data, epochs, seed):
+    """`ChannelPruning` or the global L2 baseline to `target` of the MACs, Adam(1e-3).
+
+    Both prune from epoch `epochs // 6` to epoch `epochs // 2` and train on,
+    pruned, to the end: `ChannelPruning` on its cubic schedule, turns every
+    half epoch; the baseline in 6 equal steps of MACs, the model compacted
+    and compiled again (a new Adam) after each.
+    """
+    x_train, _, y_train, _ = data
+    x_train = shaped(name, x_train)
+    keras.utils.set_random_seed(seed)
+    model = NETWORKS[name]()
+    steps_per_epoch = math.ceil(len(x_train) / BATCH_SIZE)
+    start, stop = max(1, epochs // 6), epochs // 2
+    if method == "channel-pruning":
+        request = kerasreg.ChannelPruning(
+            target,
+            cost="macs",
+            begin_step=start * steps_per_epoch,
+            end_step=stop * steps_per_epoch,
+            frequency=max(1, steps_per_epoch // 2),
+        )
+        kerasreg.regularize(model, request, groups="dependency")
+        compile_for_digits(model, kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)))
+        model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+        return model
+    dense_macs = kerasreg.model_cost(model).macs
+    step_epochs = np.unique(np.linspace(start, stop, 6).round().astype(int)).tolist()
+    compile_for_digits(model, keras.optimizers.Adam(1e-3))
+    for epoch in range(epochs):
+        if epoch in step_epochs:
+            done = (step_epochs.index(epoch) + 1) / len(step_epochs)
+            model = prune_global_l2(model, dense_macs * (1 - (1 - target) * done))
+            compile_for_digits(model, keras.optimizers.Adam(1e-3))
+        model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=1, verbose=0)
+    return model
+
+
 def logits(model, x):
     return np.asarray(model.predict(x, batch_size=512, verbose=0))
 
@@ -208,12 +304,27 @@ def fine_tune(model, data, name, epochs):
     model.fit(shaped(name, x_train), y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
 
 
-def run(name, strength, head_strength, epochs, seed, repeats, fine_tune_epochs=0):
+def run(
+    name,
+    strength,
+    head_strength,
+    epochs,
+    seed,
+    repeats,
+    fine_tune_epochs=0,
+    method="group-lasso",
+    target=None,
+    dense=None,
+):
     data = load_data(seed)
     _, x_test, _, y_test = data
     x_test = shaped(name, x_test)
-    dense = train(name, None, data, epochs, seed)
-    sparse = train(name, strength, data, epochs, seed, head_strength)
+    if dense is None:
+        dense = train(name, None, data, epochs, seed)
+    if method == "group-lasso":
+        sparse = train(name, strength, data, epochs, seed, head_strength)
+    else:
+        sparse = train_to_target(name, method, target, data, epochs, seed)
     small, summary = kerasreg.compact(sparse, return_summary=True)
 
     sparse_logits, small_logits = logits(sparse, x_test), logits(small, x_test)
@@ -233,6 +344,9 @@ def run(name, strength, head_strength, epochs, seed, repeats, fine_tune_epochs=0
         "sparse_accuracy": float(np.mean(np.argmax(sparse_logits, -1) == y_test)),
         "compact_accuracy": compact_accuracy,
         "tuned_accuracy": tuned_accuracy,
+        "dense": dense,
+        "macs_left": kerasreg.model_cost(small).macs / kerasreg.model_cost(dense).macs,
+        "heads": heads_left(small),
         "dense_params": dense.count_params(),
         "compact_params": small.count_params(),
         "dense_ms": 1000 * dense_time,
@@ -241,15 +355,27 @@ def run(name, strength, head_strength, epochs, seed, repeats, fine_tune_epochs=0
     }
 
 
+def heads_left(model):
+    """Heads per attention layer, as a string (empty for a model without)."""
+    return " ".join(
+        str(layer.num_heads)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.MultiHeadAttention)
+    )
+
+
 def row(label, seed, r):
     params = f"{r['dense_params']:,.0f} -> {r['compact_params']:,.0f}"
     times = f"{r['dense_ms']:.2f} -> {r['compact_ms']:.2f}"
     return (
-        f"{label:<12} {seed:>4} {r['dense_accuracy']:>9.4f} {r['sparse_accuracy']:>10.4f} "
+        f"{label:<34} {seed:>4} {r['dense_accuracy']:>9.4f} {r['sparse_accuracy']:>10.4f} "
         f"{r['compact_accuracy']:>11.4f} {r['tuned_accuracy']:>10.4f} "
-        f"{r['params_ratio']:>5.1f}x {params:>19} "
-        f"{r['speedup']:>7.2f}x {times:>16}"
+        f"{r['macs_left']:>9.3f} {r['params_ratio']:>5.1f}x {params:>19} "
+        f"{r['speedup']:>7.2f}x {times:>16} {r.get('heads', ''):>6}"
     )
+
+
+METHODS = ("group-lasso", "channel-pruning", "global-l2")
 
 
 def main():
@@ -257,6 +383,21 @@ def main():
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["group-lasso"],
+        choices=METHODS,
+        help="group-lasso: the strengths below; channel-pruning: kerasreg.ChannelPruning to "
+        "each --targets; global-l2: the DepGraph-style baseline to each --targets",
+    )
+    parser.add_argument(
+        "--targets",
+        nargs="+",
+        type=float,
+        default=[0.5, 0.3],
+        help="fractions of the dense MACs for channel-pruning and global-l2",
+    )
     parser.add_argument("--resnet-strength", type=float, default=3e-3)
     parser.add_argument("--transformer-strength", type=float, default=4e-3)
     parser.add_argument("--head-strength", type=float, default=6e-3)
@@ -277,37 +418,52 @@ def main():
     for name in args.networks:
         strength = getattr(args, f"{name}_strength")
         head_strength = args.head_strength if name == "transformer" else None
+        runs = []
+        for method in args.methods:
+            if method == "group-lasso":
+                heads = "" if head_strength is None else f", heads {head_strength:g}"
+                runs.append((f"GroupLasso({strength:g}{heads})", method, None))
+            else:
+                runs += [(f"{method} {target:g}", method, target) for target in args.targets]
         for seed in args.seeds:
-            r = run(
-                name,
-                strength,
-                head_strength,
-                args.epochs,
-                seed,
-                args.repeats,
-                args.fine_tune_epochs,
-            )
-            r["params_ratio"] = r["dense_params"] / r["compact_params"]
-            r["speedup"] = r["dense_ms"] / r["compact_ms"]
-            results.append(r)
-            heads = "" if head_strength is None else f", heads {head_strength:g}"
-            print(f"\n== {name}, seed {seed}: coupled GroupLasso({strength:g}{heads}), compact")
-            print(r["summary"])
+            dense = None
+            for label, method, target in runs:
+                r = run(
+                    name,
+                    strength,
+                    head_strength,
+                    args.epochs,
+                    seed,
+                    args.repeats,
+                    args.fine_tune_epochs,
+                    method=method,
+                    target=target,
+                    dense=dense,
+                )
+                dense = r.pop("dense")
+                r["label"] = f"{name} {label}"
+                r["params_ratio"] = r["dense_params"] / r["compact_params"]
+                r["speedup"] = r["dense_ms"] / r["compact_ms"]
+                results.append(r)
+                print(f"\n== {name}, seed {seed}: {label}, compact", flush=True)
+                print(r["summary"], flush=True)
     print()
     header = (
-        f"{'network':<12} {'seed':>4} {'dense acc':>9} {'sparse acc':>10} {'compact acc':>11} "
-        f"{'tuned acc':>10} "
-        f"{'fewer':>6} {'params':>19} {'faster':>8} {'inference ms':>16}"
+        f"{'network, method':<34} {'seed':>4} {'dense acc':>9} {'sparse acc':>10} "
+        f"{'compact acc':>11} {'tuned acc':>10} {'MACs left':>9} "
+        f"{'fewer':>6} {'params':>19} {'faster':>8} {'inference ms':>16} {'heads':>6}"
     )
     print(header)
     print("-" * len(header))
-    for name in args.networks:
-        mine = [r for r in results if r["network"] == name]
+    for label in dict.fromkeys(r["label"] for r in results):
+        mine = [r for r in results if r["label"] == label]
         for r in mine:
-            print(row(name, str(r["seed"]), r))
-        numbers = [key for key in mine[0] if key not in ("network", "seed", "summary")]
+            print(row(label, str(r["seed"]), r))
+        numbers = [
+            key for key in mine[0] if key not in ("network", "seed", "summary", "label", "heads")
+        ]
         mean = {key: statistics.mean(r[key] for r in mine) for key in numbers}
-        print(row(name, "mean", mean))
+        print(row(label, "mean", mean))
     print("compacted predictions equal the sparse model's: True")
 
 
