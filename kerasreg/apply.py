@@ -8,6 +8,7 @@ of these, and refuses to let a model be saved without a penalty it carries.
 """
 
 import copy
+import math
 
 import keras
 
@@ -189,9 +190,12 @@ def _built_proximal_optimizer(model, changes):
         "weights": WeightNames(),
         "exclude": LayerSelector(),
         "groups": AnyOf(Options("dependency"), None),
+        "cost": AnyOf(Options("macs", "params"), None),
     }
 )
-def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=None, groups=None):
+def regularize(
+    model, regularizer, *, layers=None, weights="kernel", exclude=None, groups=None, cost=None
+):
     """Attaches a regularizer to chosen weights of a built model, in place.
 
     The penalties count in `model.losses` (so in the loss `fit` minimizes),
@@ -240,7 +244,12 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     channel with them. Each channel's norm is weighted by the square root
     of its number of entries, as `GroupLasso` does: a channel of 9 entries
     and one of 900 face thresholds in proportion to 3 and 30, the same
-    pressure per entry. A group is taken
+    pressure per entry. With `cost="macs"` (or `"params"`), the weight is
+    the square root of what a channel costs instead (`kerasreg.model_cost`:
+    its MACs count each entry once per position it is applied at), scaled
+    so that the weights' mean square stays that of the entry counts: the
+    penalty leans on a full-resolution stem's channels more than on a last
+    stage's, and removes compute first. A group is taken
     when `layers` selects one of the layers that write it (`None`: all) and
     `exclude` none of its layers; `weights` must be left at its default.
     `regularizer=None` removes the coupled penalties from those groups'
@@ -252,6 +261,12 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
     saved to `.keras` or cloned. Save the weights with `save_weights` and
     call `regularize` again on the rebuilt model, remove the penalty first,
     or save `kerasreg.strip(model)`, a copy without it.
+
+    **Pruning to a cost.** With `groups="dependency"`, `regularizer` may be
+    a `kerasreg.ChannelPruning`: the same groups (readers included where a
+    zero channel stays zero) are pruned, on a schedule, until the model
+    costs the fraction of its MACs or parameters asked for (see its
+    docstring). Like `MagnitudePruning`'s, its masks are a prox state.
 
     **Compiled and trained models.** Compiled train and test functions are
     reset, so the next `fit` or `evaluate` counts the new penalties. A
@@ -287,6 +302,9 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
         groups: `None` for one penalty per weight, or `"dependency"` for one
             group lasso over the coupled channels of the model (see above).
             Defaults to `None`.
+        cost: With `groups="dependency"` and a `GroupLasso`: `None`, or
+            `"macs"` or `"params"` to weight each group by what a channel
+            costs (see above). Defaults to `None`.
 
     Returns:
         `model`, regularized.
@@ -297,8 +315,10 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
             trainable weight, a callable returns no regularizer, or the
             model's built `ProximalOptimizer` would have to add or remove a
             prox with a state; with `groups="dependency"`, if `regularizer`
-            is not a `GroupLasso` or `None`, `weights` is given, or the model
-            has no removable group of coupled channels.
+            is not a `GroupLasso`, a `ChannelPruning` or `None`, `weights`
+            is given, or the model has no removable group of coupled
+            channels; if `cost` is given without `groups="dependency"` and
+            a `GroupLasso`, or a `ChannelPruning` without `groups`.
 
     Example:
 
@@ -326,7 +346,9 @@ def regularize(model, regularizer, *, layers=None, weights="kernel", exclude=Non
             model,
         )
     if groups is not None:
-        return _regularize_coupled(model, regularizer, layers, weights, exclude)
+        return _regularize_coupled(model, regularizer, layers, weights, exclude, cost)
+    if cost is not None:
+        raise invalid_argument("cost", 'None without groups="dependency"', cost)
     if isinstance(regularizer, regularizers_lib.ChannelPruning):
         raise invalid_argument(
             "groups",
@@ -445,19 +467,35 @@ def _set_shares(model, visits, where, variables, shares):
     return model
 
 
-def _prune_channels(model, request, visits, where, chosen):
-    """`regularize(model, ChannelPruning(...), groups="dependency")`."""
-    costs = cost_lib.model_cost(model, input_shape=request.input_shape)
-    position = {id(cost.group): i for i, cost in enumerate(costs.groups)}
-    # `chosen` comes from an analysis of its own: match the groups by their members.
+def _positions_in(costs, groups):
+    """The index in `costs.groups` of each of `groups` (from an analysis of their own)."""
     by_members = {
         tuple((id(m.variable), m.axis, m.role) for m in cost.group.members): i
         for i, cost in enumerate(costs.groups)
     }
-    positions = []
-    for group in chosen:
-        key = tuple((id(m.variable), m.axis, m.role) for m in group.members)
-        positions.append(position.get(id(group), by_members.get(key)))
+    return [
+        by_members.get(tuple((id(m.variable), m.axis, m.role) for m in group.members))
+        for group in groups
+    ]
+
+
+def _cost_scales(model, chosen, penalized, cost):
+    """Each group's factor: the square root of its cost per channel, scaled so that
+    their mean square is that of the default factors, `sqrt(n_g)`."""
+    costs = cost_lib.model_cost(model)
+    per_channel = [getattr(costs.groups[i], cost) for i in _positions_in(costs, chosen)]
+    sizes = [
+        sum(math.prod(v.shape) // int(v.shape[axis]) * indices.shape[1] for v, axis, indices in m)
+        for m in penalized
+    ]
+    ratio = sum(sizes) / sum(per_channel)
+    return [math.sqrt(c * ratio) for c in per_channel]
+
+
+def _prune_channels(model, request, visits, where, chosen):
+    """`regularize(model, ChannelPruning(...), groups="dependency")`."""
+    costs = cost_lib.model_cost(model, input_shape=request.input_shape)
+    positions = _positions_in(costs, chosen)
     pairs = [(g, p) for g, p in zip(chosen, positions, strict=True) if p is not None]
     if not pairs or not any(
         m.variable.trainable and id(m.variable) in where for g, _ in pairs for m in g.members
@@ -473,9 +511,15 @@ def _prune_channels(model, request, visits, where, chosen):
     return _set_shares(model, visits, where, variables, {id(v): joint.share(v) for v in variables})
 
 
-def _regularize_coupled(model, regularizer, layers, weights, exclude):
+def _regularize_coupled(model, regularizer, layers, weights, exclude, cost):
     """`regularize(..., groups="dependency")`: see its docstring."""
     pruning = isinstance(regularizer, regularizers_lib.ChannelPruning)
+    if cost is not None and not isinstance(regularizer, regularizers_lib.GroupLasso):
+        raise invalid_argument(
+            "cost",
+            "None unless `regularizer` is a kerasreg.GroupLasso (ChannelPruning takes its own)",
+            cost,
+        )
     if regularizer is not None and not (
         pruning or isinstance(regularizer, regularizers_lib.GroupLasso)
     ):
@@ -506,6 +550,7 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
         ]
         for group in chosen
     ]
+    chosen = [group for group, members in zip(chosen, penalized, strict=True) if members]
     penalized = [members for members in penalized if members]
     if not penalized:
         raise invalid_argument(
@@ -518,7 +563,8 @@ def _regularize_coupled(model, regularizer, layers, weights, exclude):
     variables = [variable for members in penalized for variable, _, _ in members]
     shares = {}
     if regularizer is not None:
-        penalty = regularizers_lib.CoupledGroupLasso(regularizer.strength, penalized)
+        scales = None if cost is None else _cost_scales(model, chosen, penalized, cost)
+        penalty = regularizers_lib.CoupledGroupLasso(regularizer.strength, penalized, scales)
         shares = {id(variable): penalty.share(variable) for variable in penalty.variables}
     else:
         variables = [v for v in variables if _joint_of(v) is not None]

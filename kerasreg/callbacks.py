@@ -31,6 +31,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasreg import cost as cost_lib
+from kerasreg import dependency as dependency_lib
 from kerasreg import sparsity as sparsity_lib
 from kerasreg._training import proximal_optimizer_of
 from kerasreg._training import sync_variables
@@ -419,8 +421,17 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
     continued with `fit(initial_epoch=...)`, continues its ramp as if it had
     never stopped.
 
+    **Sparsity of a cost.** With `measure="macs"` (or `"params"`), the
+    sparsity is the fraction of the model's multiply-accumulates (or
+    parameters) that its removed channels take with them
+    (`kerasreg.model_cost(model).fraction_left`): the figure to steer a
+    coupled group lasso by, `kerasreg.regularize(model,
+    kerasreg.GroupLasso(s), groups="dependency", cost="macs")`, when the
+    goal is a smaller, faster model.
+
     Args:
-        target: Float in (0, 1), the fraction of exact zeros to reach.
+        target: Float in (0, 1), the fraction of exact zeros to reach (of
+            the cost, with `measure`).
         end_epoch: Int, the epoch (0-based, exclusive) by whose start the
             target is scheduled to be reached.
         start_epoch: Int, the first epoch the controller acts on.
@@ -431,13 +442,17 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
             `4.0`.
         max_change: Float > 1, the largest factor by which one update may
             change the scale. Defaults to `2.0`.
+        measure: `"weights"` (exact zeros among the regularized weights'
+            entries), `"macs"` or `"params"` (the share of the model's cost
+            its removed channels take). Defaults to `"weights"`.
 
     Example:
 
     >>> import keras
     >>> import kerasreg
-    >>> kerasreg.TargetSparsity(0.9, end_epoch=30)
-    TargetSparsity(target=0.9, end_epoch=30, start_epoch=0, gain=3.0, horizon=4.0, max_change=2.0)
+    >>> kerasreg.TargetSparsity(0.9, end_epoch=30)  # doctest: +NORMALIZE_WHITESPACE
+    TargetSparsity(target=0.9, end_epoch=30, start_epoch=0, gain=3.0, horizon=4.0,
+                   max_change=2.0, measure='weights')
     """
 
     _parameter_constraints = {
@@ -447,6 +462,7 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
         "gain": Interval(0.0, None, closed="neither"),
         "horizon": Interval(0.0, None),
         "max_change": Interval(1.0, None, closed="neither"),
+        "measure": Options("weights", "macs", "params"),
     }
 
     def __init__(
@@ -457,6 +473,7 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
         gain=3.0,
         horizon=4.0,
         max_change=2.0,
+        measure="weights",
     ):
         super().__init__()
         self._set_arguments(
@@ -466,6 +483,7 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
             gain=gain,
             horizon=horizon,
             max_change=max_change,
+            measure=measure,
         )
         if self.end_epoch <= self.start_epoch:
             raise invalid_argument("end_epoch", f"an int > start_epoch={start_epoch}", end_epoch)
@@ -476,6 +494,11 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
         self._first_epoch = True
 
     def _measure(self):
+        if self.measure != "weights":
+            if self._variables is None:
+                _regularized_variables(self.model, self._optimizer, type(self).__name__)
+                self._variables = cost_lib.model_cost(self.model)
+            return 1.0 - self._variables.fraction_left(self.measure)
         if self._variables is None:
             self._variables = _regularized_variables(
                 self.model, self._optimizer, type(self).__name__
@@ -553,6 +576,58 @@ def _complete_sparsity(variables, sparsity):
         variable.assign(np.where(np.abs(value) <= threshold, np.zeros_like(value), value))
 
 
+def _complete_channels(cost, fraction, measure):
+    """Zeroes whole channels, least important per unit of cost first, while the
+    model's cost (a `ModelCost`) comes closer to `fraction` of its own."""
+    counts = [float(n) for n in cost.channels_left()]
+    goal = fraction * cost.at(cost.channels, measure)
+    importance = {}
+    for i, group_cost in enumerate(cost.groups):
+        group = group_cost.group
+        if not group.removable:
+            continue
+        squares = np.zeros(group.channels)
+        for member in group.members:
+            if not member.variable.trainable:
+                continue
+            value = np.asarray(sparsity_lib._to_numpy(member.variable), "float64")
+            axes = tuple(a for a in range(value.ndim) if a != member.axis)
+            squares += (value**2).sum(axis=axes)[member.indices].sum(axis=1)
+        importance[i] = np.sqrt(squares)
+    alive = {i: importance[i] > 0 for i in importance}
+    pruned = {}
+    while True:
+        now = cost.at(counts, measure)
+        slopes = cost.slopes(counts, measure)
+        best = None
+        for i, norms in importance.items():
+            if alive[i].sum() <= 1:
+                continue
+            total = norms[alive[i]].sum()
+            c = int(np.flatnonzero(alive[i])[np.argmin(norms[alive[i]])])
+            score = norms[c] / total / max(slopes[i], 1e-12)
+            if best is None or score < best[0]:
+                best = (score, i, c)
+        if best is None or now - 0.5 * slopes[best[1]] <= goal:
+            break
+        _, i, c = best
+        alive[i][c] = False
+        counts[i] -= 1
+        pruned.setdefault(i, []).append(c)
+    for i, channels in pruned.items():
+        group = cost.groups[i].group
+        for member in group.members:
+            if not member.variable.trainable:
+                continue
+            if member.role == dependency_lib.READS and not group.zeros_propagate:
+                continue
+            value = sparsity_lib._to_numpy(member.variable).copy()
+            index = [slice(None)] * value.ndim
+            index[member.axis] = member.indices[channels].reshape(-1)
+            value[tuple(index)] = 0
+            member.variable.assign(value)
+
+
 class FreezeSparsity(Configurable, keras.callbacks.Callback):
     """Freezes the sparsity pattern from an epoch on, for debiasing.
 
@@ -569,27 +644,38 @@ class FreezeSparsity(Configurable, keras.callbacks.Callback):
     until it is reached. After `TargetSparsity`, this lands the model on
     its target even if the controller ended slightly below it.
 
+    With `measure="macs"` (or `"params"`), `sparsity` is the share of the
+    model's cost that its removed channels take (as `TargetSparsity`
+    measures it), and the pattern is completed channel by channel: the
+    remaining channels of the model's removable coupled groups are ranked
+    as `kerasreg.ChannelPruning` ranks them (the norm of a channel's
+    entries over its group's, per unit of cost) and zeroed, lowest first,
+    while the cost comes closer to the target.
+
     Args:
         start_epoch: Int, the first epoch (0-based) trained with the pattern
             frozen.
         sparsity: Float in [0, 1) or `None`: the least fraction of exact
             zeros to freeze. Defaults to `None` (freeze the pattern as is).
+        measure: `"weights"`, `"macs"` or `"params"`: what `sparsity` is a
+            fraction of. Defaults to `"weights"`.
 
     Example:
 
     >>> import kerasreg
     >>> kerasreg.FreezeSparsity(start_epoch=150)
-    FreezeSparsity(start_epoch=150, sparsity=None)
+    FreezeSparsity(start_epoch=150, sparsity=None, measure='weights')
     """
 
     _parameter_constraints = {
         "start_epoch": Integer(0),
         "sparsity": AnyOf(Interval(0.0, 1.0, closed="left"), None),
+        "measure": Options("weights", "macs", "params"),
     }
 
-    def __init__(self, start_epoch, sparsity=None):
+    def __init__(self, start_epoch, sparsity=None, measure="weights"):
         super().__init__()
-        self._set_arguments(start_epoch=start_epoch, sparsity=sparsity)
+        self._set_arguments(start_epoch=start_epoch, sparsity=sparsity, measure=measure)
 
     def on_train_begin(self, logs=None):
         self._optimizer = _proximal_optimizer(self.model, type(self).__name__)
@@ -600,7 +686,11 @@ class FreezeSparsity(Configurable, keras.callbacks.Callback):
         if float(ops.convert_to_numpy(self._optimizer.zeros_frozen)) < 0.5:
             if self.sparsity is not None:
                 variables = _regularized_variables(self.model, self._optimizer, type(self).__name__)
-                _complete_sparsity(variables, self.sparsity)
+                if self.measure == "weights":
+                    _complete_sparsity(variables, self.sparsity)
+                else:
+                    cost = cost_lib.model_cost(self.model)
+                    _complete_channels(cost, 1.0 - self.sparsity, self.measure)
             self._optimizer.freeze_zeros(True)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -11,6 +11,7 @@ importance per unit of cost and stops at a target.
 import dataclasses
 
 import keras
+import numpy as np
 
 from kerasreg import _graph
 from kerasreg import dependency as dependency_lib
@@ -152,6 +153,50 @@ class ModelCost:
                 for g, slope in term.slopes(channels):
                     slopes[g] = slopes[g] + scale * slope
         return slopes
+
+    def channels_left(self):
+        """The channels of each group that the model's weights keep, as `compact` sees them.
+
+        A channel of a removable group is gone when all its trainable
+        entries in the variables that write or carry it are zero (and a
+        zero channel stays zero on its way: `DependencyGroup.zeros_propagate`),
+        or when all its entries in the variables that read it are zero.
+
+        Returns:
+            A list of counts, one per group (full for the groups that stay).
+        """
+        counts = []
+        for cost in self.groups:
+            group = cost.group
+            if not group.removable:
+                counts.append(group.channels)
+                continue
+            source = np.zeros(group.channels, bool)  # a nonzero writer or carrier entry
+            read = np.zeros(group.channels, bool)  # a nonzero reader entry
+            readers = sources = False
+            for member in group.members:
+                if member.role != dependency_lib.READS and not member.variable.trainable:
+                    continue
+                value = keras.ops.convert_to_numpy(member.variable.value)
+                axes = tuple(a for a in range(value.ndim) if a != member.axis)
+                nonzero = np.any(value != 0, axis=axes)[member.indices].any(axis=1)
+                if member.role == dependency_lib.READS:
+                    read |= nonzero
+                    readers = True
+                else:
+                    source |= nonzero
+                    sources = True
+            alive = np.ones(group.channels, bool)
+            if group.zeros_propagate and sources:
+                alive &= source
+            if readers:
+                alive &= read
+            counts.append(int(alive.sum()))
+        return counts
+
+    def fraction_left(self, measure="macs"):
+        """The fraction of the model's cost that its weights keep (`channels_left`)."""
+        return float(self.at(self.channels_left(), measure) / self.at(self.channels, measure))
 
     def __repr__(self):
         return (

@@ -117,3 +117,70 @@ def test_bad_requests():
             kerasreg.ChannelPruning(**kwargs)
     with pytest.raises(kerasreg.InvalidArgumentError, match="`end_step`"):
         kerasreg.ChannelPruning(0.5, begin_step=5, end_step=4)
+
+
+# The penalty route to a cost.
+
+
+@pytest.mark.backend_neutral
+def test_cost_weighted_group_lasso_scales():
+    model = _resnet()
+    kerasreg.regularize(model, kerasreg.GroupLasso(1e-3), groups="dependency", cost="macs")
+    joint = model.get_layer("stem").kernel.regularizer.joint
+    cost = kerasreg.model_cost(model)
+    removable = [c for c in cost.groups if c.group.removable]
+    sizes = []
+    for c in removable:
+        trained = [m for m in c.group.members if m.role != "reads" and m.variable.trainable]
+        sizes.append(sum(m.params for m in trained))
+    macs = np.array([c.macs for c in removable])
+    expected = np.sqrt(macs * sum(sizes) / macs.sum())
+    assert joint.scales == pytest.approx(expected)
+    # The penalty is the weighted sum of the channels' norms.
+    values = [keras.ops.convert_to_numpy(v) for v in joint.variables]
+    norms = []
+    for c in removable:
+        squares = np.zeros(c.group.channels)
+        for m in c.group.members:
+            if m.role == "reads" or not m.variable.trainable:
+                continue
+            value = values[[id(v) for v in joint.variables].index(id(m.variable))]
+            axes = tuple(a for a in range(value.ndim) if a != m.axis)
+            squares += (value.astype("float64") ** 2).sum(axis=axes)[m.indices].sum(axis=1)
+        norms.append(np.sqrt(squares).sum())
+    penalty = float(keras.ops.convert_to_numpy(joint([v.value for v in joint.variables])))
+    assert penalty == pytest.approx(1e-3 * np.dot(expected, norms), rel=1e-5)
+    with pytest.raises(kerasreg.InvalidArgumentError, match="`cost`"):
+        kerasreg.regularize(model, kerasreg.GroupLasso(1e-3), cost="macs")
+    with pytest.raises(kerasreg.InvalidArgumentError, match="`scales`"):
+        kerasreg.CoupledGroupLasso(1.0, joint_groups_of(model), scales=[1.0, 2.0])
+
+
+def joint_groups_of(model):
+    group = [g for g in kerasreg.dependency_groups(model) if g.removable][0]
+    return [[(m.variable, m.axis, m.indices) for m in group.members if m.role == "writes"]]
+
+
+def test_freeze_completes_a_cost_target_channel_by_channel():
+    keras.utils.set_random_seed(4)
+    model = _resnet()
+    dense = kerasreg.model_cost(model)
+    x, y = _data((12, 12, 3))
+    # No shrinkage (strength 0): the freeze alone makes the pattern.
+    kerasreg.regularize(model, kerasreg.GroupLasso(0.0), groups="dependency", cost="macs")
+    model.compile(
+        kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-2)),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    target = kerasreg.TargetSparsity(0.6, end_epoch=2, measure="macs")
+    freeze = kerasreg.FreezeSparsity(1, sparsity=0.6, measure="macs")
+    history = model.fit(x, y, batch_size=16, epochs=3, callbacks=[target, freeze], verbose=0)
+    cost = kerasreg.model_cost(model)
+    small = kerasreg.compact(model)
+    left = kerasreg.model_cost(small).macs / dense.macs
+    assert left == pytest.approx(cost.fraction_left(), abs=1e-9)
+    largest = max(c.macs for c in dense.groups if c.group.removable) / dense.macs
+    assert abs(left - 0.4) <= largest / 2 + 1e-9
+    # TargetSparsity measured what the freeze made, as model_cost counts it.
+    assert history.history["zeros_frozen"] == [0.0, 1.0, 1.0]
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)

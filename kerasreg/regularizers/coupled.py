@@ -90,18 +90,20 @@ class CoupledGroupLasso:
 
     .. math::
 
-        R = \lambda \sum_g \sqrt{n_g} \sum_{c=1}^{C_g}
-            \lVert w_{g,c} \rVert_2 ,
+        R = \lambda \sum_g a_g \sum_{c=1}^{C_g}
+            \lVert w_{g,c} \rVert_2 , \qquad a_g = \sqrt{n_g} \text{ by default,}
 
     where group :math:`g` has :math:`C_g` channels of :math:`n_g` entries
     each, and :math:`w_{g,c}` gathers every entry of channel :math:`c`. As
     for `GroupLasso`, the factor :math:`\sqrt{n_g}` puts a channel of 9
     entries and one of 900 under thresholds in proportion to the square root
-    of their sizes, so that the pressure per entry is the same.
+    of their sizes, so that the pressure per entry is the same. With
+    `scales`, each group gets its own factor: weighted by what a channel
+    costs, the penalty leans on the channels that cost most.
 
     **Proximal operator.** With one scalar step :math:`s` for all the
     variables, block soft thresholding of each channel at
-    :math:`s \lambda \sqrt{n_g}`; with per-coordinate steps (adaptive
+    :math:`s \lambda a_g`; with per-coordinate steps (adaptive
     optimizers), the exact proximal operator in the diagonal metric, as
     `GroupLasso` computes it (`kerasreg.prox.block_soft_threshold_diagonal`).
 
@@ -129,6 +131,9 @@ class CoupledGroupLasso:
             channels for every member of a group). No entry may belong to
             two channels: a variable is used along one axis only, with
             distinct indices.
+        scales: `None` for :math:`a_g = \sqrt{n_g}`, or one float >= 0 per
+            group: its own factor :math:`a_g` (a channel's cost, for
+            `kerasreg.regularize(..., groups="dependency", cost="macs")`).
 
     Raises:
         InvalidArgumentError: If `strength` or `groups` is invalid.
@@ -155,7 +160,7 @@ class CoupledGroupLasso:
     # `groups` is checked by `__init__` itself: its entries are variables.
     _parameter_constraints = {"strength": _NON_NEGATIVE}
 
-    def __init__(self, strength, groups):
+    def __init__(self, strength, groups, scales=None):
         if not (_NON_NEGATIVE.type_ok(strength) and _NON_NEGATIVE.value_ok(strength)):
             raise InvalidArgumentError(
                 "Invalid value for argument `strength`: expected "
@@ -202,6 +207,7 @@ class CoupledGroupLasso:
                 size += k * math.prod(shape) // shape[axis]
                 pieces.append(_Piece(positions[id(variable)], axis, flat, count))
             self._groups.append((size, pieces))
+        self.scales = _check_scales(scales, [size for size, _ in self._groups])
         self._shares = {id(v): _CoupledShare(self, v) for v in self.variables}
         self._layouts = [self._layout(i) for i in range(len(self.variables))]
 
@@ -319,9 +325,9 @@ class CoupledGroupLasso:
         dtype = self._compute_dtype(values)
         values = [ops.cast(v, dtype) for v in values]
         total = ops.zeros((), dtype=dtype)
-        for (size, _), matrix in zip(self._groups, self._matrices(values), strict=True):
+        for scale, matrix in zip(self.scales, self._matrices(values), strict=True):
             norms = prox_lib._safe_norm(matrix, 1)
-            total = total + _constant(math.sqrt(size), total) * ops.sum(norms)
+            total = total + _constant(scale, total) * ops.sum(norms)
         return _constant(self.strength, total) * total
 
     def gradients(self, values):
@@ -339,8 +345,8 @@ class CoupledGroupLasso:
         x = [ops.cast(v, dtype) for v in values]
         strength = _constant(self.strength, x[0])
         matrices = [
-            _safe_norm_gradient(m, 1, _constant(math.sqrt(size), m) * strength)
-            for (size, _), m in zip(self._groups, self._matrices(x), strict=True)
+            _safe_norm_gradient(m, 1, _constant(scale, m) * strength)
+            for scale, m in zip(self.scales, self._matrices(x), strict=True)
         ]
         grads = self._scatter([ops.zeros_like(v) for v in x], matrices)
         # Autodiff adds the gradient of a gather into zeros, which turns -0.0
@@ -384,10 +390,8 @@ class CoupledGroupLasso:
             step = _threshold(steps[0], 1.0, x[0])
             step = prox_lib._as_tensor(step, dtype)
             results = [
-                prox_lib.block_soft_threshold(
-                    m, step * _constant(self.strength * math.sqrt(size), m), axis=1
-                )
-                for (size, _), m in zip(self._groups, matrices, strict=True)
+                prox_lib.block_soft_threshold(m, step * _constant(self.strength * scale, m), axis=1)
+                for scale, m in zip(self.scales, matrices, strict=True)
             ]
         else:
             scales = [
@@ -395,12 +399,8 @@ class CoupledGroupLasso:
                 for s, v in zip(steps, x, strict=True)
             ]
             results = [
-                prox_lib.block_soft_threshold_diagonal(
-                    m, self.strength * math.sqrt(size), s, axis=1
-                )
-                for (size, _), m, s in zip(
-                    self._groups, matrices, self._matrices(scales), strict=True
-                )
+                prox_lib.block_soft_threshold_diagonal(m, self.strength * scale, s, axis=1)
+                for scale, m, s in zip(self.scales, matrices, self._matrices(scales), strict=True)
             ]
         new = self._scatter(x, results)
         return [ops.cast(n, v.dtype) for n, v in zip(new, values, strict=True)]
@@ -413,6 +413,23 @@ class CoupledGroupLasso:
             f"CoupledGroupLasso(strength={self.strength!r}, groups=<{len(self._groups)} groups "
             f"over {len(self.variables)} variables>)"
         )
+
+
+def _check_scales(scales, sizes):
+    """The factor of each group: `scales` as floats, or `sqrt(n_g)`."""
+    if scales is None:
+        return [math.sqrt(size) for size in sizes]
+    ok = isinstance(scales, (list, tuple, np.ndarray)) and len(scales) == len(sizes)
+    ok = ok and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        for v in scales
+    )
+    if not ok:
+        raise InvalidArgumentError(
+            "Invalid value for argument `scales`: expected None or one finite float >= 0 "
+            f"per group ({len(sizes)}). Received: scales={scales!r}"
+        )
+    return [float(v) for v in scales]
 
 
 def _invalid_groups(expected, value):
