@@ -14,7 +14,8 @@ regularizer to chosen weights of an existing model, `compact`, which turns remov
 units, filters and input features into a physically smaller model,
 `model_cost`, which counts a model's multiply-accumulates and parameters per
 coupled channel, `dependency_groups`, which finds the channels that must leave a model
-together (residual streams, concatenations, attention heads), `strip`,
+together (residual streams, concatenations, attention heads), `Distiller`,
+which fine-tunes a compacted model towards the dense one, `strip`,
 which makes a copy that loads without kerasreg, for deployment, and
 regularization paths with cross-validation to choose the strength
 (`kerasreg.model_selection`).
@@ -26,6 +27,7 @@ from kerasreg import compaction
 from kerasreg import cost
 from kerasreg import dependency
 from kerasreg import deployment
+from kerasreg import distillation
 from kerasreg import layers
 from kerasreg import model_selection
 from kerasreg import optimizers
@@ -41,6 +43,7 @@ from kerasreg.compaction import compact
 from kerasreg.cost import model_cost
 from kerasreg.dependency import dependency_groups
 from kerasreg.deployment import strip
+from kerasreg.distillation import Distiller
 from kerasreg.layers import FeatureGate
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
@@ -61,6 +64,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChannelPruning",
     "CoupledGroupLasso",
+    "Distiller",
     "ElasticNet",
     "FeatureGate",
     "FreezeSparsity",
@@ -84,6 +88,7 @@ __all__ = [
     "dependency",
     "dependency_groups",
     "deployment",
+    "distillation",
     "layers",
     "model_cost",
     "model_selection",

@@ -21,6 +21,7 @@ def test_public_surface_is_pinned():
     assert sorted(kerasreg.__all__) == [
         "ChannelPruning",
         "CoupledGroupLasso",
+        "Distiller",
         "ElasticNet",
         "FeatureGate",
         "FreezeSparsity",
@@ -44,6 +45,7 @@ def test_public_surface_is_pinned():
         "dependency",
         "dependency_groups",
         "deployment",
+        "distillation",
         "layers",
         "model_cost",
         "model_selection",
@@ -106,6 +108,7 @@ def test_public_surface_is_pinned():
         "register_layer_rule",
     ]
     assert kerasreg.deployment.__all__ == ["strip"]
+    assert kerasreg.distillation.__all__ == ["Distiller"]
     assert sorted(kerasreg.cost.__all__) == ["GroupCost", "ModelCost", "model_cost"]
     assert sorted(kerasreg.model_selection.__all__) == [
         "CrossValidatedPath",
