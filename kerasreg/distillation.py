@@ -117,7 +117,9 @@ class Distiller(keras.Model, Configurable):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         for key in ("student", "teacher"):
-            config[key] = keras.saving.deserialize_keras_object(
-                config[key], custom_objects=custom_objects
-            )
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects
+                )
+        cls._check_arguments(**{k: config[k] for k in cls._parameter_constraints if k in config})
         return cls(**config)

@@ -39,6 +39,10 @@ CLASSES = [
     ),
     (kerasreg.MagnitudePruning, {"final_sparsity": 0.5}),
     (kerasreg.ChannelPruning, {"target": 0.5}),
+    (
+        kerasreg.Distiller,
+        {"student": keras.Sequential([keras.layers.Dense(1)]), "teacher": keras.Sequential()},
+    ),
     (kerasreg.ProximalOptimizer, {"inner_optimizer": keras.optimizers.SGD()}),
     (kerasreg.SparsityMonitor, {}),
     (kerasreg.TargetSparsity, {"target": 0.5, "end_epoch": 10}),
