@@ -482,7 +482,7 @@ def _positions_in(costs, groups):
 def _cost_scales(model, chosen, penalized, cost):
     """Each group's factor: the square root of its cost per channel, scaled so that
     their mean square is that of the default factors, `sqrt(n_g)`."""
-    costs = cost_lib.model_cost(model)
+    costs = cost_lib.cost_for(model, "cost", cost)
     per_channel = [getattr(costs.groups[i], cost) for i in _positions_in(costs, chosen)]
     sizes = [
         sum(math.prod(v.shape) // int(v.shape[axis]) * indices.shape[1] for v, axis, indices in m)

@@ -497,7 +497,7 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
         if self.measure != "weights":
             if self._variables is None:
                 _regularized_variables(self.model, self._optimizer, type(self).__name__)
-                self._variables = cost_lib.model_cost(self.model)
+                self._variables = cost_lib.cost_for(self.model, "measure", self.measure)
             return 1.0 - self._variables.fraction_left(self.measure)
         if self._variables is None:
             self._variables = _regularized_variables(
@@ -594,7 +594,8 @@ def _complete_channels(cost, fraction, measure):
             axes = tuple(a for a in range(value.ndim) if a != member.axis)
             squares += (value**2).sum(axis=axes)[member.indices].sum(axis=1)
         importance[i] = np.sqrt(squares)
-    alive = {i: importance[i] > 0 for i in importance}
+    alive_channels = cost.alive_channels()
+    alive = {i: alive_channels[i].copy() for i in importance}
     pruned = {}
     while True:
         now = cost.at(counts, measure)
@@ -689,7 +690,7 @@ class FreezeSparsity(Configurable, keras.callbacks.Callback):
                 if self.measure == "weights":
                     _complete_sparsity(variables, self.sparsity)
                 else:
-                    cost = cost_lib.model_cost(self.model)
+                    cost = cost_lib.cost_for(self.model, "measure", self.measure)
                     _complete_channels(cost, 1.0 - self.sparsity, self.measure)
             self._optimizer.freeze_zeros(True)
 

@@ -25,6 +25,20 @@ from kerasreg._validation import validate_params
 __all__ = ["GroupCost", "ModelCost", "model_cost"]
 
 
+def cost_for(model, argument, value):
+    """`model_cost(model)` for a function whose `argument` asked for it: an input
+    shape that is not fully known is refused naming that argument."""
+    try:
+        return model_cost(model)
+    except InvalidArgumentError as error:
+        raise InvalidArgumentError(
+            f"Invalid value for argument `{argument}`: expected a model whose input shape "
+            "is fully known, so that its cost can be counted (build it on a `keras.Input` "
+            f"of fixed sizes; kerasreg.ChannelPruning takes `input_shape`). {error}. "
+            f"Received: {argument}={value!r}"
+        ) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class GroupCost:
     """What one channel of a coupled group costs, at the model's full widths.
@@ -158,18 +172,23 @@ class ModelCost:
         """The channels of each group that the model's weights keep, as `compact` sees them.
 
         A channel of a removable group is gone when all its trainable
-        entries in the variables that write or carry it are zero (and a
-        zero channel stays zero on its way: `DependencyGroup.zeros_propagate`),
-        or when all its entries in the variables that read it are zero.
+        entries in the variables that write or carry it are zero (it is
+        then zero, or a constant that `compact` folds into its readers), or
+        when all its entries in the variables that read it are zero.
 
         Returns:
             A list of counts, one per group (full for the groups that stay).
         """
-        counts = []
+        return [int(alive.sum()) for alive in self.alive_channels()]
+
+    def alive_channels(self):
+        """Per group, a boolean array: which channels the weights keep (`channels_left`)."""
+        masks = []
         for cost in self.groups:
             group = cost.group
+            alive = np.ones(group.channels, bool)
             if not group.removable:
-                counts.append(group.channels)
+                masks.append(alive)
                 continue
             source = np.zeros(group.channels, bool)  # a nonzero writer or carrier entry
             read = np.zeros(group.channels, bool)  # a nonzero reader entry
@@ -186,13 +205,12 @@ class ModelCost:
                 else:
                     source |= nonzero
                     sources = True
-            alive = np.ones(group.channels, bool)
-            if group.zeros_propagate and sources:
+            if sources:
                 alive &= source
             if readers:
                 alive &= read
-            counts.append(int(alive.sum()))
-        return counts
+            masks.append(alive)
+        return masks
 
     def fraction_left(self, measure="macs"):
         """The fraction of the model's cost that its weights keep (`channels_left`)."""
@@ -340,8 +358,8 @@ def model_cost(model, input_shape=None):
     macs_of = {}  # (id(variable), axes or None) -> MACs per unit
     variables = {}
     layers = {}
-    for path, layer, args, _, outputs in calls:
-        for item in work(layer, args, outputs):
+    for path, layer, args, kwargs, outputs in calls:
+        for item in work(layer, args, kwargs, outputs):
             key = (id(item.variable), item.axes)
             variables[id(item.variable)] = item.variable
             macs_of[key] = macs_of.get(key, 0.0) + float(item.scale)

@@ -35,8 +35,10 @@ class Distiller(keras.Model, Configurable):
     (the teacher in inference mode, its weights frozen), :math:`L` the
     compiled loss and :math:`T` the `temperature`; the :math:`T^2` keeps the
     two terms' gradients in proportion as :math:`T` changes. The student's
-    own penalties (`model.losses`) are added. Calling the distiller calls
-    the student, so compiled metrics measure the student. Keep and save the
+    own penalties (`model.losses`) are added; sample weights weigh both
+    terms. Calling the distiller calls the student, so compiled metrics
+    measure the student. The teacher is frozen (`teacher.trainable` is set
+    to `False`). Keep and save the
     `student` afterwards; the distiller is a training harness.
 
     Args:
@@ -81,7 +83,7 @@ class Distiller(keras.Model, Configurable):
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
 
-    def distillation_loss(self, student_logits, teacher_logits):
+    def distillation_loss(self, student_logits, teacher_logits, sample_weight=None):
         """The distillation term, :math:`T^2` times the batch mean of the KL divergence."""
         t = self.temperature
         student_logits = ops.cast(student_logits, "float32") / t
@@ -92,6 +94,10 @@ class Distiller(keras.Model, Configurable):
             * (ops.log_softmax(teacher_logits, axis=-1) - ops.log_softmax(student_logits, axis=-1)),
             axis=-1,
         )
+        if sample_weight is not None:
+            # As Keras reduces a weighted loss: the weighted sum over the batch size.
+            weight = ops.reshape(ops.cast(sample_weight, "float32"), ops.shape(kl))
+            return (t * t) * ops.sum(kl * weight) / ops.cast(ops.size(kl), "float32")
         return (t * t) * ops.mean(kl)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -101,7 +107,7 @@ class Distiller(keras.Model, Configurable):
         penalties = sum(ops.cast(ops.sum(loss), "float32") for loss in self.losses)
         label_loss = ops.cast(total, "float32") - penalties
         teacher_logits = ops.stop_gradient(self.teacher(x, training=False))
-        distilled = self.distillation_loss(y_pred, teacher_logits)
+        distilled = self.distillation_loss(y_pred, teacher_logits, sample_weight)
         return self.alpha * label_loss + (1.0 - self.alpha) * distilled + penalties
 
     def get_config(self):

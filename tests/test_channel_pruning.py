@@ -184,3 +184,14 @@ def test_freeze_completes_a_cost_target_channel_by_channel():
     # TargetSparsity measured what the freeze made, as model_cost counts it.
     assert history.history["zeros_frozen"] == [0.0, 1.0, 1.0]
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+
+
+def test_excluding_a_masked_weight_is_refused():
+    model = _resnet()
+    kerasreg.regularize(model, kerasreg.ChannelPruning(0.5), groups="dependency")
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.01))
+    optimizer.exclude_from_prox(var_names=["head"])
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data((12, 12, 3), n=8)
+    with pytest.raises(ValueError, match="exclude_from_prox"):
+        model.fit(x, y, epochs=1, verbose=0)

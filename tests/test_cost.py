@@ -136,3 +136,40 @@ def test_slopes_are_the_derivatives_of_the_cost():
             assert slopes[g] == pytest.approx(numeric, rel=1e-9, abs=1e-9)
     full = cost.slopes(cost.channels, "params")
     assert [c.params for c in cost.groups] == pytest.approx(full)
+
+
+@pytest.mark.backend_neutral
+def test_attention_axes_keyword_calls_and_unknown_einsum_sizes():
+    # Attention over axis 2 only: once per index of axis 1.
+    inputs = keras.Input((3, 5, 8))
+    mha = keras.layers.MultiHeadAttention(2, key_dim=4, attention_axes=(2,), name="mha")
+    model = keras.Model(inputs, mha(query=inputs, value=inputs))
+    projections = 15 * 8 * 2 * 4 * 4  # query, key, value and output, per position
+    assert _macs(model) == pytest.approx(projections + 15 * 5 * 2 * (4 + 4))
+    # An EinsumDense whose output_shape leaves a size to the call, then a layer.
+    inputs = keras.Input((5, 4))
+    x = keras.layers.EinsumDense("abc,cd->abd", (None, 8), name="e1")(inputs=inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(x))
+    assert kerasreg.model_cost(model).layers == {"e1": 5 * 4 * 8, "d": 5 * 8 * 2}
+    # Recurrent layers: both kernels, once per step.
+    inputs = keras.Input((6, 3))
+    model = keras.Model(inputs, keras.layers.LSTM(5)(inputs))
+    assert _macs(model) == 6 * (3 * 20 + 5 * 20)
+
+
+def test_channels_left_sees_constant_channels_folded():
+    # Zero writers under a sigmoid make constant channels: compact folds them.
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, "sigmoid", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    hidden = model.get_layer("hidden")
+    kernel = keras.ops.convert_to_numpy(hidden.kernel).copy()
+    kernel[:, :5] = 0
+    hidden.kernel.assign(kernel)
+    hidden.bias.assign(np.zeros(8, "float32"))
+    cost = kerasreg.model_cost(model)
+    small = kerasreg.compact(model)
+    assert small.get_layer("hidden").units == 3
+    assert cost.fraction_left("params") == pytest.approx(
+        small.count_params() / model.count_params()
+    )

@@ -71,3 +71,21 @@ def test_bad_arguments():
         name = next(iter(kwargs))
         with pytest.raises(kerasreg.InvalidArgumentError, match=f"`{name}`"):
             kerasreg.Distiller(**arguments)
+
+
+def test_sample_weights_weigh_both_terms():
+    keras.utils.set_random_seed(2)
+    teacher = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    student = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4)])
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 5)).astype("float32")
+    y = rng.integers(0, 4, 6).astype("int32")
+    distiller = kerasreg.Distiller(student, teacher, alpha=0.5)
+    distiller.compile(
+        keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    weights = np.array([1, 0, 1, 0, 1, 0], "float32")
+    kept = distiller.evaluate(x[::2], y[::2], batch_size=3, verbose=0)
+    weighted = distiller.evaluate(x, y, sample_weight=weights, batch_size=6, verbose=0)
+    # Weights 1, 0, ...: half the batch counts, over the whole batch's size.
+    assert weighted == pytest.approx(0.5 * kept, rel=1e-5)

@@ -133,8 +133,9 @@ def test_structured_benchmark_runs(tmp_path):
     # script itself asserts that the compacted models predict what the
     # sparse ones do.
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_structured.py"), "--epochs", "1"]
-        + ["--seeds", "0", "--repeats", "1", "--fine-tune-epochs", "1"],
+        [sys.executable, str(ROOT / "scripts" / "bench_structured.py"), "--epochs", "2"]
+        + ["--seeds", "0", "--repeats", "1", "--fine-tune-epochs", "1", "--targets", "0.6"]
+        + ["--methods", "group-lasso", "channel-pruning", "group-lasso-macs", "global-l2"],
         capture_output=True,
         text=True,
         env=os.environ.copy(),
@@ -143,8 +144,15 @@ def test_structured_benchmark_runs(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     for network in ("resnet", "transformer"):
-        assert re.search(rf"^{network} +0 ", result.stdout, re.M), result.stdout
-        assert re.search(rf"^{network} +mean ", result.stdout, re.M), result.stdout
+        for method in (
+            "GroupLasso",
+            "channel-pruning 0.6",
+            "group-lasso-macs 0.6",
+            "global-l2 0.6",
+        ):
+            label = re.escape(f"{network} {method}")
+            assert re.search(rf"^{label}.* 0 +\d\.\d{{4}} ", result.stdout, re.M), result.stdout
+            assert re.search(rf"^{label}.* mean +\d\.\d{{4}} ", result.stdout, re.M)
     assert "compacted predictions equal the sparse model's: True" in result.stdout
 
 

@@ -1,9 +1,11 @@
 """How functional models are wired: `Graph` indexes the nodes of one model both ways.
 
 This is the one module that reads Keras' private graph attributes
-(`_nodes_by_depth`, `Node.arguments`, a Sequential model's `_functional`)."""
+(`_nodes_by_depth`, `Node.arguments`, a Sequential model's `_functional`) and
+traces a layer's call symbolically (`keras.src.backend.compute_output_spec`)."""
 
 import keras
+from keras.src import backend
 
 from kerasreg._graph._registry import channel_rule
 from kerasreg._validation import InvalidArgumentError
@@ -91,6 +93,11 @@ class Graph:
         return self._rules[id(node)]
 
 
+def _known(tensors):
+    """Whether every `KerasTensor` among `tensors` has a fully known shape."""
+    return all(None not in tuple(t.shape) for t in tensors if isinstance(t, keras.KerasTensor))
+
+
 def calls_with_shapes(model, inputs, prefix=""):
     """Every call of a layer in `model`, nested models within, on the given inputs.
 
@@ -124,6 +131,18 @@ def calls_with_shapes(model, inputs, prefix=""):
             calls += inner_calls
         else:
             outputs = keras.tree.flatten(operation.compute_output_spec(*args, **kwargs))
+            if not _known(outputs) and _known(keras.tree.flatten((args, kwargs))):
+                # Some layers state unknown sizes (EinsumDense with `None` in
+                # its `output_shape`); running the call symbolically fixes them.
+                traced = backend.compute_output_spec(operation.call, *args, **kwargs)
+                outputs = keras.tree.flatten(traced)
+            if not _known(outputs):
+                raise InvalidArgumentError(
+                    "Invalid value for argument `input_shape`: expected input shapes that fix "
+                    f"the size of every axis of every layer's output; '{path}' gives "
+                    f"{[tuple(t.shape) for t in outputs]}. Received: input_shape="
+                    f"{[tuple(t.shape)[1:] for t in inputs]}"
+                )
             calls.append((path, operation, args, kwargs, outputs))
         for x, y in zip(node.outputs, outputs, strict=True):
             tensors[id(x)] = y

@@ -45,40 +45,43 @@ def _channels_first(layer):
     return getattr(layer, "data_format", "channels_last") == "channels_first"
 
 
-def _first(args):
-    return keras.tree.flatten(args)[0]
+def _first(args, kwargs):
+    """The first input of a call, given by position or as `inputs=`."""
+    if args:
+        return keras.tree.flatten(args)[0]
+    return keras.tree.flatten(kwargs.get("inputs", list(kwargs.values())))[0]
 
 
-def _dense(layer, args, outputs):
+def _dense(layer, args, kwargs, outputs):
     return [Work(layer.kernel, _positions(outputs[0]))]
 
 
-def _convolution(layer, args, outputs):
+def _convolution(layer, args, kwargs, outputs):
     return [Work(layer.kernel, _positions(outputs[0], _channels_first(layer)))]
 
 
-def _transposed(layer, args, outputs):
+def _transposed(layer, args, kwargs, outputs):
     # Each input position meets the whole kernel once.
-    return [Work(layer.kernel, _positions(_first(args), _channels_first(layer)))]
+    return [Work(layer.kernel, _positions(_first(args, kwargs), _channels_first(layer)))]
 
 
-def _depthwise(layer, args, outputs):
+def _depthwise(layer, args, kwargs, outputs):
     return [Work(layer.kernel, _positions(outputs[0], _channels_first(layer)))]
 
 
-def _separable(layer, args, outputs):
+def _separable(layer, args, kwargs, outputs):
     positions = _positions(outputs[0], _channels_first(layer))
     return [Work(layer.depthwise_kernel, positions), Work(layer.pointwise_kernel, positions)]
 
 
-def _einsum_dense(layer, args, outputs):
+def _einsum_dense(layer, args, kwargs, outputs):
     """Each kernel entry is used once per index of the input's letters outside the kernel.
 
     Counted on an input of batch 1, whose batch axis then multiplies by 1.
     """
     inputs, rest = layer.equation.replace(" ", "").split(",")
     kernel_letters = rest.split("->")[0]
-    shape = tuple(_first(args).shape)
+    shape = tuple(_first(args, kwargs).shape)
     named = inputs.replace("...", "")
     broadcast = len(shape) - len(named)
     positions = 1
@@ -94,9 +97,20 @@ def _einsum_dense(layer, args, outputs):
     return [Work(layer.kernel, positions)]
 
 
-def attention_work(layer, queries, keys):
-    """MHA's projections and its two products, for `queries` and `keys` positions."""
-    heads_scale = queries * keys * (layer._key_dim + layer._value_dim)
+def attention_work(layer, query_shape, key_shape):
+    """MHA's projections and its two products, for queries and keys of these shapes.
+
+    The shapes are without the batch axis and the features; attention runs
+    over `layer._attention_axes` (all of them by default), once per index of
+    the other axes.
+    """
+    queries, keys = math.prod(query_shape), math.prod(key_shape)
+    axes = getattr(layer, "_attention_axes", None)
+    if axes is None:
+        attended = keys
+    else:
+        attended = math.prod(key_shape[a - 1] for a in axes)
+    heads_scale = queries * attended * (layer._key_dim + layer._value_dim)
     return [
         Work(layer._query_dense.kernel, queries),
         Work(layer._key_dense.kernel, keys),
@@ -106,11 +120,22 @@ def attention_work(layer, queries, keys):
     ]
 
 
-def _multi_head_attention(layer, args, outputs):
+def _multi_head_attention(layer, args, kwargs, outputs):
     names = ("query", "value", "key")
     call = dict(zip(names, args, strict=False))
+    call.update({k: v for k, v in kwargs.items() if k in names})
     query, value = call["query"], call["value"]
-    return attention_work(layer, _positions(query), _positions(value))
+    return attention_work(layer, tuple(query.shape)[1:-1], tuple(value.shape)[1:-1])
+
+
+def _recurrent(layer, args, kwargs, outputs):
+    """An RNN's input and recurrent kernels, once per time step."""
+    cell = layer.cell
+    steps = tuple(_first(args, kwargs).shape)[1]
+    items = [Work(cell.kernel, steps)]
+    if getattr(cell, "recurrent_kernel", None) is not None:
+        items.append(Work(cell.recurrent_kernel, steps))
+    return items
 
 
 def _sublayer_work(layer, tokens):
@@ -118,7 +143,7 @@ def _sublayer_work(layer, tokens):
     items = []
     for sublayer in layer._layers:
         if isinstance(sublayer, keras.layers.MultiHeadAttention):
-            items += attention_work(sublayer, tokens, tokens)
+            items += attention_work(sublayer, (tokens,), (tokens,))
         elif isinstance(sublayer, (keras.layers.Dense, keras.layers.EinsumDense)):
             items.append(Work(sublayer.kernel, tokens))
         elif isinstance(sublayer, _CONVOLUTIONS + _DEPTHWISE):
@@ -136,11 +161,12 @@ _WORK = [
     (_DEPTHWISE, _depthwise),
     (_SEPARABLE, _separable),
     ((keras.layers.MultiHeadAttention,), _multi_head_attention),
+    ((keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN), _recurrent),
 ]
 
 
-def work(layer, args, outputs):
-    """The `Work` items of one call of `layer` on `args`, giving `outputs`.
+def work(layer, args, kwargs, outputs):
+    """The `Work` items of one call of `layer` on `args` and `kwargs`, giving `outputs`.
 
     Layers without a rule here: a `kernel` counts once per output position;
     a layer made of other layers (KerasHub's transformer blocks) counts its
@@ -149,7 +175,7 @@ def work(layer, args, outputs):
     """
     for types, rule in _WORK:
         if isinstance(layer, types):
-            return rule(layer, args, outputs)
+            return rule(layer, args, kwargs, outputs)
     if not isinstance(layer, keras.layers.Layer) or not outputs:
         return []
     kernel = getattr(layer, "kernel", None)

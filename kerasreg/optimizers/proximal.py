@@ -142,8 +142,15 @@ def _stateful_joints(var_list, is_excluded):
         joint = _plan.joint_of(getattr(variable, "regularizer", None))
         if joint is None or not hasattr(joint, "prox_state"):
             continue
-        if any(is_excluded(v) for v in joint.variables):
-            continue
+        excluded = [v.path for v in joint.variables if is_excluded(v)]
+        if excluded:
+            # Left to the gradient, a constraint would do nothing at all.
+            raise ValueError(
+                f"{joint!r} holds a pruning pattern over `{excluded[0]}`, which "
+                "`exclude_from_prox` leaves to the gradient; a pattern has no gradient, so "
+                "it would silently stop. Exclude none of its weights, or remove it first "
+                "(`kerasreg.regularize(model, None, groups='dependency')`)"
+            )
         joints.setdefault(id(joint), joint)
     return list(joints.values())
 
@@ -252,7 +259,10 @@ def _saved_state(optimizer, store):
     """
     own = optimizer._own_state()
     inner = optimizer.inner_optimizer
-    if len(store.keys()) == len(optimizer._variables) + len(inner.variables):
+    legacy = list(optimizer._variables) + list(inner.variables)
+    if len(store.keys()) == len(legacy) and all(
+        tuple(store[str(i)].shape) == tuple(v.shape) for i, v in enumerate(legacy)
+    ):
         return optimizer._variables
     if len(store.keys()) != len(own):
         warnings.warn(

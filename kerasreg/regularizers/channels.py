@@ -211,6 +211,12 @@ class _Share:
         return f"<share of {self.joint!r} on {getattr(self.variable, 'path', self.variable)}>"
 
 
+def _zeroable(group, member):
+    """Whether the masks zero `member`'s entries: writers and carriers, and readers
+    where a zero channel stays zero on its way."""
+    return member.role != _READS or group.zeros_propagate
+
+
 class _Piece:
     """The entries of one variable in one group, along one axis.
 
@@ -241,8 +247,22 @@ class _ChannelMasks:
     def __init__(self, request, cost, groups, positions):
         self.request = request
         self.cost = cost
-        self.groups = list(groups)
-        self.positions = list(positions)
+        # A group without a trainable entry to zero cannot be pruned here.
+        pairs = [
+            (group, position)
+            for group, position in zip(groups, positions, strict=True)
+            if any(m.variable.trainable and _zeroable(group, m) for m in group.members)
+        ]
+        if not pairs:
+            raise InvalidArgumentError(
+                "Invalid value for argument `model`: expected a removable group of coupled "
+                "channels with trainable weights to prune (see `kerasreg.dependency_groups`). "
+                f"Received: {len(groups)} groups, none with a trainable weight the masks can "
+                "zero (those that write or carry a channel, and those that read it where a "
+                "zero channel stays zero)"
+            )
+        self.groups = [group for group, _ in pairs]
+        self.positions = [position for _, position in pairs]
         self.measure = request.cost
         self.variables = []
         self._pieces = []  # per group, its _Pieces
@@ -250,9 +270,7 @@ class _ChannelMasks:
         for g, group in enumerate(self.groups):
             pieces = []
             for member in group.members:
-                if member.role == _READS and not group.zeros_propagate:
-                    continue
-                if not member.variable.trainable:
+                if not (member.variable.trainable and _zeroable(group, member)):
                     continue
                 key = id(member.variable)
                 if key not in seen:
