@@ -239,7 +239,7 @@ def compile_for_digits(model, optimizer):
 
 
 def train_to_target(name, method, target, data, epochs, seed):
-    """`ChannelPruning` or the global L2 baseline to `target` of the MACs, Adam(1e-3).
+    """`ChannelPruning`, the penalty route or the global L2 baseline to `target` of the MACs.
 
     Both prune from epoch `epochs // 6` to epoch `epochs // 2` and train on,
     pruned, to the end: `ChannelPruning` on its cubic schedule, turns every
@@ -251,7 +251,8 @@ def train_to_target(name, method, target, data, epochs, seed):
     keras.utils.set_random_seed(seed)
     model = NETWORKS[name]()
     steps_per_epoch = math.ceil(len(x_train) / BATCH_SIZE)
-    start, stop = max(1, epochs // 6), epochs // 2
+    start = max(1, epochs // 6)
+    stop = max(start, epochs // 2)
     if method == "channel-pruning":
         request = kerasreg.ChannelPruning(
             target,
@@ -264,6 +265,8 @@ def train_to_target(name, method, target, data, epochs, seed):
         compile_for_digits(model, kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)))
         model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
         return model
+    if method == "group-lasso-macs":
+        return train_penalty_to_target(name, model, target, (x_train, y_train), epochs, start, stop)
     dense_macs = kerasreg.model_cost(model).macs
     step_epochs = np.unique(np.linspace(start, stop, 6).round().astype(int)).tolist()
     compile_for_digits(model, keras.optimizers.Adam(1e-3))
@@ -274,6 +277,47 @@ def train_to_target(name, method, target, data, epochs, seed):
             compile_for_digits(model, keras.optimizers.Adam(1e-3))
         model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=1, verbose=0)
     return model
+
+
+def train_penalty_to_target(name, model, target, data, epochs, start, stop):
+    """The penalty route: a MACs-weighted coupled group lasso, steered to `target`.
+
+    `regularize(model, GroupLasso(s), groups="dependency", cost="macs")`
+    under the sparse recipe's optimizer (SGD with momentum, cosine decay);
+    `TargetSparsity(1 - target, measure="macs")` ramps the strength so that
+    the share of the MACs that removed channels take follows a cubic curve
+    from `start` to `stop`; `FreezeSparsity(stop + 2, sparsity=1 - target,
+    measure="macs")` completes the pattern to the target channel by channel
+    and trains the survivors without the penalty's shrinkage.
+    """
+    x_train, y_train = data
+    strength = PENALTY_STRENGTH[name]
+    kerasreg.regularize(model, kerasreg.GroupLasso(strength), groups="dependency", cost="macs")
+    inner, learning_rate = INNER[name]
+    steps = epochs * math.ceil(len(x_train) / BATCH_SIZE)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+    compile_for_digits(
+        model, kerasreg.ProximalOptimizer(keras.optimizers.SGD(schedule, momentum=0.9))
+    )
+    callbacks = [
+        kerasreg.TargetSparsity(
+            1 - target,
+            end_epoch=max(stop, start + 1),
+            start_epoch=start,
+            max_change=1.25,
+            measure="macs",
+        ),
+        kerasreg.FreezeSparsity(min(stop + 2, epochs - 1), sparsity=1 - target, measure="macs"),
+    ]
+    model.fit(
+        x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, callbacks=callbacks, verbose=0
+    )
+    return model
+
+
+# The penalty route's starting strength, which TargetSparsity then scales: a
+# tenth of the hand-tuned strengths of the group-lasso rows.
+PENALTY_STRENGTH = {"resnet": 3e-4, "transformer": 4e-4}
 
 
 def logits(model, x):
@@ -294,14 +338,21 @@ def inference_times(models, x, repeats):
     return [statistics.median(record) for record in times]
 
 
-def fine_tune(model, data, name, epochs):
-    """Trains the compacted model on, with Adam and no penalty, as the dense one."""
+def fine_tune(model, data, name, epochs, teacher=None):
+    """Trains the compacted model on, with no penalty: Adam(1e-3) as the dense one,
+    or, with a `teacher`, `kerasreg.Distiller(model, teacher)` (alpha 0.5,
+    temperature 2) under Adam cosine-decayed from 1e-3."""
     x_train, _, y_train, _ = data
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(shaped(name, x_train), y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if teacher is None:
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+        trained = model
+    else:
+        steps = epochs * math.ceil(len(x_train) / BATCH_SIZE)
+        schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps)
+        trained = kerasreg.Distiller(model, teacher, alpha=0.5, temperature=2.0)
+        trained.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    trained.fit(shaped(name, x_train), y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0)
 
 
 def run(
@@ -315,6 +366,7 @@ def run(
     method="group-lasso",
     target=None,
     dense=None,
+    distill=False,
 ):
     data = load_data(seed)
     _, x_test, _, y_test = data
@@ -333,7 +385,7 @@ def run(
     np.testing.assert_allclose(small_logits, sparse_logits, rtol=1e-4, atol=1e-4)
     compact_accuracy = float(np.mean(np.argmax(small_logits, -1) == y_test))
     if fine_tune_epochs:
-        fine_tune(small, data, name, fine_tune_epochs)
+        fine_tune(small, data, name, fine_tune_epochs, dense if distill else None)
     tuned_accuracy = float(np.mean(np.argmax(logits(small, x_test), -1) == y_test))
     rows = np.resize(np.arange(len(x_test)), INFERENCE_ROWS)
     dense_time, small_time = inference_times([dense, small], x_test[rows], repeats)
@@ -375,7 +427,7 @@ def row(label, seed, r):
     )
 
 
-METHODS = ("group-lasso", "channel-pruning", "global-l2")
+METHODS = ("group-lasso", "channel-pruning", "group-lasso-macs", "global-l2")
 
 
 def main():
@@ -389,7 +441,9 @@ def main():
         default=["group-lasso"],
         choices=METHODS,
         help="group-lasso: the strengths below; channel-pruning: kerasreg.ChannelPruning to "
-        "each --targets; global-l2: the DepGraph-style baseline to each --targets",
+        "each --targets; group-lasso-macs: the MACs-weighted coupled group lasso steered by "
+        "TargetSparsity(measure='macs') to each --targets; global-l2: the DepGraph-style "
+        "baseline to each --targets",
     )
     parser.add_argument(
         "--targets",
@@ -408,11 +462,18 @@ def main():
         default=0,
         help="epochs of Adam(1e-3) on the compacted model, no penalty (default 0: none)",
     )
+    parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="fine-tune with kerasreg.Distiller from the dense model (Adam cosine-decayed "
+        "from 1e-3) instead of the labels alone",
+    )
     args = parser.parse_args()
 
     print(
         f"backend {keras.backend.backend()}, {args.epochs} epochs, seeds {args.seeds}, "
         f"compacted model fine-tuned for {args.fine_tune_epochs} epochs"
+        + (", distilled from the dense one" if args.distill else "")
     )
     results = []
     for name in args.networks:
@@ -439,6 +500,7 @@ def main():
                     method=method,
                     target=target,
                     dense=dense,
+                    distill=args.distill,
                 )
                 dense = r.pop("dense")
                 r["label"] = f"{name} {label}"
