@@ -49,13 +49,15 @@ def _data(shape, n=64, seed=0):
     return rng.normal(size=(n,) + shape).astype("float32"), rng.integers(0, 4, n).astype("int32")
 
 
-@pytest.mark.parametrize("cost", ["macs", "params"])
-def test_compact_lands_on_the_target(cost):
+@pytest.mark.parametrize("cost, importance", [("macs", "l2"), ("params", "l2"), ("macs", "taylor")])
+def test_compact_lands_on_the_target(cost, importance):
     keras.utils.set_random_seed(0)
     model = _resnet()
     dense = kerasreg.model_cost(model)
     x, y = _data((12, 12, 3))
-    request = kerasreg.ChannelPruning(0.5, cost=cost, begin_step=0, end_step=4, frequency=2)
+    request = kerasreg.ChannelPruning(
+        0.5, cost=cost, begin_step=0, end_step=4, frequency=2, importance=importance
+    )
     _fit(model, request, 8, x, y)
     small = kerasreg.compact(model)
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
@@ -195,3 +197,36 @@ def test_excluding_a_masked_weight_is_refused():
     x, y = _data((12, 12, 3), n=8)
     with pytest.raises(ValueError, match="exclude_from_prox"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_taylor_importance_is_the_closed_form():
+    # One layer, one turn: the channels that go are those of least
+    # sum(|w * dL/dw|) per unit of cost, with the gradient of the step's batch.
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(10, "relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="head")(x))
+    x_data, y_data = _data((6,), n=16)
+    y_data = y_data.astype("float32")
+    request = kerasreg.ChannelPruning(
+        0.5, cost="params", begin_step=0, end_step=0, importance="taylor"
+    )
+    kerasreg.regularize(model, request, groups="dependency")
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.0)), "mse")
+    weights = [keras.ops.convert_to_numpy(w).astype("float64") for w in model.weights]
+    kernel, bias, head, head_bias = weights
+    h = x_data @ kernel + bias
+    a = np.maximum(h, 0)
+    residual = (a @ head + head_bias)[:, 0] - y_data
+    d_out = 2 * residual[:, None] / len(y_data)  # d mse / d prediction
+    g_head = a.T @ d_out
+    d_h = (d_out @ head.T) * (h > 0)
+    g_kernel, g_bias = x_data.T @ d_h, d_h.sum(axis=0)
+    taylor = (
+        np.abs(kernel * g_kernel).sum(axis=0) + np.abs(bias * g_bias) + np.abs(head * g_head)[:, 0]
+    )
+    model.fit(x_data, y_data, batch_size=16, epochs=1, verbose=0)
+    kept = np.any(keras.ops.convert_to_numpy(model.get_layer("hidden").kernel) != 0, axis=0)
+    # Every unit costs the same parameters: the least important go.
+    assert set(np.flatnonzero(~kept)) == set(np.argsort(taylor)[: (~kept).sum()])
+    assert 4 <= kept.sum() <= 6

@@ -197,5 +197,5 @@ class Plan:
                 continue
             entries = [self.entry(variable) for variable in joint.variables]
             members = [_routes.Member(e, i) for e, i in zip(entries, indices, strict=True)]
-            routes.append(_routes.JointRoute(joint, members))
+            routes.append(_routes.JointRoute(joint, members, [grads[i] for i in indices]))
         return routes

@@ -326,9 +326,11 @@ class JointRoute(Route):
 
     label = "joint"
 
-    def __init__(self, joint, members):
+    def __init__(self, joint, members, gradients=None):
         super().__init__(members)
         self.joint = joint
+        # The data-loss gradients of its variables, for a prox that reads them.
+        self.gradients = gradients
 
     def remove_penalty_gradients(self, grads, replicas):
         values = [variable.value for variable in self.variables]
@@ -344,7 +346,12 @@ class JointRoute(Route):
         if first.states is not None:
             # A prox with a state (`ChannelPruning`'s masks), kept under the first variable.
             states = tuple(state.value for state in first.states)
-            values, new_states = self.joint.prox_update(current, steps, step.iteration, states)
+            extra = {}
+            if getattr(self.joint, "uses_gradients", False):
+                extra["gradients"] = self.gradients
+            values, new_states = self.joint.prox_update(
+                current, steps, step.iteration, states, **extra
+            )
             first.hold.assign_states(first.states, new_states)
         elif first.hold.frozen is not True:
             values = self.joint.prox(current, steps)

@@ -87,7 +87,12 @@ class ChannelPruning(Configurable):
         end_step: Int >= `begin_step`, the step at which the target is
             reached.
         frequency: Int >= 1, steps between turns.
-        importance: `"l2"`, the only importance for now.
+        importance: `"l2"` (the norms above) or `"taylor"`: the first-order
+            estimate of the loss a channel's removal costs, the sum over its
+            entries of :math:`|w \, \partial L / \partial w|`, added up over
+            the steps since the last turn (as HALP and Torch-Pruning's
+            `TaylorImportance` rank channels); scores are then importance per
+            unit of cost, without normalization per group.
         round_to: Int >= 1, channels per group kept in multiples of this
             (8 suits accelerators), and at least this many.
         input_shape: The input shape the MACs are counted at, without the
@@ -125,7 +130,7 @@ class ChannelPruning(Configurable):
         "begin_step": Integer(0, 2**31 - 1),
         "end_step": Integer(0, 2**31 - 1),
         "frequency": Integer(1, 2**31 - 1),
-        "importance": Options("l2"),
+        "importance": Options("l2", "taylor"),
         "round_to": Integer(1, 2**31 - 1),
         "input_shape": InputShape(),
     }
@@ -321,8 +326,18 @@ class _ChannelMasks:
 
     # The masks.
 
+    @property
+    def uses_gradients(self):
+        """Whether `prox_update` takes the step's gradients (Taylor importance)."""
+        return self.request.importance == "taylor"
+
     def prox_state(self):
-        return tuple(np.ones((group.channels,), dtype="float32") for group in self.groups)
+        """One mask per group (1: kept); with Taylor importance, then one sum per group
+        of each channel's importance since the last turn."""
+        masks = tuple(np.ones((group.channels,), dtype="float32") for group in self.groups)
+        if not self.uses_gradients:
+            return masks
+        return masks + tuple(np.zeros((group.channels,), dtype="float32") for group in self.groups)
 
     def _counts(self, masks):
         """Channels per group of the whole model, with `masks` on the pruned groups."""
@@ -331,28 +346,52 @@ class _ChannelMasks:
             counts[position] = ops.sum(mask)
         return counts
 
-    def _importance(self, values):
-        """Per group, each channel's Euclidean norm over all its entries."""
-        squares = {}
-        importance = []
+    def _per_channel(self, entries):
+        """Per group, the sum over each channel's entries of `entries` (one tensor per
+        variable, entry by entry)."""
+        sums = {}
+        per_group = []
         for pieces, group in zip(self._pieces, self.groups, strict=True):
             total = ops.zeros((group.channels,), dtype="float32")
             for piece in pieces:
                 key = (piece.variable, piece.axis)
-                if key not in squares:
-                    value = ops.cast(values[piece.variable], "float32")
+                if key not in sums:
+                    value = entries[piece.variable]
                     axes = [a for a in range(len(value.shape)) if a != piece.axis]
-                    squares[key] = (
-                        ops.sum(ops.square(value), axis=axes) if axes else ops.square(value)
-                    )
-                per_channel = ops.take(squares[key], piece.indices.reshape(-1), axis=0)
+                    sums[key] = ops.sum(value, axis=axes) if axes else value
+                per_channel = ops.take(sums[key], piece.indices.reshape(-1), axis=0)
                 per_channel = ops.reshape(per_channel, piece.indices.shape)
                 total = total + ops.sum(per_channel, axis=1)
-            importance.append(ops.sqrt(total))
-        return importance
+            per_group.append(total)
+        return per_group
 
-    def _recompute(self, values, masks, iteration):
-        """New masks: the lowest scores go until the cost reaches the schedule's."""
+    def _importance(self, values):
+        """Per group, each channel's Euclidean norm over all its entries."""
+        squares = self._per_channel([ops.square(ops.cast(v, "float32")) for v in values])
+        return [ops.sqrt(total) for total in squares]
+
+    def _taylor(self, values, gradients):
+        """Per group, each channel's first-order Taylor importance on this step's batch:
+        the sum of |w * dL/dw| over its entries (the loss change its removal predicts)."""
+        products = []
+        for value, gradient in zip(values, gradients, strict=True):
+            value = ops.cast(value, "float32")
+            if gradient is None:
+                products.append(ops.zeros_like(value))
+            else:
+                products.append(
+                    ops.abs(value * ops.cast(ops.convert_to_tensor(gradient), "float32"))
+                )
+        return self._per_channel(products)
+
+    def _recompute(self, values, masks, iteration, taylor=None):
+        """New masks: the lowest scores go until the cost reaches the schedule's.
+
+        With `taylor` (per group, each channel's accumulated Taylor
+        importance, an estimate of the loss its removal costs), scores are
+        importance per unit of cost as they stand; with the L2 norms, each
+        norm is first divided by its group's total.
+        """
         request = self.request
         counts = self._counts(masks)
         now = self.cost.at(counts, self.measure)
@@ -360,12 +399,12 @@ class _ChannelMasks:
         goal = self._dense - share * (self._dense - self._goal)
         need = now - goal
         slopes = self.cost.slopes(counts, self.measure)
-        importance = self._importance(values)
+        importance = self._importance(values) if taylor is None else list(taylor)
         scores, costs, kept = [], [], []
         big = 3.0e38
         for g, (mask, value) in enumerate(zip(masks, importance, strict=True)):
             alive = mask > 0
-            total = ops.sum(value * mask)
+            total = ops.sum(value * mask) if taylor is None else 1.0
             slope = ops.maximum(ops.cast(slopes[self.positions[g]], "float32"), 1e-12)
             score = value / ops.maximum(total, 1e-30) / slope
             # The round_to best channels of each group stay.
@@ -435,22 +474,42 @@ class _ChannelMasks:
                 masked.append(ops.where(factor > 0, value, ops.zeros_like(value)))
         return masked
 
-    def prox_update(self, values, steps, iteration, states):
-        """The values with the pruned channels at zero, and the masks, recomputed on turns."""
+    def prox_update(self, values, steps, iteration, states, gradients=None):
+        """The values with the pruned channels at zero, and the state: the masks,
+        recomputed on turns (and the Taylor sums, added to on every step of the
+        schedule and cleared on turns)."""
         values = [ops.convert_to_tensor(v) for v in values]
-        masks = tuple(ops.convert_to_tensor(m) for m in states)
+        states = tuple(ops.convert_to_tensor(m) for m in states)
+        masks = states[: len(self.groups)]
         iteration = ops.cast(iteration, "int32")
+        request = self.request
+        if not self.uses_gradients:
+
+            def recompute():
+                return tuple(self._recompute(values, list(masks), iteration))
+
+            masks = ops.cond(request._turn(iteration), recompute, lambda: masks)
+            return self._masked(values, masks), tuple(masks)
+        if gradients is None:
+            raise ValueError("Taylor importance needs the step's gradients")
+        in_range = ops.logical_and(iteration >= request.begin_step, iteration <= request.end_step)
+        taylor = self._taylor(values, gradients)
+        sums = tuple(
+            total + ops.where(in_range, step, ops.zeros_like(step))
+            for total, step in zip(states[len(self.groups) :], taylor, strict=True)
+        )
 
         def recompute():
-            return tuple(self._recompute(values, list(masks), iteration))
+            new = self._recompute(values, list(masks), iteration, taylor=sums)
+            return tuple(new) + tuple(ops.zeros_like(total) for total in sums)
 
-        masks = ops.cond(self.request._turn(iteration), recompute, lambda: masks)
-        return self._masked(values, masks), tuple(masks)
+        state = ops.cond(request._turn(iteration), recompute, lambda: tuple(masks) + sums)
+        return self._masked(values, state[: len(self.groups)]), tuple(state)
 
     def prox(self, values, steps):
-        """Prunes `values` to the final target in one go (no state kept)."""
+        """Prunes `values` to the final target in one go, by their L2 norms (no state kept)."""
         values = [ops.convert_to_tensor(v) for v in values]
-        masks = [ops.convert_to_tensor(m) for m in self.prox_state()]
+        masks = [ops.convert_to_tensor(m) for m in self.prox_state()[: len(self.groups)]]
         final = ops.convert_to_tensor(max(self.request.end_step, 0), "int32")
         for _ in range(8):  # a few turns: the cost is linear per turn
             masks = self._recompute(values, masks, final)
