@@ -199,6 +199,10 @@ class ChannelPruning(Configurable):
         return _ChannelMasks(self, cost, groups, positions)
 
 
+# Rounds of selection per turn (see `_ChannelMasks._refine`).
+_ROUNDS = 3
+
+
 class _Share:
     """One variable's part of a `_ChannelMasks`: no penalty, the masks' prox."""
 
@@ -436,6 +440,14 @@ class _ChannelMasks:
             new_masks.append(new)
         return new_masks
 
+    def _refine(self, values, masks, iteration, taylor=None):
+        """`_recompute` a few times over: each round prices channels at the widths the
+        previous one left, so that a large turn lands on the cost it aims at (one
+        channel's cost is linear in the widths of its neighbours' groups)."""
+        for _ in range(_ROUNDS):
+            masks = self._recompute(values, masks, iteration, taylor)
+        return masks
+
     def _rounded(self, new, old, importance):
         """`new` with the channels left rounded up to a multiple of `round_to`:
         the most important of those it prunes come back."""
@@ -486,7 +498,7 @@ class _ChannelMasks:
         if not self.uses_gradients:
 
             def recompute():
-                return tuple(self._recompute(values, list(masks), iteration))
+                return tuple(self._refine(values, list(masks), iteration))
 
             masks = ops.cond(request._turn(iteration), recompute, lambda: masks)
             return self._masked(values, masks), tuple(masks)
@@ -500,7 +512,7 @@ class _ChannelMasks:
         )
 
         def recompute():
-            new = self._recompute(values, list(masks), iteration, taylor=sums)
+            new = self._refine(values, list(masks), iteration, taylor=sums)
             return tuple(new) + tuple(ops.zeros_like(total) for total in sums)
 
         state = ops.cond(request._turn(iteration), recompute, lambda: tuple(masks) + sums)
@@ -511,9 +523,7 @@ class _ChannelMasks:
         values = [ops.convert_to_tensor(v) for v in values]
         masks = [ops.convert_to_tensor(m) for m in self.prox_state()[: len(self.groups)]]
         final = ops.convert_to_tensor(max(self.request.end_step, 0), "int32")
-        for _ in range(8):  # a few turns: the cost is linear per turn
-            masks = self._recompute(values, masks, final)
-        return self._masked(values, masks)
+        return self._masked(values, self._refine(values, masks, final))
 
     def get_config(self):
         raise NotImplementedError(_NOT_SAVED)
