@@ -238,7 +238,7 @@ def compile_for_digits(model, optimizer):
     )
 
 
-def train_to_target(name, method, target, data, epochs, seed):
+def train_to_target(name, method, target, data, epochs, seed, importance="l2", round_to=1):
     """`ChannelPruning`, the penalty route or the global L2 baseline to `target` of the MACs.
 
     Both prune from epoch `epochs // 6` to epoch `epochs // 2` and train on,
@@ -260,6 +260,8 @@ def train_to_target(name, method, target, data, epochs, seed):
             begin_step=start * steps_per_epoch,
             end_step=stop * steps_per_epoch,
             frequency=max(1, steps_per_epoch // 2),
+            importance=importance,
+            round_to=round_to,
         )
         kerasreg.regularize(model, request, groups="dependency")
         compile_for_digits(model, kerasreg.ProximalOptimizer(keras.optimizers.Adam(1e-3)))
@@ -367,6 +369,8 @@ def run(
     target=None,
     dense=None,
     distill=False,
+    importance="l2",
+    round_to=1,
 ):
     data = load_data(seed)
     _, x_test, _, y_test = data
@@ -376,7 +380,7 @@ def run(
     if method == "group-lasso":
         sparse = train(name, strength, data, epochs, seed, head_strength)
     else:
-        sparse = train_to_target(name, method, target, data, epochs, seed)
+        sparse = train_to_target(name, method, target, data, epochs, seed, importance, round_to)
     small, summary = kerasreg.compact(sparse, return_summary=True)
 
     sparse_logits, small_logits = logits(sparse, x_test), logits(small, x_test)
@@ -463,6 +467,18 @@ def main():
         help="epochs of Adam(1e-3) on the compacted model, no penalty (default 0: none)",
     )
     parser.add_argument(
+        "--importance",
+        default="l2",
+        choices=["l2", "taylor"],
+        help="ChannelPruning's importance (default l2)",
+    )
+    parser.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        help="ChannelPruning's round_to: channels kept per group in multiples of this",
+    )
+    parser.add_argument(
         "--distill",
         action="store_true",
         help="fine-tune with kerasreg.Distiller from the dense model (Adam cosine-decayed "
@@ -485,7 +501,14 @@ def main():
                 heads = "" if head_strength is None else f", heads {head_strength:g}"
                 runs.append((f"GroupLasso({strength:g}{heads})", method, None))
             else:
-                runs += [(f"{method} {target:g}", method, target) for target in args.targets]
+                suffix = ""
+                if method == "channel-pruning":
+                    suffix = f" {args.importance}" + (
+                        f" round_to={args.round_to}" if args.round_to > 1 else ""
+                    )
+                runs += [
+                    (f"{method}{suffix} {target:g}", method, target) for target in args.targets
+                ]
         for seed in args.seeds:
             dense = None
             for label, method, target in runs:
@@ -501,6 +524,8 @@ def main():
                     target=target,
                     dense=dense,
                     distill=args.distill,
+                    importance=args.importance,
+                    round_to=args.round_to,
                 )
                 dense = r.pop("dense")
                 r["label"] = f"{name} {label}"

@@ -146,7 +146,7 @@ def test_structured_benchmark_runs(tmp_path):
     for network in ("resnet", "transformer"):
         for method in (
             "GroupLasso",
-            "channel-pruning 0.6",
+            "channel-pruning l2 0.6",
             "group-lasso-macs 0.6",
             "global-l2 0.6",
         ):
