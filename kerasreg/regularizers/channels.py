@@ -68,7 +68,9 @@ class ChannelPruning(Configurable):
     :math:`(1 - \text{target})\,C_0` at `end_step`, with a turn every
     `frequency` steps and one at `end_step`. Choose `end_step` below the
     number of training steps, and train on after it: the pruned network
-    recovers.
+    recovers. The masks hold the pattern by themselves; `FreezeSparsity`
+    is not needed, and before `end_step` it would stop the masks from
+    being applied.
 
     **What goes.** The entries of a pruned channel in every variable that
     writes it (kernel columns, biases) or carries it (`BatchNormalization`'s
