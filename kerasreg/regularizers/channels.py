@@ -119,8 +119,8 @@ class ChannelPruning(Configurable):
     >>> model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.01)), "mse")
     >>> _ = model.fit(keras.random.normal((8, 16)), keras.random.normal((8, 3)), verbose=0)
     >>> small = kerasreg.compact(model)
-    >>> small.get_layer("hidden").units  # 20 params per unit: 33 of 64 go
-    31
+    >>> small.get_layer("hidden").units  # 20 params per unit: 32 of 64 go
+    32
     """
 
     # `kerasreg.regularize` takes it with `groups="dependency"` only.
