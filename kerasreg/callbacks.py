@@ -491,14 +491,15 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._optimizer = _proximal_optimizer(self.model, type(self).__name__)
         self._variables = None
+        self._cost = None  # with a cost `measure`: the model's `ModelCost`
         self._first_epoch = True
 
     def _measure(self):
         if self.measure != "weights":
-            if self._variables is None:
+            if self._cost is None:
                 _regularized_variables(self.model, self._optimizer, type(self).__name__)
-                self._variables = cost_lib.cost_for(self.model, "measure", self.measure)
-            return 1.0 - self._variables.fraction_left(self.measure)
+                self._cost = cost_lib.cost_for(self.model, "measure", self.measure)
+            return 1.0 - self._cost.fraction_left(self.measure)
         if self._variables is None:
             self._variables = _regularized_variables(
                 self.model, self._optimizer, type(self).__name__

@@ -236,8 +236,8 @@ class _Piece:
     taken at `index` is the variable's mask along that axis.
     """
 
-    def __init__(self, group, variable, axis, indices, length):
-        self.group, self.variable, self.axis = group, variable, axis
+    def __init__(self, variable, axis, indices, length):
+        self.variable, self.axis = variable, axis
         self.indices = np.asarray(indices, dtype="int32")
         channels = self.indices.shape[0]
         index = np.full(length, channels, dtype="int32")
@@ -278,7 +278,7 @@ class _ChannelMasks:
         self.variables = []
         self._pieces = []  # per group, its _Pieces
         seen = {}
-        for g, group in enumerate(self.groups):
+        for group in self.groups:
             pieces = []
             for member in group.members:
                 if not (member.variable.trainable and _zeroable(group, member)):
@@ -290,7 +290,6 @@ class _ChannelMasks:
                 length = int(member.variable.shape[member.axis])
                 pieces.append(
                     _Piece(
-                        g,
                         seen[key],
                         member.axis % len(member.variable.shape),
                         member.indices,
@@ -303,8 +302,8 @@ class _ChannelMasks:
         self._dense = float(cost.at(self._full, self.measure))
         self._goal = request.target * self._dense
         least = list(self._full)
-        for g, position in zip(range(len(self.groups)), self.positions, strict=True):
-            least[position] = float(min(request.round_to, self.groups[g].channels))
+        for group, position in zip(self.groups, self.positions, strict=True):
+            least[position] = float(min(request.round_to, group.channels))
         floor = float(cost.at(least, self.measure))
         if floor > self._goal:
             raise InvalidArgumentError(
@@ -406,7 +405,7 @@ class _ChannelMasks:
         need = now - goal
         slopes = self.cost.slopes(counts, self.measure)
         importance = self._importance(values) if taylor is None else list(taylor)
-        scores, costs, kept = [], [], []
+        scores, costs = [], []
         big = 3.0e38
         for g, (mask, value) in enumerate(zip(masks, importance, strict=True)):
             alive = mask > 0
@@ -422,7 +421,6 @@ class _ChannelMasks:
             score = ops.where(protected > 0, big, score)
             scores.append(ops.where(alive, score, -1.0))
             costs.append(ops.where(alive, slope * ops.ones_like(value), 0.0))
-            kept.append(protected)
         scores = ops.concatenate(scores)
         costs = ops.concatenate(costs)
         order = ops.argsort(scores)
@@ -507,11 +505,14 @@ class _ChannelMasks:
         if gradients is None:
             raise ValueError("Taylor importance needs the step's gradients")
         in_range = ops.logical_and(iteration >= request.begin_step, iteration <= request.end_step)
-        taylor = self._taylor(values, gradients)
-        sums = tuple(
-            total + ops.where(in_range, step, ops.zeros_like(step))
-            for total, step in zip(states[len(self.groups) :], taylor, strict=True)
-        )
+        sums = tuple(states[len(self.groups) :])
+
+        def accumulate():
+            taylor = self._taylor(values, gradients)
+            return tuple(total + step for total, step in zip(sums, taylor, strict=True))
+
+        # Outside the schedule the step pays no pass over the weights for it.
+        sums = ops.cond(in_range, accumulate, lambda: sums)
 
         def recompute():
             new = self._refine(values, list(masks), iteration, taylor=sums)
