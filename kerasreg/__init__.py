@@ -12,6 +12,8 @@ during `fit` (`SparsityMonitor`, `TargetSparsity`, `FreezeSparsity`), a
 feature-selection layer (`FeatureGate`), `regularize`, which attaches a
 regularizer to chosen weights of an existing model, `compact`, which turns removed
 units, filters and input features into a physically smaller model,
+`oneshot_prune`, which prunes a trained model in one shot from
+calibration data (magnitude, Wanda, SparseGPT),
 `model_cost`, which counts a model's multiply-accumulates and parameters per
 coupled channel, `dependency_groups`, which finds the channels that must leave a model
 together (residual streams, concatenations, attention heads), `Distiller`,
@@ -30,6 +32,7 @@ from kerasreg import deployment
 from kerasreg import distillation
 from kerasreg import layers
 from kerasreg import model_selection
+from kerasreg import oneshot
 from kerasreg import optimizers
 from kerasreg import prox
 from kerasreg import regularizers
@@ -45,6 +48,7 @@ from kerasreg.dependency import dependency_groups
 from kerasreg.deployment import strip
 from kerasreg.distillation import Distiller
 from kerasreg.layers import FeatureGate
+from kerasreg.oneshot import oneshot_prune
 from kerasreg.optimizers import ProximalOptimizer
 from kerasreg.regularizers import L1
 from kerasreg.regularizers import L2
@@ -92,6 +96,8 @@ __all__ = [
     "layers",
     "model_cost",
     "model_selection",
+    "oneshot",
+    "oneshot_prune",
     "optimizers",
     "prox",
     "regularize",

@@ -240,7 +240,9 @@ def record(model, visits, changed, config_arguments):
     regularizer it had when `regularize` first changed it: the one its
     layer's code gives it. The marked layers and those above them refuse
     to be serialized, and Keras' full-model saves check for marks before
-    they open a file.
+    they open a file. A regularizer with `_held_by_weights` (`KeepZeros`,
+    whose mask is the weight's own zeros) is never marked: a file without it
+    keeps everything it holds.
     """
     for visit in visits:
         _remove_guard(visit.layer)
@@ -248,7 +250,9 @@ def record(model, visits, changed, config_arguments):
     for (visit, name, variable), previous in changed:
         pending = dict(pending_weights(visit.layer))
         original = pending.get(name, (previous, None))[0]
-        if saving.holds(visit, name, variable.regularizer):
+        if saving.holds(visit, name, variable.regularizer) or getattr(
+            variable.regularizer, "_held_by_weights", False
+        ):
             pending.pop(name, None)
         elif serialized(variable.regularizer) == original:
             pending.pop(name, None)

@@ -554,6 +554,49 @@ class Samples(Constraint):
         return [None, "x", 3.0, [np.zeros(2), np.zeros(3)]]
 
 
+class Sparsities(Constraint):
+    """A float in [0, 1), or a non-empty dict from names to floats in [0, 1)."""
+
+    description = "a float in [0, 1) or a non-empty dict from layer or kernel paths to such floats"
+    _fraction = Interval(0.0, 1.0, closed="left")
+
+    def type_ok(self, value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and self._fraction.type_ok(v) for k, v in value.items())
+        return self._fraction.type_ok(value)
+
+    def value_ok(self, value):
+        if isinstance(value, dict):
+            return bool(value) and all(self._fraction.value_ok(v) for v in value.values())
+        return self._fraction.value_ok(value)
+
+    def normalize(self, value):
+        if isinstance(value, dict):
+            return {k: float(v) for k, v in value.items()}
+        return float(value)
+
+    def invalid_values(self):
+        return ["0.5", True, 1.0, -0.1, float("nan"), {}, {"dense": 1.0}, {1: 0.5}, [0.5]]
+
+
+class CalibrationData(Constraint):
+    """Calibration inputs: arrays, token ids, strings or an iterable of batches."""
+
+    description = (
+        "an array, a dict or list of arrays, token ids, strings, or an iterable of batches"
+    )
+
+    def type_ok(self, value):
+        if isinstance(value, (str, bytes, numbers.Number)) or value is None:
+            return False
+        return (
+            hasattr(value, "__iter__") or hasattr(value, "shape") or hasattr(value, "__getitem__")
+        )
+
+    def invalid_values(self):
+        return ["text", 3.0, 7]
+
+
 class DataPair(Constraint):
     """A pair `(x, y)` of `Samples` with the same number of samples."""
 

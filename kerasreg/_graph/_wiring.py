@@ -147,3 +147,46 @@ def calls_with_shapes(model, inputs, prefix=""):
         for x, y in zip(node.outputs, outputs, strict=True):
             tensors[id(x)] = y
     return [tensors[id(x)] for x in functional.outputs], calls
+
+
+def run_nodes(model, inputs, run):
+    """Runs the nodes of a Sequential or functional model in order, on values of any kind.
+
+    The graph's wiring with the computing left to `run`: one-shot pruning
+    passes lists of calibration batches along the edges and prunes each
+    block before it computes that block's outputs. A value is dropped once
+    every node that reads it has run.
+
+    Args:
+        model: A Sequential or functional model.
+        inputs: One value per model input, in the order of `model.inputs`.
+        run: `run(operation, args, kwargs)`, called once per node with the
+            node's call arguments, each symbolic tensor replaced by its value;
+            returns the node's outputs as a flat list, in the order of
+            `keras.tree.flatten` of what the operation returns.
+
+    Returns:
+        The values of the model's outputs, a flat list.
+    """
+    functional = functional_of(model)
+    graph = Graph(functional)
+    values = {id(x): y for x, y in zip(functional.inputs, inputs, strict=True)}
+    reads = {key: len(nodes) for key, nodes in graph.consumers.items()}
+    for node in graph.nodes:
+        if node.operation is None or node.is_input:
+            continue
+        args, kwargs = node.arguments.fill_in(values)
+        outputs = run(node.operation, args, kwargs)
+        for x, y in zip(node.outputs, outputs, strict=True):
+            values[id(x)] = y
+        for x in node.input_tensors:
+            reads[id(x)] -= 1
+            if reads[id(x)] == 0 and id(x) not in graph.outputs:
+                values.pop(id(x), None)
+    return [values[id(x)] for x in functional.outputs]
+
+
+def flat_inputs(model, x):
+    """The inputs `x` (a tensor, list or dict, as `model(x)` takes them), one per model input."""
+    functional = functional_of(model)
+    return keras.tree.flatten(functional._standardize_inputs(x))

@@ -16,8 +16,9 @@ here hold hyperparameters, compute the penalty and serialize.
 
 One submodule per family: `elementwise` (`L1`, `L2`, `ElasticNet`),
 `nonconvex` (`MCP`, `SCAD`), `group` (`GroupLasso`), `coupled`
-(`CoupledGroupLasso`), `pruning` (`MagnitudePruning`) and `channels`
-(`ChannelPruning`, pruning coupled channels to a cost), on the base
+(`CoupledGroupLasso`), `pruning` (`MagnitudePruning`; `KeepZeros`, which
+holds a pattern) and `channels` (`ChannelPruning`, pruning coupled channels
+to a cost), on the base
 class in `_base`; `get` is in `_lookup`. Import them from here.
 
 All classes are registered with Keras serialization under the `"kerasreg"`
@@ -35,6 +36,7 @@ from kerasreg.regularizers.elementwise import ElasticNet
 from kerasreg.regularizers.group import GroupLasso
 from kerasreg.regularizers.nonconvex import MCP
 from kerasreg.regularizers.nonconvex import SCAD
+from kerasreg.regularizers.pruning import KeepZeros
 from kerasreg.regularizers.pruning import MagnitudePruning
 
 __all__ = [
@@ -48,5 +50,6 @@ __all__ = [
     "GroupLasso",
     "CoupledGroupLasso",
     "MagnitudePruning",
+    "KeepZeros",
     "get",
 ]

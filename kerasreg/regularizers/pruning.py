@@ -373,3 +373,66 @@ class MagnitudePruning(ProximalRegularizer):
             ops.where(mask > 0, x, ops.zeros_like(x)) for x, mask in zip(values, masks, strict=True)
         ]
         return new_values, [(mask,) for mask in masks]
+
+
+@serializable
+class KeepZeros(ProximalRegularizer):
+    r"""Holds a weight's exact zeros at zero while the rest trains.
+
+    The constraint :math:`w_i = 0` for every entry that is zero when the
+    `ProximalOptimizer` is built: its prox is the projection
+    :math:`w \odot M`, :math:`M` the mask of the entries that were non-zero
+    then, kept as a prox state (saved with the optimizer). The penalty is
+    zero. `kerasreg.oneshot_prune` attaches it to the kernels it prunes, so
+    that fine-tuning a pruned model keeps its pattern; any pattern of zeros
+    (a `MagnitudePruning` run, a loaded sparse model) can be held the same
+    way, with `kerasreg.regularize(model, kerasreg.regularizers.KeepZeros())`
+    before compiling. Called outside an optimizer, `prox(x, step)` returns
+    `x` (the mask is taken from `x` itself).
+
+    A model saves it with the layers' configs that hold a
+    `kernel_regularizer` (Keras' own layers). Where no config holds it (the
+    sublayers of a KerasHub transformer block), saving is not refused, as it
+    is for a penalty: the file keeps the zeros, the pattern itself, and
+    loads without `KeepZeros`; attach it again with `kerasreg.regularize`
+    before fine-tuning the loaded model.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import kerasreg
+    >>> reg = kerasreg.regularizers.KeepZeros()
+    >>> w = np.array([[0.0, 2.0], [-1.0, 0.0]], "float32")
+    >>> (mask,) = reg.prox_state(w)
+    >>> new_w, _ = reg.prox_update(w + 0.5, 0.1, 0, (mask,))
+    >>> np.asarray(new_w).tolist()
+    [[0.0, 2.5], [-0.5, 0.0]]
+    """
+
+    _parameter_constraints = {}
+    # Its mask is the weight's zeros: a `.keras` file whose config cannot hold
+    # it (a KerasHub block's sublayers) still holds the pattern, so saving it
+    # is not refused (`kerasreg._save_guard`).
+    _held_by_weights = True
+
+    def __init__(self):
+        self._set_arguments()
+
+    def __call__(self, x):
+        x = ops.convert_to_tensor(x)
+        return ops.zeros((), dtype=x.dtype)
+
+    def penalty_gradient(self, x):
+        return ops.zeros_like(ops.convert_to_tensor(x))
+
+    def prox(self, x, step):
+        return ops.convert_to_tensor(x)
+
+    def prox_state(self, x):
+        x = ops.convert_to_tensor(x)
+        return (ops.cast(ops.not_equal(x, 0), x.dtype),)
+
+    def prox_update(self, x, step, iteration, state):
+        (mask,) = state
+        x = ops.convert_to_tensor(x)
+        return ops.where(mask > 0, x, ops.zeros_like(x)), (mask,)
