@@ -38,6 +38,7 @@ CLASSES = [
         {"groups": [[(keras.Variable(np.ones((2, 3)), name="kernel"), 1, np.arange(3)[:, None])]]},
     ),
     (kerasreg.MagnitudePruning, {"final_sparsity": 0.5}),
+    (kerasreg.regularizers.KeepZeros, {}),
     (kerasreg.ChannelPruning, {"target": 0.5}),
     (
         kerasreg.Distiller,
@@ -87,6 +88,10 @@ FUNCTIONS = [
     (kerasreg.compact, {"model": keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])}),
     (kerasreg.dependency_groups, {"model": _built_model()}),
     (kerasreg.model_cost, {"model": _built_model()}),
+    (
+        kerasreg.oneshot_prune,
+        {"model": _built_model(), "data": np.ones((8, 3), "float32"), "method": "wanda"},
+    ),
     (kerasreg.strip, {"model": _built_model()}),
     (kerasreg.FeatureGate.selection_mask, {"self": _built_gate()}),
     (

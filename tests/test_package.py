@@ -49,6 +49,8 @@ def test_public_surface_is_pinned():
         "layers",
         "model_cost",
         "model_selection",
+        "oneshot",
+        "oneshot_prune",
         "optimizers",
         "prox",
         "regularize",
@@ -63,6 +65,7 @@ def test_public_surface_is_pinned():
         "CoupledGroupLasso",
         "ElasticNet",
         "GroupLasso",
+        "KeepZeros",
         "L1",
         "L2",
         "MCP",
@@ -110,6 +113,7 @@ def test_public_surface_is_pinned():
     assert kerasreg.deployment.__all__ == ["strip"]
     assert kerasreg.distillation.__all__ == ["Distiller"]
     assert sorted(kerasreg.cost.__all__) == ["GroupCost", "ModelCost", "model_cost"]
+    assert sorted(kerasreg.oneshot.__all__) == ["LayerPruning", "OneShotReport", "oneshot_prune"]
     assert sorted(kerasreg.model_selection.__all__) == [
         "CrossValidatedPath",
         "RegularizationPath",
@@ -128,6 +132,7 @@ def test_public_surface_is_pinned():
         kerasreg.apply,
         kerasreg.deployment,
         kerasreg.model_selection,
+        kerasreg.oneshot,
     )
     for module in modules:
         for name in module.__all__:

@@ -24,6 +24,7 @@ REGULARIZERS = [
     kerasreg.GroupLasso(strength=0.05, group_axis=(0, 1)),
     kerasreg.MagnitudePruning(structure=(2, 4)),
     kerasreg.MagnitudePruning(0.5, group_axis=-1, round_to=8),
+    kerasreg.regularizers.KeepZeros(),
 ]
 IDS = [repr(r) for r in REGULARIZERS]
 

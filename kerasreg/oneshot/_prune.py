@@ -361,12 +361,12 @@ def _sparsity_of(targets, sparsity, structure, model):
                     sparsity,
                 )
         for target in targets:
-            inputs = target.inputs
-            if inputs % m:
+            if target.fastest % m:
                 raise invalid_argument(
                     "structure",
-                    f"blocks of m={m} that divide the inputs of every pruned layer; "
-                    f"{target.path} has {inputs}",
+                    f"blocks of m={m} that divide the input axis of every pruned layer "
+                    f"(a convolution's input channels, an EinsumDense kernel's last "
+                    f"contracted axis); {target.path} has {target.fastest}",
                     structure,
                 )
         if not isinstance(sparsity, dict):
@@ -499,7 +499,13 @@ def oneshot_prune(
     `n`, as `kerasreg.MagnitudePruning(structure=...)` and
     `kerasreg.sparsity_report(structure=...)` count them (inputs: a `Dense`
     kernel's rows, an `EinsumDense` kernel's contracted axes, a convolution's
-    patch of `kernel_size` by input channels, channels fastest).
+    patch of `kernel_size` by input channels, channels fastest; `m` must
+    divide the input channels, or the last contracted axis). For `Dense` and
+    convolution kernels that is their axis -2, which `sparsity_report`
+    checks; an `EinsumDense` kernel's blocks run along its contracted axes
+    (axis 0 of an attention layer's query, key and value kernels), the
+    reduction that sparse tensor cores need, where `sparsity_report` and
+    `MagnitudePruning` read axis -2 of every kernel.
 
     **Keeping the pattern.** With `keep_pattern=True`, each pruned kernel gets
     `kerasreg.regularizers.KeepZeros()` (also set as its layer's

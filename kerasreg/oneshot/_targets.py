@@ -49,6 +49,15 @@ class Target:
     def _inputs(self):
         return int(self.kernel.shape[0])
 
+    @property
+    def fastest(self):
+        """The length of the kernel axis that varies fastest along the inputs.
+
+        N:M blocks of `m` consecutive inputs stay within one position of the
+        other input axes when `m` divides it.
+        """
+        return self.inputs
+
     def matrix(self):
         """The kernel as a float64 array `(outputs, inputs)`."""
         return _numpy(self.kernel).reshape(self.inputs, -1).T
@@ -88,6 +97,10 @@ class EinsumTarget(Target):
         shape = tuple(self.kernel.shape)
         return math.prod(int(shape[i]) for i in self._order[: len(self._contracted)])
 
+    @property
+    def fastest(self):
+        return int(self.kernel.shape[self._order[len(self._contracted) - 1]])
+
     def matrix(self):
         kernel = np.transpose(_numpy(self.kernel), self._order)
         return kernel.reshape(self.inputs, -1).T
@@ -113,6 +126,10 @@ class ConvTarget(Target):
 
     def _inputs(self):
         return math.prod(int(d) for d in self.kernel.shape[:-1])
+
+    @property
+    def fastest(self):
+        return int(self.kernel.shape[-2])
 
     def matrix(self):
         return _numpy(self.kernel).reshape(self.inputs, -1).T
