@@ -350,3 +350,36 @@ def test_a_keras_hub_language_model_block_by_block(tmp_path):
     lm.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(to_numpy(loaded.predict(x, verbose=0)), expected, atol=1e-5)
+
+
+def test_text_through_a_keras_hub_preprocessor_and_a_tf_data_pipeline():
+    """Strings go through the task's preprocessor; a `tf.data.Dataset` is read batch by batch."""
+    import keras_hub
+    import tensorflow as tf
+
+    vocabulary = {"<|endoftext|>": 0}
+    for character in "abcdefghijklmnopqrstuvwxyz.Ġ":
+        vocabulary[character] = len(vocabulary)
+    vocabulary["Ġt"] = len(vocabulary)
+    tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ t"])
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=16)
+    keras.utils.set_random_seed(13)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=len(vocabulary),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        max_sequence_length=16,
+    )
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    texts = ["the quick brown fox jumps over the lazy dog."] * 6
+    report = kerasreg.oneshot_prune(lm, texts, method="wanda", sequence_length=8)
+    assert report.samples == 6 and {r.rows for r in report} == {6 * 8}
+    assert preprocessor.sequence_length == 16  # set back
+
+    model = _mlp(seed=13)
+    x = _correlated(64, 12, seed=13)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(64))).batch(16)
+    report = kerasreg.oneshot_prune(model, dataset, method="wanda", num_samples=40)
+    assert report.samples == 40 and report["hidden"].rows == 40

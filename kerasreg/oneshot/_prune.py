@@ -1,5 +1,6 @@
 """`oneshot_prune`: sparsify a trained model with a little calibration data, no training."""
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -200,7 +201,8 @@ class _Recorder:
 class _OneShot:
     """One pruning run: the targets left, what to do with each, the report's rows."""
 
-    def __init__(self, targets, sparsities, method, structure, damping, block_size):
+    def __init__(self, targets, sparsities, method, structure, damping, block_size, num_samples):
+        self.num_samples = num_samples
         self.pending = {id(t.layer): t for t in targets}
         self.sparsities = sparsities
         self.method = method
@@ -271,7 +273,7 @@ class _OneShot:
                 f"enough calibration rows for the Hessian of {target.path}: at least "
                 f"{target.inputs} (its inputs), where {statistics.rows} came from the "
                 "samples given; pass more samples",
-                statistics.rows,
+                self.num_samples,
             )
         if self.method == "magnitude":
             keep = _solvers.magnitude_mask(dense, sparsity, self.structure)
@@ -315,6 +317,15 @@ class _OneShot:
     def _prune_without_data(self, target):
         self._prune(target, None)
         del self.pending[id(target.layer)]
+
+
+def _no_gradients():
+    """PyTorch records no autograd graph for the calibration passes; other backends need nothing."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
 
 
 def _selected_targets(model, layers, exclude):
@@ -603,7 +614,7 @@ def oneshot_prune(
     sparsities = _sparsity_of(targets, sparsity, structure, model)
     targets = [t for t in targets if id(t.layer) in sparsities]
     saved = [(t.kernel, keras.ops.convert_to_numpy(t.kernel)) for t in targets]
-    run = _OneShot(targets, sparsities, method, structure, hessian_damping, block_size)
+    run = _OneShot(targets, sparsities, method, structure, hessian_damping, block_size, num_samples)
     try:
         if data is None:
             for target in targets:
@@ -614,7 +625,8 @@ def oneshot_prune(
                 model, data, num_samples, sequence_length, batch_size
             )
             samples = sum(_data._rows(b) for b in batches)
-            run.run_model(model, batches)
+            with _no_gradients():
+                run.run_model(model, batches)
             for target in list(run.pending.values()):
                 raise invalid_argument(
                     "data",
