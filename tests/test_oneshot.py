@@ -259,6 +259,7 @@ def test_a_subclassed_model_is_one_block():
             super().__init__()
             self.first = keras.layers.Dense(8, activation="relu")
             self.second = keras.layers.Dense(2)
+            self.spare = keras.layers.Dense(3)  # built, never called
 
         def call(self, x):
             return self.second(self.first(x))
@@ -266,8 +267,13 @@ def test_a_subclassed_model_is_one_block():
     model = Net()
     x = _correlated(64, 6, seed=9)
     model(x[:1])
+    model.spare.build((None, 6))
+    spare = to_numpy(model.spare.kernel)
     report = kerasreg.oneshot_prune(model, x, method="wanda", keep_pattern=False)
     assert len(report) == 2 and all(r.sparsity == 0.5 for r in report)
+    assert list(report.skipped) == [model.spare.name]
+    assert "not called" in report.skipped[model.spare.name]
+    np.testing.assert_array_equal(to_numpy(model.spare.kernel), spare)
 
 
 def test_skipped_layers_and_conv_targets():

@@ -254,19 +254,15 @@ class _OneShot:
             for args, kwargs in calls:
                 operation(*args, **kwargs)
         for target in inside:
-            self._prune(target, recorder.statistics[id(target.layer)])
-            del self.pending[id(target.layer)]
+            statistics = recorder.statistics[id(target.layer)]
+            if statistics.rows:  # else not called here: left for a later call
+                self._prune(target, statistics)
+                del self.pending[id(target.layer)]
         return [keras.tree.flatten(operation(*a, **k)) for a, k in calls]
 
     def _prune(self, target, statistics):
         sparsity = self.sparsities[id(target.layer)]
         dense = target.matrix()
-        if statistics is not None and statistics.rows == 0:
-            raise invalid_argument(
-                "data",
-                f"calibration inputs that reach every pruned layer; {target.path} saw none",
-                "data",
-            )
         if self.method == "sparsegpt" and statistics.rows < target.inputs:
             raise invalid_argument(
                 "num_samples",
@@ -501,7 +497,8 @@ def oneshot_prune(
     Wanda prune transformer blocks) and memory holds the activations of the
     graph's open edges and one block's statistics (an `inputs x inputs`
     float64 matrix per layer). A subclassed model is one block. A layer called
-    more than once is pruned at its first call.
+    more than once is pruned at its first call; a layer the model does not
+    call on the data is left as it was (`report.skipped`).
 
     **Counting.** The fraction `sparsity` of each kernel's entries goes,
     rounded half up (per output with Wanda, per block of `block_size` columns
@@ -627,13 +624,15 @@ def oneshot_prune(
             samples = sum(_data._rows(b) for b in batches)
             with _no_gradients():
                 run.run_model(model, batches)
-            for target in list(run.pending.values()):
+            if not run.results:
                 raise invalid_argument(
                     "data",
-                    f"calibration inputs that reach every pruned layer; {target.path} was "
-                    "not called when the model ran on them",
+                    "calibration inputs on which the model calls the layers to prune; none "
+                    "of them was called",
                     "data",
                 )
+            for target in run.pending.values():
+                skipped[target.path] = "not called when the model ran on the calibration data"
         if keep_pattern:
             _keep_pattern(model, targets)
     except BaseException:
