@@ -54,6 +54,7 @@ def _correlated(rows, features, seed=0):
         (keras.layers.EinsumDense("abcd,cde->abe", (3, 5), bias_axes="e"), (4, 3, 2, 4)),
         (keras.layers.EinsumDense("...b,bc->...c", 6), (4, 3, 5)),
         (keras.layers.EinsumDense("abc,bd->adc", (4, 3)), (2, 5, 3)),
+        (keras.layers.EinsumDense("ab...,bc->ac...", (6, None)), (3, 4, 5)),
         (keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=2), (2, 11, 3)),
         (keras.layers.Conv1D(4, 3, strides=2, padding="same"), (2, 10, 3)),
         (keras.layers.Conv2D(4, (3, 2), strides=(2, 1), padding="same"), (2, 7, 6, 3)),
@@ -73,13 +74,17 @@ def test_rows_times_matrix_are_the_layers_outputs(layer, shape):
     if isinstance(layer, keras.layers.EinsumDense):
         # The rows are the non-contracted axes of `x` in order, then the outputs.
         operands, output = layer.equation.split("->")
-        spec = operands.split(",")[0].replace("...", "")
-        out_spec = output.replace("...", "")
-        kept = [c for c in spec if c not in target._contracted]
-        kernel_out = [c for c in operands.split(",")[1] if c in out_spec]
-        order = [out_spec.index(c) for c in kept + kernel_out]
-        offset = y.ndim - len(out_spec)
-        y = np.transpose(y, list(range(offset)) + [offset + i for i in order])
+        spec, kernel_spec = operands.split(",")
+
+        def labels(spec, rank):  # an ellipsis as one label per axis it stands for
+            before, dots, after = spec.partition("...")
+            middle = [str(i) for i in range(rank - len(before) - len(after))] if dots else []
+            return list(before) + middle + list(after)
+
+        kept = [c for c in labels(spec, x.ndim) if c not in target._contracted]
+        kernel_out = [c for c in kernel_spec if c in output]
+        y_labels = labels(output, y.ndim)
+        y = np.transpose(y, [y_labels.index(c) for c in kept + kernel_out])
     np.testing.assert_allclose(product.reshape(-1), y.reshape(-1), rtol=1e-4, atol=1e-4)
 
 
@@ -389,3 +394,78 @@ def test_text_through_a_keras_hub_preprocessor_and_a_tf_data_pipeline():
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(64))).batch(16)
     report = kerasreg.oneshot_prune(model, dataset, method="wanda", num_samples=40)
     assert report.samples == 40 and report["hidden"].rows == 40
+
+
+def test_a_nested_model_called_with_a_dict_gets_its_inputs_by_name():
+    """Keras matches a dict to a nested model's inputs by name; so does the runner."""
+    keras.utils.set_random_seed(14)
+    ib, ia = keras.Input((6,), name="b"), keras.Input((6,), name="a")
+    summed = keras.layers.Add()([keras.layers.Dense(4, name="db")(ib), keras.layers.Dense(4)(ia)])
+    inner = keras.Model([ib, ia], summed, name="inner")
+    xa, xb = keras.Input((6,), name="xa"), keras.Input((6,), name="xb")
+    model = keras.Model({"xa": xa, "xb": xb}, inner({"a": xa, "b": xb}))
+    rng = _rng(14)
+    data = {
+        "xa": rng.normal(size=(64, 6)).astype("float32"),
+        "xb": (rng.normal(size=(64, 6)) * [1, 1, 1, 1, 1, 50]).astype("float32"),
+    }
+    kernel = _kernel(inner.get_layer("db"))
+    kerasreg.oneshot_prune(model, data, method="wanda", sparsity=0.5, keep_pattern=False)
+    scores = np.abs(kernel) * np.linalg.norm(data["xb"].astype(np.float64), axis=0)[:, None]
+    expected = np.ones_like(kernel, dtype=bool)
+    for unit in range(4):
+        expected[np.argsort(scores[:, unit], kind="stable")[:3], unit] = False
+    np.testing.assert_array_equal(_kernel(inner.get_layer("db")) != 0, expected)
+
+
+def test_pruning_again_under_a_built_optimizer():
+    """Masks already in the optimizer take the new zeros; without KeepZeros, it refuses first."""
+    x = _correlated(128, 12, seed=15)
+    y = _rng(15).integers(0, 3, size=128)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = _mlp(seed=15)
+    kerasreg.oneshot_prune(model, x, method="wanda", sparsity=0.5)
+    model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.01)), loss=loss)
+    model.fit(x, y, epochs=1, verbose=0)
+    kerasreg.oneshot_prune(model, x, method="wanda", sparsity=0.75)
+    zeros = _kernel(model.get_layer("hidden")) == 0
+    model.fit(x, y, epochs=1, verbose=0)
+    assert np.all(_kernel(model.get_layer("hidden"))[zeros] == 0) and zeros.mean() == 0.75
+
+    model = _mlp(seed=15)
+    model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.01)), loss=loss)
+    model.fit(x, y, epochs=1, verbose=0)
+    assert "`keep_pattern`" in _invalid(model, x)
+    kerasreg.oneshot_prune(model, x, keep_pattern=False)
+
+
+def test_what_is_read_as_data_and_what_is_left_out():
+    """(x, y) gives x; a mapping with a structure checks only what it names; RNN cells stay."""
+    model = _mlp(seed=16, outputs=6)
+    x = _correlated(40, 12, seed=16)
+    report = kerasreg.oneshot_prune(model, (x, 1000 * x[:, :6]), method="wanda")
+    assert report.samples == 40 and report["hidden"].rows == 40
+    model = _mlp(seed=16, outputs=6)
+    kerasreg.oneshot_prune(model, x, method="wanda", structure=(2, 4), sparsity={"hidden": 0.5})
+
+    class Cell(keras.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.state_size = units, units
+            self.proj = keras.layers.Dense(units, name="proj")
+
+        def build(self, shape):
+            self.proj.build((shape[0], shape[-1] + self.units))
+
+        def call(self, x, states):
+            h = keras.ops.tanh(self.proj(keras.ops.concatenate([x, states[0]], -1)))
+            return h, [h]
+
+    inputs = keras.Input((6, 4))
+    rnn = keras.layers.RNN(Cell(8), name="rnn")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(rnn(inputs)))
+    report = kerasreg.oneshot_prune(model, _rng(16).normal(size=(32, 6, 4)), method="wanda")
+    assert [r.path for r in report] == ["head"]
+    assert [why for path, why in report.skipped.items() if path.endswith("proj")] == [
+        "inside a recurrent layer's cell (called in a loop over time steps)"
+    ]

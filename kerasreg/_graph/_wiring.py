@@ -163,10 +163,12 @@ def run_nodes(model, inputs, run):
         run: `run(operation, args, kwargs)`, called once per node with the
             node's call arguments, each symbolic tensor replaced by its value;
             returns the node's outputs as a flat list, in the order of
-            `keras.tree.flatten` of what the operation returns.
+            `keras.tree.flatten` of what the operation returns, or `None` to
+            stop the run there.
 
     Returns:
-        The values of the model's outputs, a flat list.
+        The values of the model's outputs, a flat list, or `None` if `run`
+        stopped it.
     """
     functional = functional_of(model)
     graph = Graph(functional)
@@ -177,6 +179,8 @@ def run_nodes(model, inputs, run):
             continue
         args, kwargs = node.arguments.fill_in(values)
         outputs = run(node.operation, args, kwargs)
+        if outputs is None:
+            return None
         for x, y in zip(node.outputs, outputs, strict=True):
             values[id(x)] = y
         for x in node.input_tensors:
@@ -190,3 +194,19 @@ def flat_inputs(model, x):
     """The inputs `x` (a tensor, list or dict, as `model(x)` takes them), one per model input."""
     functional = functional_of(model)
     return keras.tree.flatten(functional._standardize_inputs(x))
+
+
+def named_inputs(model, structure):
+    """A nested model's call argument, one value per model input, matched as Keras matches it.
+
+    A dict given to a model whose inputs are a list (or one tensor) is read by
+    input name, as `Functional._standardize_inputs` does; any other structure
+    in `keras.tree.flatten` order. The values may be of any kind.
+    """
+    functional = functional_of(model)
+    declared = functional._inputs_struct
+    if isinstance(structure, dict) and not isinstance(declared, dict):
+        names = [t.name for t in keras.tree.flatten(declared)]
+        if set(names) <= set(structure):
+            structure = [structure[name] for name in names]
+    return keras.tree.flatten(structure)

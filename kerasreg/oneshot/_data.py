@@ -1,5 +1,7 @@
 """Calibration data: whatever the user passes, as a list of input batches for the model."""
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -12,6 +14,16 @@ def _is_text(data):
     if isinstance(data, np.ndarray):
         return data.dtype.kind in "US"
     return isinstance(data, (list, tuple)) and bool(data) and all(isinstance(s, str) for s in data)
+
+
+def _in_memory(value):
+    return isinstance(value, (np.ndarray, dict, list)) or keras.ops.is_tensor(value)
+
+
+def _token_like(value):
+    """A 2-D array of integers or booleans (token ids, a padding mask)."""
+    value = np.asarray(value)
+    return value.ndim == 2 and value.dtype.kind in "iub"
 
 
 def _rows(x):
@@ -82,7 +94,8 @@ def calibration_batches(model, data, num_samples, sequence_length, batch_size):
 
     Args:
         model: The model.
-        data: An array, a dict or list of arrays (rows on the first axis),
+        data: An array, a dict or list of arrays (rows on the first axis;
+            a tuple `(x, y[, sample_weight])` gives `x`),
             a 1-D stream of token ids (cut into windows of
             `sequence_length`), strings (with the model's preprocessor), or an
             iterable of batches (`tf.data.Dataset`, a generator, a
@@ -95,6 +108,13 @@ def calibration_batches(model, data, num_samples, sequence_length, batch_size):
     Returns:
         A list of input structures, one per batch.
     """
+    if isinstance(data, tuple) and data and all(_in_memory(part) for part in data):
+        data = data[0]  # (x, y[, sample_weight]), as `fit` takes them
+    if isinstance(data, list) and data and all(isinstance(v, numbers.Integral) for v in data):
+        data = np.asarray(data)  # token ids
+    if not _is_text(data) and not isinstance(data, (dict, list, np.ndarray)):
+        if not keras.ops.is_tensor(data) and hasattr(data, "shape") and hasattr(data, "__array__"):
+            data = np.asarray(data)  # a tensor of another framework (tf.Tensor under JAX)
     if _is_text(data):
         data = _from_text(model, data, sequence_length)
     elif isinstance(data, np.ndarray) or keras.ops.is_tensor(data):
@@ -116,7 +136,7 @@ def calibration_batches(model, data, num_samples, sequence_length, batch_size):
         ):
             data = data[:, :sequence_length]
         if isinstance(data, dict) and sequence_length is not None:
-            data = {k: v[:, :sequence_length] if np.ndim(v) == 2 else v for k, v in data.items()}
+            data = {k: v[:, :sequence_length] if _token_like(v) else v for k, v in data.items()}
         data = _for_model(model, data)
         total = min(_rows(data), num_samples)
         if total == 0:

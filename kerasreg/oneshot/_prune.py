@@ -145,13 +145,20 @@ class _Statistics:
         self.rows = 0
 
     def add(self, rows):
-        if not np.all(np.isfinite(rows)):
-            raise invalid_argument(
-                "data", "calibration inputs that keep every layer's inputs finite", "NaN or inf"
-            )
+        # Checked after the pass (`check`): raised here, inside the layer's
+        # call, Keras would wrap the error in its own message.
+        self.finite = getattr(self, "finite", True) and bool(np.all(np.isfinite(rows)))
         self.hessian += rows.T @ rows
         self.row_sum += rows.sum(axis=0)
         self.rows += rows.shape[0]
+
+    def check(self, path):
+        if not getattr(self, "finite", True):
+            raise invalid_argument(
+                "data",
+                f"calibration inputs that keep every layer's inputs finite; {path} saw NaN or inf",
+                "data",
+            )
 
 
 class _Batches:
@@ -223,10 +230,12 @@ class _OneShot:
             return self.run_block(model, [((x,), {}) for x in batches])
         flat = [_wiring.flat_inputs(model, x) for x in batches]
         inputs = [_Batches([f[i] for f in flat]) for i in range(len(flat[0]))]
-        outputs = _wiring.run_nodes(model, inputs, self._run_node)
-        return outputs
+        _wiring.run_nodes(model, inputs, self._run_node)
 
     def _run_node(self, operation, args, kwargs):
+        """One node on every batch; `None` (stop) once nothing is left to prune."""
+        if not self.pending:
+            return None
         count = next(
             len(v.values) for v in keras.tree.flatten((args, kwargs)) if isinstance(v, _Batches)
         )
@@ -238,11 +247,13 @@ class _OneShot:
             except InvalidArgumentError:
                 nested = False
             if nested:
-                inner = [v for v in keras.tree.flatten((args, kwargs)) if isinstance(v, _Batches)]
+                inner = _wiring.named_inputs(operation, args[0] if args else kwargs["inputs"])
                 return _wiring.run_nodes(operation, inner, self._run_node)
         calls = [(_batch(args, b), _batch(kwargs, b)) for b in range(count)]
         if inside:
             outputs = self.run_block(operation, calls)
+            if outputs is None:
+                return None
         else:
             outputs = [keras.tree.flatten(operation(*a, **k)) for a, k in calls]
         return [_Batches([out[j] for out in outputs]) for j in range(len(outputs[0]))]
@@ -254,10 +265,14 @@ class _OneShot:
             for args, kwargs in calls:
                 operation(*args, **kwargs)
         for target in inside:
+            recorder.statistics[id(target.layer)].check(target.path)
+        for target in inside:
             statistics = recorder.statistics[id(target.layer)]
             if statistics.rows:  # else not called here: left for a later call
                 self._prune(target, statistics)
                 del self.pending[id(target.layer)]
+        if not self.pending:
+            return None  # the last block: its outputs are not needed
         return [keras.tree.flatten(operation(*a, **k)) for a, k in calls]
 
     def _prune(self, target, statistics):
@@ -329,7 +344,7 @@ def _selected_targets(model, layers, exclude):
     from kerasreg.apply import _selected
 
     visits = _model_walk.walk(model)
-    chosen = visits[1:] if layers is None else _selected(visits, layers, "layers")
+    chosen = visits if layers is None else _selected(visits, layers, "layers")
     if exclude is not None:
         dropped = {id(v.layer) for v in _selected(visits, exclude, "exclude")}
         chosen = [v for v in chosen if id(v.layer) not in dropped]
@@ -337,7 +352,7 @@ def _selected_targets(model, layers, exclude):
     for visit in chosen:
         if not _targets.is_candidate(visit.layer):
             continue
-        target = _targets.target_for(visit.layer, visit.path)
+        target = _targets.target_for(visit.layer, visit.path or visit.layer.name, visit.ancestors)
         if isinstance(target, str):
             skipped[visit.path] = target
         else:
@@ -356,10 +371,11 @@ def _selected_targets(model, layers, exclude):
 
 def _sparsity_of(targets, sparsity, structure, model):
     """`{id(layer): fraction}` for the targets to prune, from a float or a mapping."""
+    implied = None
     if structure is not None:
         n, m = structure
         implied = (m - n) / m
-        values = [sparsity] if not isinstance(sparsity, dict) else list(sparsity.values())
+        values = list(sparsity.values()) if isinstance(sparsity, dict) else [sparsity]
         for value in values:
             if value is not None and not math.isclose(value, implied, abs_tol=1e-9):
                 raise invalid_argument(
@@ -367,22 +383,30 @@ def _sparsity_of(targets, sparsity, structure, model):
                     f"None or (m - n) / m = {implied!r} with structure={structure!r}",
                     sparsity,
                 )
+    if isinstance(sparsity, dict):
+        chosen = _named_sparsities(targets, sparsity, model)
+    else:
+        value = implied if structure is not None else 0.5 if sparsity is None else sparsity
+        chosen = {id(t.layer): value for t in targets}
+    if structure is not None:
+        chosen = {key: implied for key in chosen}
         for target in targets:
-            if target.fastest % m:
+            if id(target.layer) in chosen and target.fastest % structure[1]:
                 raise invalid_argument(
                     "structure",
-                    f"blocks of m={m} that divide the input axis of every pruned layer "
-                    f"(a convolution's input channels, an EinsumDense kernel's last "
+                    f"blocks of m={structure[1]} that divide the input axis of every pruned "
+                    "layer (a convolution's input channels, an EinsumDense kernel's last "
                     f"contracted axis); {target.path} has {target.fastest}",
                     structure,
                 )
-        if not isinstance(sparsity, dict):
-            return {id(t.layer): implied for t in targets}
-    if not isinstance(sparsity, dict):
-        value = 0.5 if sparsity is None else sparsity
-        return {id(t.layer): value for t in targets}
-    known = {v.path for v in model.weights} | {v.path for v in _model_walk.walk(model)[1:]}
-    known |= {v.layer.name for v in _model_walk.walk(model)[1:]}
+    return chosen
+
+
+def _named_sparsities(targets, sparsity, model):
+    """The targets a mapping names, by kernel path, layer path or layer name."""
+    visits = _model_walk.walk(model)[1:]
+    known = {v.path for v in model.weights} | {v.path for v in visits}
+    known |= {v.layer.name for v in visits}
     unknown = [key for key in sparsity if key not in known]
     if unknown:
         raise invalid_argument(
@@ -395,7 +419,7 @@ def _sparsity_of(targets, sparsity, structure, model):
     for target in targets:
         for key in (target.kernel.path, target.path, target.layer.name):
             if key in sparsity:
-                chosen[id(target.layer)] = implied if structure is not None else sparsity[key]
+                chosen[id(target.layer)] = sparsity[key]
                 break
     if not chosen:
         raise invalid_argument(
@@ -407,8 +431,28 @@ def _sparsity_of(targets, sparsity, structure, model):
     return chosen
 
 
+def _check_optimizer(model, targets):
+    """Refuses, before any work, a built `ProximalOptimizer` that cannot take `KeepZeros`."""
+    from kerasreg._training import proximal_optimizer_of
+    from kerasreg.regularizers import KeepZeros
+
+    optimizer = proximal_optimizer_of(model)
+    if optimizer is None or not optimizer.built:
+        return
+    new = [t for t in targets if not isinstance(getattr(t.kernel, "regularizer", None), KeepZeros)]
+    if new:
+        raise invalid_argument(
+            "keep_pattern",
+            "False for a model whose ProximalOptimizer is already built: it cannot add the "
+            f"KeepZeros mask of {new[0].path}'s kernel (a prox state). Pass "
+            "keep_pattern=False, or compile again with a new ProximalOptimizer after pruning",
+            True,
+        )
+
+
 def _keep_pattern(model, targets):
     """Attaches `KeepZeros` to each pruned kernel, through `kerasreg.regularize`."""
+    from kerasreg._training import proximal_optimizer_of
     from kerasreg.apply import regularize
     from kerasreg.regularizers import KeepZeros
 
@@ -424,6 +468,10 @@ def _keep_pattern(model, targets):
         lambda layer, weight: KeepZeros() if id(weight) in pruned else weight.regularizer,
         layers=list({type(t.layer) for t in targets}),
     )
+    optimizer = proximal_optimizer_of(model)
+    if optimizer is not None and optimizer.built:
+        # Masks built from the weights before this pruning: take the new zeros.
+        optimizer._restart_prox_states([t.kernel for t in targets])
     if replaced:
         warnings.warn(
             "oneshot_prune replaced the kernel regularizers of "
@@ -496,13 +544,20 @@ def oneshot_prune(
     each block sees the outputs of the blocks already pruned (as SparseGPT and
     Wanda prune transformer blocks) and memory holds the activations of the
     graph's open edges and one block's statistics (an `inputs x inputs`
-    float64 matrix per layer). A subclassed model is one block. A layer called
-    more than once is pruned at its first call; a layer the model does not
-    call on the data is left as it was (`report.skipped`).
+    float64 matrix per layer); once the last layer is pruned, the run stops.
+    A block is one layer call of the graph: a subclassed model, or a layer
+    that runs several transformer blocks inside its own call (KerasHub's
+    `ViTEncoder`), is one block, pruned from one pass. A layer called more
+    than once is pruned at its first call; a layer the model does not call on
+    the data, or calls inside a recurrent layer's loop, is left as it was
+    (`report.skipped`). Every position of every sample is a row, padding
+    positions included.
 
     **Counting.** The fraction `sparsity` of each kernel's entries goes,
     rounded half up (per output with Wanda, per block of `block_size` columns
-    with SparseGPT, per layer with magnitude), in exact zeros. With
+    with SparseGPT, per layer with magnitude), in exact zeros. SparseGPT also
+    zeroes the weights of an input that is zero on every calibration row
+    (they play no part in the outputs it fits), so a kernel can end sparser. With
     `structure=(n, m)`, every `m` consecutive inputs of each output keep
     `n`, as `kerasreg.MagnitudePruning(structure=...)` and
     `kerasreg.sparsity_report(structure=...)` count them (inputs: a `Dense`
@@ -519,9 +574,11 @@ def oneshot_prune(
     `kerasreg.regularizers.KeepZeros()` (also set as its layer's
     `kernel_regularizer`, as `kerasreg.regularize` sets it): compile with
     `kerasreg.ProximalOptimizer` and `fit` to fine-tune, and every zero stays
-    zero. The model saves and loads as before: Keras' own layers keep
-    `KeepZeros` in their config, a KerasHub model's file keeps the zeros
-    (see `KeepZeros`). `kerasreg.strip` removes it, and `kerasreg.compact`
+    zero. The model saves and loads as before: `Dense`, `EinsumDense` and
+    convolution layers keep `KeepZeros` in their config (a
+    `MultiHeadAttention` when its four projections are pruned), and
+    elsewhere (a KerasHub model) the file keeps the zeros without it (see
+    `KeepZeros`). `kerasreg.strip` removes it, and `kerasreg.compact`
     removes what the zeros make removable.
 
     If anything fails on the way, every kernel is set back as it was.
@@ -533,10 +590,11 @@ def oneshot_prune(
             token ids (cut into `num_samples` windows of `sequence_length`,
             spread evenly), strings (for a KerasHub task with a
             `preprocessor`), or an iterable of batches (`tf.data.Dataset`, a
-            generator, a `keras.utils.PyDataset`) that yields `x` or
-            `(x, y[, sample_weight])`. Token ids given as an array to a
-            model that takes `token_ids` and `padding_mask` get a mask of
-            ones. `None` with `method="magnitude"` only.
+            generator, a `keras.utils.PyDataset`) that yields batches `x` or
+            `(x, y[, sample_weight])`; a tuple of arrays is read as
+            `(x, y[, sample_weight])` too (a list is several inputs).
+            Token ids given as an array to a model that takes `token_ids`
+            and `padding_mask` get a mask of ones. `None` with `method="magnitude"` only.
         method: `"sparsegpt"`, `"wanda"` or `"magnitude"`. Defaults to
             `"sparsegpt"`.
         sparsity: Float in [0, 1), the fraction of each kernel's entries to
@@ -610,6 +668,8 @@ def oneshot_prune(
     targets, skipped = _selected_targets(model, layers, exclude)
     sparsities = _sparsity_of(targets, sparsity, structure, model)
     targets = [t for t in targets if id(t.layer) in sparsities]
+    if keep_pattern:
+        _check_optimizer(model, targets)
     saved = [(t.kernel, keras.ops.convert_to_numpy(t.kernel)) for t in targets]
     run = _OneShot(targets, sparsities, method, structure, hessian_damping, block_size, num_samples)
     try:
@@ -634,7 +694,7 @@ def oneshot_prune(
             for target in run.pending.values():
                 skipped[target.path] = "not called when the model ran on the calibration data"
         if keep_pattern:
-            _keep_pattern(model, targets)
+            _keep_pattern(model, [t for t in targets if id(t.layer) not in run.pending])
     except BaseException:
         for variable, value in saved:
             variable.assign(value)

@@ -88,10 +88,14 @@ class EinsumTarget(Target):
 
     @staticmethod
     def supports(layer):
-        """Whether each kernel axis is either contracted or an output axis only."""
+        """Whether each kernel axis is contracted or an output axis, and each input axis
+        is contracted with the kernel or kept in the output."""
         operands, output = layer.equation.split("->")
         spec, kernel_spec = operands.split(",")
-        return all((c in spec) != (c in output) for c in kernel_spec)
+        letters = spec.replace("...", "")
+        return all((c in spec) != (c in output) for c in kernel_spec) and all(
+            c in kernel_spec or c in output for c in letters
+        )
 
     def _inputs(self):
         shape = tuple(self.kernel.shape)
@@ -112,9 +116,11 @@ class EinsumTarget(Target):
 
     def rows(self, x):
         x = _numpy(x)
-        letters = self._spec.replace("...", "")
-        offset = x.ndim - len(letters)
-        axes = [offset + letters.index(c) for c in self._contracted]
+        before, _, after = self._spec.partition("...")
+        # Letters before an ellipsis count from the left, after it from the right.
+        position = {c: i for i, c in enumerate(before)}
+        position.update({c: x.ndim - len(after) + i for i, c in enumerate(after)})
+        axes = [position[c] for c in self._contracted]
         x = np.moveaxis(x, axes, list(range(x.ndim - len(axes), x.ndim)))
         return x.reshape(-1, self.inputs)
 
@@ -169,7 +175,7 @@ class ConvTarget(Target):
         return np.ascontiguousarray(windows.transpose(order)).reshape(-1, self.inputs)
 
 
-def target_for(layer, path):
+def target_for(layer, path, ancestors=()):
     """The `Target` of a layer one-shot pruning can take, or the reason it cannot.
 
     Returns:
@@ -179,6 +185,8 @@ def target_for(layer, path):
         return f"quantized ({layer.quantization_mode})"
     if getattr(layer, "lora_enabled", False):
         return "LoRA enabled (merge or disable it first)"
+    if any(isinstance(a, keras.layers.RNN) for a in ancestors):
+        return "inside a recurrent layer's cell (called in a loop over time steps)"
     if isinstance(layer, keras.layers.EinsumDense):
         if not EinsumTarget.supports(layer):
             return f"an EinsumDense equation with a batch axis in its kernel ({layer.equation})"

@@ -566,6 +566,20 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
                 self._proximal[key] = proximal
         self._make_plan()
 
+    def _restart_prox_states(self, var_list):
+        """Sets the prox states of `var_list` back to what `prox_state` gives now.
+
+        For a state taken from the weight itself (`KeepZeros`' mask), after
+        the weight was changed outside training (pruned again in one shot).
+        """
+        for variable in var_list:
+            states = self._prox_states.get(self._var_key(variable))
+            proximal = self._proximal_of(variable)
+            if not states or proximal is None or not hasattr(proximal, "prox_state"):
+                continue
+            for state, value in zip(states, proximal.prox_state(variable), strict=True):
+                state.assign(keras.ops.cast(value, state.dtype))
+
     @validate_params({"frozen": Boolean()})
     def freeze_zeros(self, frozen=True):
         """Holds the sparsity pattern: zeros stay zero, survivors train freely.
