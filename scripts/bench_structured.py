@@ -371,8 +371,12 @@ def run(
     distill=False,
     importance="l2",
     round_to=1,
+    train_samples=None,
 ):
     data = load_data(seed)
+    if train_samples is not None:
+        x_train, x_test, y_train, y_test = data
+        data = x_train[:train_samples], x_test, y_train[:train_samples], y_test
     _, x_test, _, y_test = data
     x_test = shaped(name, x_test)
     if dense is None:
@@ -479,6 +483,13 @@ def main():
         help="ChannelPruning's round_to: channels kept per group in multiples of this",
     )
     parser.add_argument(
+        "--train-samples",
+        type=int,
+        default=None,
+        help="train on the first N rows of the training split only (default: all; for "
+        "smoke tests)",
+    )
+    parser.add_argument(
         "--distill",
         action="store_true",
         help="fine-tune with kerasreg.Distiller from the dense model (Adam cosine-decayed "
@@ -526,6 +537,7 @@ def main():
                     distill=args.distill,
                     importance=args.importance,
                     round_to=args.round_to,
+                    train_samples=args.train_samples,
                 )
                 dense = r.pop("dense")
                 r["label"] = f"{name} {label}"

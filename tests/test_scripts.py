@@ -129,12 +129,13 @@ def test_compaction_benchmark_runs(tmp_path):
 
 
 def test_structured_benchmark_runs(tmp_path):
-    # Shortened: both networks train, compact and time on this backend; the
-    # script itself asserts that the compacted models predict what the
-    # sparse ones do.
+    # Shortened (384 training rows, 2 epochs): both networks train, compact
+    # and time on this backend; the script itself asserts that the compacted
+    # models predict what the sparse ones do.
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_structured.py"), "--epochs", "2"]
         + ["--seeds", "0", "--repeats", "1", "--fine-tune-epochs", "1", "--targets", "0.6"]
+        + ["--train-samples", "384"]
         + ["--methods", "group-lasso", "channel-pruning", "group-lasso-macs", "global-l2"],
         capture_output=True,
         text=True,
@@ -302,3 +303,44 @@ def test_torch_pruning_reference_says_what_it_needs_without_torch_pruning():
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Torch-Pruning" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_oneshot_benchmark_runs(tmp_path):
+    # Shortened: a tiny GPT-2 trained a few steps and the digits ResNet for
+    # one epoch, each pruned by every method at every setting on this
+    # backend; the figures are not checked (the models are barely trained),
+    # only that every row is printed with finite numbers.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_oneshot.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    number = r"(\d+\.\d+)"
+    settings = {"lm": ("50%", "70%", "2:4"), "cnn": ("50%", "60%", "70%", "80%")}
+    for model, labels in settings.items():
+        dense = re.search(rf"^{model} +dense +- +{number} +1\.000 ", result.stdout, re.M)
+        assert dense, result.stdout
+        for setting in labels:
+            for method in ("magnitude", "wanda", "sparsegpt"):
+                found = re.search(
+                    rf"^{model} +{re.escape(setting)} +{method} +{number} +{number} "
+                    rf"+{number}% +{number} +{number} +{number}( +{number})?$",
+                    result.stdout,
+                    re.M,
+                )
+                assert found, (model, setting, method, result.stdout)
+                value, ratio, zeros = (float(found.group(i)) for i in (1, 2, 3))
+                assert value > 0 and ratio > 0, found.group(0)
+                # The exact zeros are near the asked fraction (Wanda rounds per
+                # output, so a small layer can be a few points off).
+                asked = 50.0 if setting == "2:4" else float(setting[:-1])
+                assert abs(zeros - asked) < 5, found.group(0)
+    assert "held-out perplexity over 32 windows" in result.stdout
+    assert result.stdout.count("peak MiB: tracemalloc") == 2
+    for mode in ("none \\(float32\\)", "int8", "gptq 4-bit"):  # the 2:4 model, quantized
+        assert re.search(rf"^{mode} +{number} +{number} +{number}%$", result.stdout, re.M)
+    assert re.search(rf"^cnn +80% +sparsegpt .* {number}$", result.stdout, re.M)  # BN re-est.
