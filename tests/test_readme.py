@@ -40,3 +40,8 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch, capsys):
         0.9, abs=1e-3
     )
     assert first > last  # one threshold, not 90% of each kernel
+    oneshot = dict(
+        re.findall(r"^(magnitude|wanda|sparsegpt): 80% zeros, error ([0-9.]+), accuracy", out, re.M)
+    )
+    assert float(oneshot["sparsegpt"]) < float(oneshot["wanda"]) < float(oneshot["magnitude"])
+    assert re.search(r"^0\.80$", out, flags=re.M)  # every zero held while fine-tuning
