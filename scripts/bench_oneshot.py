@@ -393,7 +393,7 @@ def quantized_rows(sizes, weights, train, windows, dense, options, args):
                 weight_bits=4,
                 num_samples=32,
                 sequence_length=args.sequence_length,
-                group_size=-1,
+                group_size=128,
             )
             lm.quantize("gptq", config=config)
         value = perplexity(lm, windows)
