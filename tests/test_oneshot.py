@@ -432,6 +432,11 @@ def test_pruning_again_under_a_built_optimizer():
     model.fit(x, y, epochs=1, verbose=0)
     assert np.all(_kernel(model.get_layer("hidden"))[zeros] == 0) and zeros.mean() == 0.75
 
+    frozen = _mlp(seed=15)  # a pretrained model, frozen: pruned, nothing to hold
+    frozen.trainable = False
+    kerasreg.oneshot_prune(frozen, x, method="wanda")
+    assert frozen.get_layer("hidden").kernel_regularizer is None
+
     model = _mlp(seed=15)
     model.compile(optimizer=kerasreg.ProximalOptimizer(keras.optimizers.Adam(0.01)), loss=loss)
     model.fit(x, y, epochs=1, verbose=0)

@@ -456,6 +456,10 @@ def _keep_pattern(model, targets):
     from kerasreg.apply import regularize
     from kerasreg.regularizers import KeepZeros
 
+    # A frozen kernel trains no more: nothing to hold, and `regularize` skips it.
+    targets = [t for t in targets if t.kernel.trainable]
+    if not targets:
+        return
     pruned = {id(t.kernel) for t in targets}
     replaced = [
         f"{t.path} ({t.kernel.regularizer!r})"
