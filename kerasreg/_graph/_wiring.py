@@ -35,6 +35,15 @@ def functional_of(model):
     )
 
 
+def is_functional(model):
+    """Whether `model` is a built Sequential or functional model (`functional_of` takes it)."""
+    try:
+        functional_of(model)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
 class Graph:
     """The nodes of one Sequential or functional model, indexed both ways.
 

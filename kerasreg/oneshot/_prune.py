@@ -17,7 +17,6 @@ from kerasreg._validation import CalibrationData
 from kerasreg._validation import InstanceOf
 from kerasreg._validation import Integer
 from kerasreg._validation import Interval
-from kerasreg._validation import InvalidArgumentError
 from kerasreg._validation import LayerSelector
 from kerasreg._validation import Options
 from kerasreg._validation import Sparsities
@@ -143,17 +142,18 @@ class _Statistics:
         self.hessian = np.zeros((inputs, inputs))
         self.row_sum = np.zeros(inputs)
         self.rows = 0
+        self.finite = True
 
     def add(self, rows):
         # Checked after the pass (`check`): raised here, inside the layer's
         # call, Keras would wrap the error in its own message.
-        self.finite = getattr(self, "finite", True) and bool(np.all(np.isfinite(rows)))
+        self.finite = self.finite and bool(np.all(np.isfinite(rows)))
         self.hessian += rows.T @ rows
         self.row_sum += rows.sum(axis=0)
         self.rows += rows.shape[0]
 
     def check(self, path):
-        if not getattr(self, "finite", True):
+        if not self.finite:
             raise invalid_argument(
                 "data",
                 f"calibration inputs that keep every layer's inputs finite; {path} saw NaN or inf",
@@ -224,10 +224,9 @@ class _OneShot:
 
     def run_model(self, model, batches):
         """Runs `model` on the calibration batches, pruning each block on the way."""
-        try:
-            _wiring.functional_of(model)
-        except InvalidArgumentError:
-            return self.run_block(model, [((x,), {}) for x in batches])
+        if not _wiring.is_functional(model):
+            self.run_block(model, [((x,), {}) for x in batches])
+            return
         flat = [_wiring.flat_inputs(model, x) for x in batches]
         inputs = [_Batches([f[i] for f in flat]) for i in range(len(flat[0]))]
         _wiring.run_nodes(model, inputs, self._run_node)
@@ -240,15 +239,9 @@ class _OneShot:
             len(v.values) for v in keras.tree.flatten((args, kwargs)) if isinstance(v, _Batches)
         )
         inside = self._inside(operation) if isinstance(operation, keras.layers.Layer) else []
-        if inside and isinstance(operation, keras.Model) and id(operation) not in self.pending:
-            try:
-                _wiring.functional_of(operation)
-                nested = True
-            except InvalidArgumentError:
-                nested = False
-            if nested:
-                inner = _wiring.named_inputs(operation, args[0] if args else kwargs["inputs"])
-                return _wiring.run_nodes(operation, inner, self._run_node)
+        if inside and id(operation) not in self.pending and _wiring.is_functional(operation):
+            inner = _wiring.named_inputs(operation, args[0] if args else kwargs["inputs"])
+            return _wiring.run_nodes(operation, inner, self._run_node)
         calls = [(_batch(args, b), _batch(kwargs, b)) for b in range(count)]
         if inside:
             outputs = self.run_block(operation, calls)
@@ -454,6 +447,7 @@ def _keep_pattern(model, targets):
     """Attaches `KeepZeros` to each pruned kernel, through `kerasreg.regularize`."""
     from kerasreg._training import proximal_optimizer_of
     from kerasreg.apply import regularize
+    from kerasreg.optimizers.proximal import restart_prox_states
     from kerasreg.regularizers import KeepZeros
 
     # A frozen kernel trains no more: nothing to hold, and `regularize` skips it.
@@ -475,7 +469,7 @@ def _keep_pattern(model, targets):
     optimizer = proximal_optimizer_of(model)
     if optimizer is not None and optimizer.built:
         # Masks built from the weights before this pruning: take the new zeros.
-        optimizer._restart_prox_states([t.kernel for t in targets])
+        restart_prox_states(optimizer, [t.kernel for t in targets])
     if replaced:
         warnings.warn(
             "oneshot_prune replaced the kernel regularizers of "

@@ -135,6 +135,21 @@ def _prox_state_variables(optimizer, variable, proximal):
     return states
 
 
+def restart_prox_states(optimizer, var_list):
+    """Sets the prox states of `var_list` in a built `optimizer` to what `prox_state` gives now.
+
+    For a state taken from the weight itself (`KeepZeros`' mask), after the
+    weight was changed outside training (pruned again in one shot).
+    """
+    for variable in var_list:
+        states = optimizer._prox_states.get(optimizer._var_key(variable))
+        proximal = optimizer._proximal_of(variable)
+        if not states or proximal is None or not hasattr(proximal, "prox_state"):
+            continue
+        for state, value in zip(states, proximal.prox_state(variable), strict=True):
+            state.assign(keras.ops.cast(value, state.dtype))
+
+
 def _stateful_joints(var_list, is_excluded):
     """The joint penalties of `var_list` with a prox state, each once, in order."""
     joints = {}
@@ -565,20 +580,6 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             else:
                 self._proximal[key] = proximal
         self._make_plan()
-
-    def _restart_prox_states(self, var_list):
-        """Sets the prox states of `var_list` back to what `prox_state` gives now.
-
-        For a state taken from the weight itself (`KeepZeros`' mask), after
-        the weight was changed outside training (pruned again in one shot).
-        """
-        for variable in var_list:
-            states = self._prox_states.get(self._var_key(variable))
-            proximal = self._proximal_of(variable)
-            if not states or proximal is None or not hasattr(proximal, "prox_state"):
-                continue
-            for state, value in zip(states, proximal.prox_state(variable), strict=True):
-                state.assign(keras.ops.cast(value, state.dtype))
 
     @validate_params({"frozen": Boolean()})
     def freeze_zeros(self, frozen=True):
