@@ -7,9 +7,7 @@ computed with NumPy from `get_weights()`, the sparsity report against
 `np.count_nonzero`, a reloaded model against the original.
 """
 
-import re
 from collections import Counter
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,8 +16,6 @@ from keras import ops
 
 import kerasreg
 from tests.conftest import to_numpy
-
-ROOT = Path(__file__).resolve().parent.parent
 
 LEARNING_RATE = 0.1
 L1_STRENGTH = 0.05
@@ -454,35 +450,3 @@ def test_non_trainable_weights_are_neither_penalized_nor_pruned(rng):
     assert model.optimizer.proximal_regularizer(frozen.kernel) is None
     report = kerasreg.sparsity_report(model)
     assert report["frozen/kernel"].zeros == 0  # still reported, as a kernel
-
-
-def test_guide_python_blocks_run(tmp_path, monkeypatch, capsys):
-    text = (ROOT / "docs" / "custom_layers.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "the guide has no Python example"
-    monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "custom_layers_guide"}
-    for block in blocks:
-        exec(compile(block, "docs/custom_layers.md", "exec"), namespace)
-    out = capsys.readouterr().out
-
-    assert (tmp_path / "gated.keras").exists()
-    assert "reloaded predictions equal: True" in out
-    assert "regularizers kept: True" in out
-    model = namespace["model"]
-    weights = {v.path: to_numpy(v) for v in model.weights}
-    # The printed report is the model's: its exact-zero count, weight by weight.
-    report = kerasreg.sparsity_report(model)
-    assert str(report) in out
-    for row in report:
-        path = f"{model.name}/{row.key}"
-        assert row.zeros == np.count_nonzero(weights[path] == 0)
-    assert report["gated/kernel"].zeros > 0
-    assert report["out/kernel"].zeros == 0
-    # Whole groups: rows of the gate kernel, one per input; the gating input stays.
-    gate = weights[f"{model.name}/gated/gate_kernel"]
-    assert report["gated/gate_kernel"].zero_inputs == np.count_nonzero(np.all(gate == 0, axis=1))
-    assert report["gated/gate_kernel"].zero_inputs >= 5
-    reads = np.flatnonzero(np.any(gate != 0, axis=1)).tolist()
-    assert f"inputs the gate reads: {reads}" in out
-    assert 2 in reads

@@ -1,4 +1,4 @@
-"""The scripts the README runs, run for real (shortened)."""
+"""The scripts the documentation runs, run for real (shortened)."""
 
 import os
 import re
