@@ -163,7 +163,7 @@ def test_core_dependencies_are_keras_and_numpy_only():
         else:
             core.append(name)
     assert sorted(core) == ["keras", "numpy"]
-    assert {"tensorflow", "jax", "torch", "test", "tutorials"} <= extras
+    assert {"tensorflow", "jax", "torch", "test", "tutorials", "docs"} <= extras
 
 
 def test_import_has_no_side_effects():
