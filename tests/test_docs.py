@@ -4,21 +4,27 @@ Every Markdown page of the README and of `docs/` whose Python blocks are
 fenced as ```python runs here, one test per page: the page's blocks in order,
 in one namespace, in a fresh working directory. A page's check then asserts
 what its text claims of the output (the printed figures, the files written).
-Fragments fenced as ```py do not run: the examples that need several devices
-or machines (tests/test_distributed.py runs their equivalents) and the
-crash-safe callback list (tests/test_crash_safety.py runs it, killed and
-resumed). Pages that include the README's blocks (`--8<--`) hold no block of
-their own, so each example runs once.
+Fragments fenced as ```py do not run, and only those listed in `FRAGMENTS`
+may be: the examples that need several devices or machines
+(tests/test_distributed.py runs their equivalents), the crash-safe callback
+list (tests/test_crash_safety.py runs it, killed and resumed) and the call on
+a KerasHub causal LM (tests/test_oneshot.py prunes a KerasHub GPT-2). Pages
+that include the README's blocks (`--8<--`) hold no block of their own, so
+each example runs once.
 
 The site itself is built by `mkdocs build --strict` in CI (broken links,
 anchors and references fail it); the API reference's coverage of the public
 names and the README's length are checked here, without MkDocs.
 """
 
+import gzip
+import json
 import re
 import types
+import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -28,6 +34,14 @@ from tests.conftest import to_numpy
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"```python\n(.*?)```", flags=re.S)
+# Every fence's language; a block in any other would be neither run nor refused.
+LANGUAGES = {"python", "py", "bash", "text", "pycon", ""}
+# The fragments that do not run, per page.
+FRAGMENTS = {
+    "docs/guides/crash-safety.md": 1,
+    "docs/guides/distributed.md": 2,
+    "docs/guides/one-shot.md": 1,
+}
 
 
 def _pages():
@@ -39,9 +53,13 @@ PAGES = {page.relative_to(ROOT).as_posix(): page for page in _pages()}
 
 
 def _check_readme(out, tmp_path, namespace):
-    assert (tmp_path / "sparse_model.keras").exists()
-    # The printed report is the model's own.
-    assert str(kerasreg.sparsity_report(namespace["model"])) in out
+    model, reloaded, x = namespace["model"], namespace["reloaded"], namespace["x"]
+    # The printed report is the model's own, and the prox left exact zeros.
+    report = kerasreg.sparsity_report(model)
+    assert str(report) in out
+    assert sum(row.zeros for row in report) > 0
+    assert isinstance(reloaded.optimizer, kerasreg.ProximalOptimizer)
+    np.testing.assert_array_equal(to_numpy(reloaded(x)), to_numpy(model(x)))
 
 
 def _check_proximal_optimizer(out, tmp_path, namespace):
@@ -67,8 +85,13 @@ def _check_mcp_scad(out, tmp_path, namespace):
 
 
 def _check_regularize(out, tmp_path, namespace):
-    assert re.search(r"^2$", out, flags=re.M)  # one penalty per regularized kernel
-    assert (tmp_path / "regularized_model.keras").exists()
+    assert len(namespace["model"].losses) == 2  # one penalty per regularized kernel
+    assert re.search(r"^2$", out, flags=re.M)
+    # The layers' configs hold the penalties: plain load_model gets them back.
+    reloaded = keras.models.load_model(tmp_path / "regularized_model.keras")
+    assert isinstance(reloaded.get_layer("conv").kernel_regularizer, kerasreg.L1)
+    head = reloaded.get_layer("head").kernel_regularizer
+    assert isinstance(head, kerasreg.GroupLasso) and head.group_axis == 0
 
 
 def _check_sparsity(out, tmp_path, namespace):
@@ -113,14 +136,27 @@ def _check_one_shot(out, tmp_path, namespace):
 
 
 def _check_shipping(out, tmp_path, namespace):
-    assert (tmp_path / "digits_small.keras").exists()
     before, after = map(int, re.search(r"^(\d+) -> (\d+)$", out, flags=re.M).groups())
     assert after < before  # group lasso removed hidden units
+    assert after == namespace["plain"].count_params()
+    # For a machine without kerasreg: nothing in the file names it.
+    with zipfile.ZipFile(tmp_path / "digits_small.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    assert "kerasreg" not in json.dumps(config)
 
 
 def _check_file_sizes(out, tmp_path, namespace):
-    raw = (tmp_path / "pruned_model.keras").stat().st_size
-    assert (tmp_path / "pruned_model.keras.gz").stat().st_size < raw
+    shipped = namespace["shipped"]
+    kernels = [to_numpy(layer.kernel) for layer in shipped.layers]
+    assert all(np.mean(kernel == 0) >= 0.9 for kernel in kernels)
+    # The same model with dense weights, saved the same way: the zeros are
+    # what makes the file compressible.
+    dense = keras.models.clone_model(shipped)
+    rng = np.random.default_rng(0)
+    dense.set_weights([rng.normal(size=w.shape) for w in shipped.get_weights()])
+    dense.save(tmp_path / "dense.keras")
+    dense_gz = len(gzip.compress((tmp_path / "dense.keras").read_bytes(), compresslevel=9))
+    assert (tmp_path / "pruned_model.keras.gz").stat().st_size < dense_gz / 3
 
 
 def _check_cross_validation(out, tmp_path, namespace):
@@ -184,6 +220,22 @@ def test_every_page_with_examples_has_a_check():
     # A page whose examples print figures says what they should be; a check
     # whose page lost its examples would pass without running anything.
     assert set(PAGES) == set(CHECKS)
+
+
+@pytest.mark.backend_neutral
+def test_every_block_is_run_or_a_listed_fragment():
+    fragments = {}
+    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        name = page.relative_to(ROOT).as_posix()
+        text = page.read_text()
+        assert "\r" not in text, f"{name}: CRLF line endings hide its blocks"
+        fences = re.findall(r"^[ \t]*(?:```|~~~)(.*)$", text, flags=re.M)
+        languages = fences[::2]  # each block opens and closes
+        assert set(languages) <= LANGUAGES, (name, set(languages) - LANGUAGES)
+        assert languages.count("python") == len(FENCE.findall(text)), name
+        if "py" in languages:
+            fragments[name] = languages.count("py")
+    assert fragments == FRAGMENTS
 
 
 @pytest.mark.backend_neutral
