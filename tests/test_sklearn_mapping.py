@@ -32,11 +32,14 @@ def _regression_data():
 def _keras_mse_gradient(x, y, w, b):
     def loss(params):
         weights, bias = params[:-1], params[-1]
-        predictions = keras.ops.matmul(keras.ops.convert_to_tensor(x), weights) + bias
         # In float64, as the data: Keras losses compute in float32 by default,
         # whose rounding (1e-8 here) is the size of the conditions checked.
+        # Not `ops.matmul`: Keras 3.15.1 computes it in float32 on PyTorch and
+        # JAX whatever its inputs (`result_type` maps float64 to float32).
+        x64 = keras.ops.convert_to_tensor(x, dtype="float64")
+        predictions = keras.ops.sum(keras.ops.multiply(x64, weights), axis=-1) + bias
         mse = keras.losses.MeanSquaredError(dtype="float64")
-        return mse(keras.ops.convert_to_tensor(y), predictions)
+        return mse(keras.ops.convert_to_tensor(y, dtype="float64"), predictions)
 
     _, grad = value_and_grad(loss, np.concatenate([w, [b]]))
     return grad[:-1], grad[-1]
