@@ -182,9 +182,19 @@ def test_mse_mapping_of_mcp_is_exact():
 def test_configuration_names_and_errors():
     for reg in (kerasreg.MCP(0.1, 2.5), kerasreg.SCAD(0.2, 3.0)):
         assert type(reg).from_config(reg.get_config()) == reg
-        assert all(type(v) is float for v in reg.get_config().values())
-    assert kerasreg.MCP(0.1).get_config() == {"strength": 0.1, "gamma": 3.0}
-    assert kerasreg.SCAD().get_config() == {"strength": 0.01, "gamma": 3.7}
+        assert type(reg.strength) is float and type(reg.gamma) is float
+    assert kerasreg.MCP(0.1).get_config() == {
+        "strength": 0.1,
+        "gamma": 3.0,
+        "gamma_unit": "strength",
+    }
+    assert kerasreg.SCAD().get_config() == {
+        "strength": 0.01,
+        "gamma": 3.7,
+        "gamma_unit": "strength",
+    }
+    # Configurations written before `gamma_unit` existed load in the classic unit.
+    assert kerasreg.MCP.from_config({"strength": 0.1, "gamma": 2.5}) == kerasreg.MCP(0.1, 2.5)
     assert kerasreg.regularizers.get("mcp") == kerasreg.MCP()
     assert kerasreg.regularizers.get("MCP") == kerasreg.MCP()
     assert kerasreg.regularizers.get("scad") == kerasreg.SCAD()
@@ -199,11 +209,13 @@ def test_configuration_names_and_errors():
         ),
         (
             lambda: kerasreg.SCAD(gamma=2.0),
-            "`gamma`: expected a float in (2, inf). Received: gamma=2.0",
+            "`gamma`: expected a float in (2, inf) (with gamma_unit='strength'). "
+            "Received: gamma=2.0",
         ),
         (
             lambda: kerasreg.SCAD(gamma=1.5),
-            "`gamma`: expected a float in (2, inf). Received: gamma=1.5",
+            "`gamma`: expected a float in (2, inf) (with gamma_unit='strength'). "
+            "Received: gamma=1.5",
         ),
         (
             lambda: kerasreg.MCP(strength=-0.1),
@@ -215,7 +227,16 @@ def test_configuration_names_and_errors():
         ),
         (
             lambda: kerasreg.SCAD.from_config({"strength": 0.1, "gamma": 2}),
-            "`gamma`: expected a float in (2, inf). Received: gamma=2",
+            "`gamma`: expected a float in (2, inf) (with gamma_unit='strength'). Received: gamma=2",
+        ),
+        (
+            lambda: kerasreg.MCP(gamma_unit="rms"),
+            "`gamma_unit`: expected one of ['strength', 'glorot']. Received: gamma_unit='rms'",
+        ),
+        (
+            lambda: kerasreg.SCAD(0.1, 1.0, "glorot")(np.ones((64, 300))),
+            "`gamma`: expected the flat point, gamma times the Glorot scale 0.07412 of a weight "
+            "of shape (64, 300), beyond twice the strength 0.1. Received: gamma=1.0",
         ),
         (
             lambda: kerasreg.MCP().prox(np.ones(3), -1.0),
@@ -394,3 +415,77 @@ def test_adam_steps_past_the_bound_give_exact_zeros(rng):
         assert np.all(np.isfinite(w))
         assert np.count_nonzero(w[2:]) == 0
         np.testing.assert_allclose(w[:2], [1.5, -2.0], atol=0.1)
+
+
+# `gamma_unit="glorot"`: the flat point in units of the initial weights' RMS.
+
+
+@pytest.mark.backend_neutral
+@pytest.mark.parametrize("shape", [(7,), (64, 300), (300, 100), (3, 3, 16, 32), (128, 4, 32)])
+def test_glorot_scale_is_the_rms_of_keras_default_initializer(shape):
+    from keras.src.initializers.random_initializers import compute_fans
+
+    from kerasreg.regularizers.nonconvex import _glorot_scale
+
+    fan_in, fan_out = compute_fans(shape)
+    assert _glorot_scale(shape) == pytest.approx(np.sqrt(2.0 / (fan_in + fan_out)), rel=1e-12)
+    # And what glorot_uniform draws: U(-l, l), l = sqrt(6 / (fan_in + fan_out)).
+    sample = to_numpy(keras.initializers.GlorotUniform(seed=0)(shape))
+    if sample.size >= 10_000:
+        assert np.sqrt(np.mean(sample**2)) == pytest.approx(_glorot_scale(shape), rel=0.02)
+
+
+@pytest.mark.parametrize("cls", [kerasreg.MCP, kerasreg.SCAD])
+@pytest.mark.parametrize("shape", [(64, 300), (3, 3, 8, 16)])
+def test_glorot_unit_is_the_classic_penalty_with_gamma_scaled_per_weight(rng, cls, shape):
+    sigma = np.sqrt(2.0 / (np.prod(shape[:-2]) * (shape[-2] + shape[-1])))
+    strength, gamma = 1e-3, 0.8
+    w = rng.normal(scale=sigma, size=shape).astype("float32")
+    steps = rng.uniform(0.0, 2.0, size=shape).astype("float32")
+    scaled = cls(strength, gamma, gamma_unit="glorot")
+    # The oracle: the classic parameterization, flat at gamma * sigma.
+    classic = cls(strength, gamma * sigma / strength)
+    values = mcp_values if cls is kerasreg.MCP else scad_values
+    expected = values(w.astype("float64"), strength, gamma * sigma / strength).sum()
+    np.testing.assert_allclose(float(to_numpy(scaled(w))), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(scaled.penalty_gradient(w)), to_numpy(classic.penalty_gradient(w)), rtol=1e-6
+    )
+    np.testing.assert_array_equal(to_numpy(scaled.prox(w, steps)), to_numpy(classic.prox(w, steps)))
+    assert cls.from_config(scaled.get_config()) == scaled
+
+
+@pytest.mark.parametrize("cls", [kerasreg.MCP, kerasreg.SCAD])
+def test_glorot_unit_flat_point_does_not_move_with_the_strength(cls):
+    shape = (64, 300)
+    sigma = np.sqrt(2.0 / (64 + 300))
+    w = np.array([0.5, 1.5, 3.0]) * sigma  # below, past and far past the flat point
+    w = np.resize(w, shape).astype("float32")
+    for strength in (1e-5, 1e-4, 1e-3):
+        reg = cls(strength, gamma=1.2, gamma_unit="glorot")
+        gradient = to_numpy(reg.penalty_gradient(w))
+        # Beyond 1.2 sigma the penalty is flat: no gradient, and the prox
+        # (a step small enough to keep the problem convex) leaves the weight.
+        past = np.abs(w) > 1.2 * sigma
+        assert np.all(gradient[past] == 0) and np.all(gradient[~past] > 0)
+        np.testing.assert_array_equal(to_numpy(reg.prox(w, 1.0))[past], w[past])
+    # In the classic unit the same gamma puts the flat point at gamma * strength.
+    assert np.all(to_numpy(cls(1e-3, gamma=2.5).penalty_gradient(w)) == 0)
+
+
+def test_glorot_unit_trains_saves_and_loads(tmp_path, rng):
+    x = rng.normal(size=(128, 16)).astype("float32")
+    y = x[:, :2].sum(axis=1, keepdims=True)
+    # Flat beyond sqrt(2 / 17) = 0.34 for this (16, 1) kernel, below the true 1.0.
+    reg = kerasreg.MCP(5e-2, gamma=1.0, gamma_unit="glorot")
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(1, kernel_regularizer=reg)])
+    model.compile(kerasreg.ProximalOptimizer(keras.optimizers.SGD(0.1)), "mse")
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    kernel = to_numpy(model.layers[0].kernel)[:, 0]
+    assert np.all(kernel[2:] == 0)  # the support, exactly
+    # Past the flat point nothing is shrunk: the least-squares fit on the support.
+    support, *_ = np.linalg.lstsq(x[:, :2], y[:, 0], rcond=None)
+    np.testing.assert_allclose(kernel[:2], support, atol=1e-3)
+    model.save(tmp_path / "mcp.keras")
+    loaded = keras.models.load_model(tmp_path / "mcp.keras")
+    assert loaded.layers[0].kernel_regularizer == reg

@@ -1,9 +1,13 @@
 """Non-convex penalties that select without shrinking large weights: `MCP` and `SCAD`."""
 
+import math
+
 from keras import ops
 
 from kerasreg import prox as prox_lib
 from kerasreg._validation import Interval
+from kerasreg._validation import InvalidArgumentError
+from kerasreg._validation import Options
 from kerasreg.regularizers._base import _NON_NEGATIVE
 from kerasreg.regularizers._base import ProximalRegularizer
 from kerasreg.regularizers._base import _abs_gradient
@@ -11,6 +15,50 @@ from kerasreg.regularizers._base import _as_compute_tensor
 from kerasreg.regularizers._base import _constant
 from kerasreg.regularizers._base import _square_gradient
 from kerasreg.regularizers._base import serializable
+
+_GAMMA_UNITS = Options("strength", "glorot")
+
+
+class _ScadGamma(Interval):
+    """SCAD's `gamma`: above 0, and above 2 in the classic unit (checked in `__init__`)."""
+
+    def __init__(self):
+        super().__init__(0.0, None, closed="neither")
+
+    @property
+    def description(self):
+        return "a float in (0, inf), in (2, inf) with gamma_unit='strength'"
+
+    def invalid_values(self):
+        return super().invalid_values() + [1.0, 2.0]  # with the default unit
+
+
+def _glorot_scale(shape):
+    """The RMS of Keras' default initializer (`glorot_uniform`) for a weight of `shape`.
+
+    `sqrt(2 / (fan_in + fan_out))`, with the fans Keras' initializers use: a
+    vector's length for both, a matrix's rows and columns, and for a kernel
+    of rank 3 or more its last two axes times the product of the others (the
+    receptive field of a convolution).
+    """
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 0:
+        fan_in = fan_out = 1
+    elif len(shape) == 1:
+        fan_in = fan_out = shape[0]
+    elif len(shape) == 2:
+        fan_in, fan_out = shape
+    else:
+        receptive = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    return math.sqrt(2.0 / max(fan_in + fan_out, 1))
+
+
+def _flat_point(regularizer, x):
+    """Where `regularizer`'s penalty turns flat on weight `x`: gamma times its unit."""
+    if regularizer.gamma_unit == "strength":
+        return regularizer.gamma * regularizer.strength
+    return regularizer.gamma * _glorot_scale(x.shape)
 
 
 def _where_gradient(condition, x):
@@ -41,6 +89,19 @@ class MCP(ProximalRegularizer):
     non-convex proximal problem, hard thresholding at
     :math:`a \sqrt{s \gamma}`.
 
+    **Where the penalty turns flat.** :math:`\gamma a` is a weight magnitude:
+    a `gamma` chosen for one network (one width, one input scale) puts it
+    elsewhere in the weights of another. With `gamma_unit="glorot"`, the
+    penalty turns flat at `gamma` times :math:`\sigma = \sqrt{2 /
+    (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`, the RMS of Keras' default
+    initializer for the weight's shape (its fans as Keras' initializers count
+    them: a convolution's receptive field times its channels), whatever the
+    strength: it is the penalty above with concavity :math:`\gamma \sigma /
+    a`, weight by weight. `gamma=1.0` then leaves unshrunk the weights larger
+    than a typical weight at initialization. The flat point then moves
+    neither with the strength nor with its scaling by `TargetSparsity` (in
+    the classic unit, only the scaling leaves it where it is).
+
     **From skglm.** `skglm.MCPRegression(alpha, gamma)` minimizes
     :math:`\frac{1}{2n}\lVert y - Xw \rVert^2 + R(w)` with `strength=alpha`.
     A Keras loss `sum((y - y_pred) ** 2) / (2 * n)` with
@@ -54,7 +115,12 @@ class MCP(ProximalRegularizer):
         strength: Non-negative float, the strength :math:`a` (the L1 slope at
             zero). Defaults to `0.01`.
         gamma: Float greater than 0, the concavity :math:`\gamma`: the
-            penalty is flat beyond :math:`\gamma a`. Defaults to `3.0`.
+            penalty is flat beyond `gamma` times `gamma_unit`. Defaults to
+            `3.0`.
+        gamma_unit: `"strength"` (the default: flat beyond
+            :math:`\gamma a`, the classic parameterization, skglm's) or
+            `"glorot"` (flat beyond `gamma` times the RMS of Keras' default
+            initialization for the weight's shape).
 
     Example:
 
@@ -71,32 +137,41 @@ class MCP(ProximalRegularizer):
     _parameter_constraints = {
         "strength": _NON_NEGATIVE,
         "gamma": Interval(0.0, None, closed="neither"),
+        "gamma_unit": _GAMMA_UNITS,
     }
 
-    def __init__(self, strength=0.01, gamma=3.0):
-        self._set_arguments(strength=strength, gamma=gamma)
+    def __init__(self, strength=0.01, gamma=3.0, gamma_unit="strength"):
+        self._set_arguments(strength=strength, gamma=gamma, gamma_unit=gamma_unit)
+
+    def _concavity(self, x):
+        r"""The classic :math:`\gamma` on weight `x`: its flat point over the strength."""
+        if self.gamma_unit == "strength" or self.strength == 0:
+            return self.gamma  # with no strength the penalty is 0 whatever gamma is
+        return _flat_point(self, x) / self.strength
 
     def __call__(self, x):
         x, dtype = _as_compute_tensor(x)
+        gamma = self._concavity(x)
         magnitude = ops.abs(x)
-        inside = magnitude < _constant(self.gamma * self.strength, x)
+        inside = magnitude < _constant(gamma * self.strength, x)
         concave = _constant(self.strength, x) * magnitude - ops.square(magnitude) * _constant(
-            0.5 / self.gamma, x
+            0.5 / gamma, x
         )
-        flat = _constant(0.5 * self.gamma * self.strength**2, x)
+        flat = _constant(0.5 * gamma * self.strength**2, x)
         return ops.cast(ops.sum(ops.where(inside, concave, flat)), dtype)
 
     def penalty_gradient(self, x):
         x, dtype = _as_compute_tensor(x)
+        gamma = self._concavity(x)
         magnitude = ops.abs(x)
-        upstream = _where_gradient(magnitude < _constant(self.gamma * self.strength, x), x)
+        upstream = _where_gradient(magnitude < _constant(gamma * self.strength, x), x)
         gradient = upstream * _constant(self.strength, x) + _square_gradient(
-            -upstream * _constant(0.5 / self.gamma, x), magnitude
+            -upstream * _constant(0.5 / gamma, x), magnitude
         )
         return ops.cast(_abs_gradient(gradient, x), dtype)
 
     def prox(self, x, step):
-        return prox_lib.prox_mcp(x, step, self.strength, self.gamma)
+        return prox_lib.prox_mcp(x, step, self.strength, self._concavity(x))
 
 
 @serializable
@@ -123,6 +198,11 @@ class SCAD(ProximalRegularizer):
     minimiser of the non-convex proximal problem, which jumps from below
     :math:`a` to at least :math:`\gamma a`.
 
+    With `gamma_unit="glorot"`, the penalty turns flat at `gamma` times the
+    RMS of Keras' default initializer for the weight's shape instead of at
+    :math:`\gamma a` (see `MCP`); that point must then lie beyond
+    :math:`2a`, which is checked on each weight.
+
     **From skglm.** `skglm.GeneralizedLinearEstimator(Quadratic(),
     SCAD(alpha, gamma))` minimizes :math:`\frac{1}{2n}\lVert y - Xw \rVert^2 +
     R(w)` with `strength=alpha`: a Keras loss
@@ -136,8 +216,14 @@ class SCAD(ProximalRegularizer):
     Args:
         strength: Non-negative float, the strength :math:`a` (the L1 slope at
             zero). Defaults to `0.01`.
-        gamma: Float greater than 2, the concavity :math:`\gamma`: the
-            penalty is flat beyond :math:`\gamma a`. Defaults to `3.7`.
+        gamma: Float, the concavity :math:`\gamma`: the penalty is flat
+            beyond `gamma` times `gamma_unit`. Greater than 2 with
+            `gamma_unit="strength"`, greater than 0 with `"glorot"`.
+            Defaults to `3.7`.
+        gamma_unit: `"strength"` (the default: flat beyond
+            :math:`\gamma a`, Fan and Li's parameterization) or `"glorot"`
+            (flat beyond `gamma` times the RMS of Keras' default
+            initialization for the weight's shape).
 
     Example:
 
@@ -153,15 +239,35 @@ class SCAD(ProximalRegularizer):
 
     _parameter_constraints = {
         "strength": _NON_NEGATIVE,
-        "gamma": Interval(2.0, None, closed="neither"),
+        "gamma": _ScadGamma(),
+        "gamma_unit": _GAMMA_UNITS,
     }
 
-    def __init__(self, strength=0.01, gamma=3.7):
-        self._set_arguments(strength=strength, gamma=gamma)
+    def __init__(self, strength=0.01, gamma=3.7, gamma_unit="strength"):
+        self._set_arguments(strength=strength, gamma=gamma, gamma_unit=gamma_unit)
+        if self.gamma_unit == "strength" and self.gamma <= 2.0:
+            raise InvalidArgumentError(
+                "Invalid value for argument `gamma`: expected a float in (2, inf) (with "
+                f"gamma_unit='strength'). Received: gamma={gamma!r}"
+            )
+
+    def _concavity(self, x):
+        r"""The classic :math:`\gamma` on weight `x`: its flat point over the strength."""
+        if self.gamma_unit == "strength" or self.strength == 0:
+            return self.gamma  # with no strength the penalty is 0 whatever gamma is
+        gamma = _flat_point(self, x) / self.strength
+        if gamma <= 2.0:
+            raise InvalidArgumentError(
+                "Invalid value for argument `gamma`: expected the flat point, gamma times "
+                f"the Glorot scale {_glorot_scale(x.shape):.4g} of a weight of shape "
+                f"{tuple(x.shape)}, beyond twice the strength {self.strength!r}. "
+                f"Received: gamma={self.gamma!r}"
+            )
+        return gamma
 
     def _coefficients(self, x):
         """The slope of each piece, the curvature and the constants, as tensors."""
-        a, g = self.strength, self.gamma
+        a, g = self.strength, self._concavity(x)
         return [
             _constant(value, x)
             for value in (
@@ -197,4 +303,4 @@ class SCAD(ProximalRegularizer):
         return ops.cast(_abs_gradient(gradient, x), dtype)
 
     def prox(self, x, step):
-        return prox_lib.prox_scad(x, step, self.strength, self.gamma)
+        return prox_lib.prox_scad(x, step, self.strength, self._concavity(x))
