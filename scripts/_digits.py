@@ -1,8 +1,9 @@
-"""scikit-learn's digits (and breast cancer) and LeNet-300-100, as the scripts train them."""
+"""The scripts' data (digits, breast cancer, a generated set) and LeNet-300-100."""
 
 import keras
 from sklearn.datasets import load_breast_cancer
 from sklearn.datasets import load_digits
+from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
@@ -31,6 +32,36 @@ def load_breast_cancer_data(seed):
     data = load_breast_cancer()
     x_train, x_test, y_train, y_test = train_test_split(
         data.data, data.target, test_size=0.25, random_state=seed, stratify=data.target
+    )
+    scaler = StandardScaler().fit(x_train)
+    return (
+        scaler.transform(x_train).astype("float32"),
+        scaler.transform(x_test).astype("float32"),
+        y_train.astype("int32"),
+        y_test.astype("int32"),
+    )
+
+
+def load_generated_data(seed):
+    """A generated 10-class problem (2,400 samples, 100 features), split as `load_data`.
+
+    `make_classification` with 40 informative features, 20 redundant ones (linear
+    combinations of those) and 40 of noise, two clusters per class and 1% of the
+    labels flipped; always the same samples (`random_state=0`), split by
+    `seed`. The features are standardized as in `load_breast_cancer_data`.
+    """
+    x, y = make_classification(
+        n_samples=2400,
+        n_features=100,
+        n_informative=40,
+        n_redundant=20,
+        n_classes=10,
+        n_clusters_per_class=2,
+        flip_y=0.01,
+        random_state=0,
+    )
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.25, random_state=seed, stratify=y
     )
     scaler = StandardScaler().fit(x_train)
     return (

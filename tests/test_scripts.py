@@ -88,11 +88,13 @@ def test_proximal_benchmark_measures_peak_rss(tmp_path):
 
 
 def test_sparsity_benchmark_runs(tmp_path):
-    # Shortened: the figures are not checked here, only that every route and
-    # the summary table run on this backend.
+    # Shortened: the figures are not checked here, only that the tuning on a
+    # validation split, every route and the summary tables run on this backend,
+    # on a tuning data set and a held-out one.
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_sparsity.py"), "--epochs", "3"]
-        + ["--targets", "0.5", "--skip-monitor", "--datasets", "breast_cancer"],
+        + ["--targets", "0.5", "--skip-monitor", "--datasets", "breast_cancer", "generated"]
+        + ["--tuning-datasets", "breast_cancer", "--mcp-gammas", "1", "2", "--scad-gammas", "4"],
         capture_output=True,
         text=True,
         env=os.environ.copy(),
@@ -100,14 +102,22 @@ def test_sparsity_benchmark_runs(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    for route in ("dense", "magnitude", "global", "erk", "2:4", "l1", "mcp", "scad"):
-        assert re.search(rf"^breast_cancer +{route} ", result.stdout, re.M), route
+    out = result.stdout
+    for gamma in ("1", "2"):
+        tuned = rf"^tuning breast_cancer seed 0: mcp target 50% gamma {gamma}: validation"
+        assert re.search(tuned, out, re.M)
+    assert not re.search(r"^tuning generated", out, re.M)  # held out of the tuning
+    chosen = re.search(r"^  mcp 50%: gamma (\S+) chosen$", out, re.M)
+    assert chosen and chosen.group(1) in ("1", "2")
+    assert re.search(r"^  scad 50%: gamma 4 chosen$", out, re.M)
+    for dataset in ("breast_cancer", "generated"):
+        for route in ("dense", "magnitude", "global", "erk", "2:4", "l1", "mcp", "scad"):
+            assert re.search(rf"^{dataset} +{route} ", out, re.M), (dataset, route)
     # The magnitude routes' exact level.
     for route in ("magnitude", "global", "erk"):
-        assert re.search(
-            rf"{route} +target  50%: accuracy [0-9.]+, exact zeros 50.00%", result.stdout
-        )
-    assert "best penalty route against best magnitude route" in result.stdout
+        assert re.search(rf"{route} +target  50%: accuracy [0-9.]+, exact zeros 50.00%", out)
+    assert "each route against the best route at its target" in out
+    assert "best penalty route against best magnitude route" in out
 
 
 def test_compaction_benchmark_runs(tmp_path):
