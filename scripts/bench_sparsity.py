@@ -312,11 +312,12 @@ def main(argv=None):
     if args.monitor_only:
         return
     if args.report_from:
-        results, gammas, epochs = {}, {}, set()
+        results, gammas, epochs, seeds = {}, {}, set(), set()
         for path in args.report_from:
             with open(path) as f:
                 for run in json.load(f):
                     epochs.add(run["epochs"])
+                    seeds.add(run["seed"])
                     target = run["target"]
                     key = (run["dataset"], run["route"], target)
                     values = results.setdefault(key, {})
@@ -328,7 +329,7 @@ def main(argv=None):
         args.datasets = [d for d in DATASETS if any(key[0] == d for key in results)]
         # The targets of every route (50% is 2:4's alone unless asked of the others).
         args.targets = sorted({t for _, route, t in results if route in ("erk",) + PENALTY_ROUTES})
-        args.seeds = sorted({seed for path in args.report_from for seed in _seeds(path)})
+        args.seeds = sorted(seeds)
         if len(epochs) != 1:
             raise SystemExit(f"the files hold runs of different lengths: {sorted(epochs)} epochs")
         (args.epochs,) = epochs
@@ -376,11 +377,6 @@ def main(argv=None):
                     flush=True,
                 )
     report(results, args, gammas)
-
-
-def _seeds(path):
-    with open(path) as f:
-        return {run["seed"] for run in json.load(f)}
 
 
 def report(results, args, gammas):

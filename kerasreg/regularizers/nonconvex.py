@@ -54,11 +54,11 @@ def _glorot_scale(shape):
     return math.sqrt(2.0 / max(fan_in + fan_out, 1))
 
 
-def _flat_point(regularizer, x):
-    """Where `regularizer`'s penalty turns flat on weight `x`: gamma times its unit."""
-    if regularizer.gamma_unit == "strength":
-        return regularizer.gamma * regularizer.strength
-    return regularizer.gamma * _glorot_scale(x.shape)
+def _concavity(regularizer, x):
+    r"""The classic :math:`\gamma` of `regularizer` on `x`: its flat point over the strength."""
+    if regularizer.gamma_unit == "strength" or regularizer.strength == 0:
+        return regularizer.gamma  # with no strength the penalty is 0 whatever gamma is
+    return regularizer.gamma * _glorot_scale(x.shape) / regularizer.strength
 
 
 def _where_gradient(condition, x):
@@ -143,15 +143,9 @@ class MCP(ProximalRegularizer):
     def __init__(self, strength=0.01, gamma=3.0, gamma_unit="strength"):
         self._set_arguments(strength=strength, gamma=gamma, gamma_unit=gamma_unit)
 
-    def _concavity(self, x):
-        r"""The classic :math:`\gamma` on weight `x`: its flat point over the strength."""
-        if self.gamma_unit == "strength" or self.strength == 0:
-            return self.gamma  # with no strength the penalty is 0 whatever gamma is
-        return _flat_point(self, x) / self.strength
-
     def __call__(self, x):
         x, dtype = _as_compute_tensor(x)
-        gamma = self._concavity(x)
+        gamma = _concavity(self, x)
         magnitude = ops.abs(x)
         inside = magnitude < _constant(gamma * self.strength, x)
         concave = _constant(self.strength, x) * magnitude - ops.square(magnitude) * _constant(
@@ -162,7 +156,7 @@ class MCP(ProximalRegularizer):
 
     def penalty_gradient(self, x):
         x, dtype = _as_compute_tensor(x)
-        gamma = self._concavity(x)
+        gamma = _concavity(self, x)
         magnitude = ops.abs(x)
         upstream = _where_gradient(magnitude < _constant(gamma * self.strength, x), x)
         gradient = upstream * _constant(self.strength, x) + _square_gradient(
@@ -171,7 +165,7 @@ class MCP(ProximalRegularizer):
         return ops.cast(_abs_gradient(gradient, x), dtype)
 
     def prox(self, x, step):
-        return prox_lib.prox_mcp(x, step, self.strength, self._concavity(x))
+        return prox_lib.prox_mcp(x, step, self.strength, _concavity(self, x))
 
 
 @serializable
@@ -251,12 +245,10 @@ class SCAD(ProximalRegularizer):
                 f"gamma_unit='strength'). Received: gamma={gamma!r}"
             )
 
-    def _concavity(self, x):
-        r"""The classic :math:`\gamma` on weight `x`: its flat point over the strength."""
-        if self.gamma_unit == "strength" or self.strength == 0:
-            return self.gamma  # with no strength the penalty is 0 whatever gamma is
-        gamma = _flat_point(self, x) / self.strength
-        if gamma <= 2.0:
+    def _checked_concavity(self, x):
+        """`_concavity`, refused where the flat point falls inside twice the strength."""
+        gamma = _concavity(self, x)
+        if self.gamma_unit == "glorot" and self.strength != 0 and gamma <= 2.0:
             raise InvalidArgumentError(
                 "Invalid value for argument `gamma`: expected the flat point, gamma times "
                 f"the Glorot scale {_glorot_scale(x.shape):.4g} of a weight of shape "
@@ -267,7 +259,7 @@ class SCAD(ProximalRegularizer):
 
     def _coefficients(self, x):
         """The slope of each piece, the curvature and the constants, as tensors."""
-        a, g = self.strength, self._concavity(x)
+        a, g = self.strength, self._checked_concavity(x)
         return [
             _constant(value, x)
             for value in (
@@ -303,4 +295,4 @@ class SCAD(ProximalRegularizer):
         return ops.cast(_abs_gradient(gradient, x), dtype)
 
     def prox(self, x, step):
-        return prox_lib.prox_scad(x, step, self.strength, self._concavity(x))
+        return prox_lib.prox_scad(x, step, self.strength, self._checked_concavity(x))
