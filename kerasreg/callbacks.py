@@ -284,9 +284,9 @@ class ControllerState(NamedTuple):
     r"""The memory of `TargetSparsity`'s controller; NaN marks a figure not yet set.
 
     The optimizer holds it (`_load_state`, `_store_state`): the first three
-    figures in its float32 `controller_state` variable, the scale in
+    figures in its float32 `controller_state` control, the scale in
     `strength_scale`, so it is saved with the optimizer and a run resumed
-    from a checkpoint continues its ramp. The variable marks an unset
+    from a checkpoint continues its ramp. The control marks an unset
     figure with infinity, not NaN: JAX's multi-process runtime checks that
     every process puts equal values into a variable, and NaN equals nothing.
     (NaN, as checkpoints of earlier versions hold, reads as unset too.)
@@ -371,7 +371,7 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
 
     Users think in "95% sparse", not in strengths. This controller scales
     every prox step of the model's `kerasreg.ProximalOptimizer` (its
-    `strength_scale` variable, i.e. the strength of every regularizer) at
+    `strength_scale` control, i.e. the strength of every regularizer) at
     the end of each epoch, so that the fraction of exact zeros among the
     weights the optimizer regularizes follows a cubic ramp, as in Zhu and
     Gupta's (2017) schedule, from its value at `start_epoch` to `target` at
@@ -416,7 +416,7 @@ class TargetSparsity(Configurable, keras.callbacks.Callback):
     `start_epoch`) and `strength_scale` (the scale the next epoch uses)
     into `logs`. A ramp starts from the sparsity found at `start_epoch`, or
     at the first epoch of a `fit` that begins later. The controller's memory
-    is kept in the optimizer (its `controller_state` variable), so a run
+    is kept in the optimizer (its `controller_state` control), so a run
     restored by `BackupAndRestore`, or loaded from a `.keras` checkpoint and
     continued with `fit(initial_epoch=...)`, continues its ramp as if it had
     never stopped.

@@ -924,6 +924,89 @@ def test_fused_steps_equal_per_variable_steps_to_the_bit(monkeypatch, make_inner
         )
 
 
+def _kernels_or_foreach(monkeypatch, compiled, make_inner):
+    """Weights after five fused steps (PyTorch), with compiled kernels or not,
+    and whether every gradient passed was left as it was."""
+    size = 0 if compiled else 2**62
+    monkeypatch.setattr(kerasreg.optimizers._backends, "_COMPILED_FUSED_SIZE", size)
+    rng = np.random.default_rng(0)
+    regularizers = [
+        kerasreg.L1(1.0),
+        kerasreg.L2(0.1),
+        kerasreg.ElasticNet(2.0, 0.5),
+        keras.regularizers.L1(1.0),
+    ]
+    variables = []
+    for j, regularizer in enumerate(regularizers):
+        value = rng.normal(size=(40, 50)) * (rng.random((40, 50)) > 0.3)  # exact zeros too
+        variable = keras.Variable(value.astype("float64" if j == 2 else "float32"))
+        variable.regularizer = regularizer
+        variables.append(variable)
+    optimizer = kerasreg.ProximalOptimizer(make_inner())
+    untouched = True
+    for _ in range(5):
+        grads = [
+            keras.ops.convert_to_tensor(rng.normal(size=(40, 50)).astype(v.dtype))
+            for v in variables
+        ]
+        copies = [to_numpy(grad).copy() for grad in grads]
+        optimizer.apply(grads, variables)
+        untouched &= all(np.array_equal(to_numpy(g), c) for g, c in zip(grads, copies, strict=True))
+    routes = optimizer._plan._last_routes[1]
+    assert [(route.label, route.compiled) for route in routes] == [("fused", compiled)]
+    return [to_numpy(variable) for variable in variables], untouched
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="kernels compiled in PyTorch's eager mode only")
+@pytest.mark.parametrize(
+    "make_inner",
+    [
+        lambda: keras.optimizers.Adam(0.1),
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+        lambda: keras.optimizers.RMSprop(0.05),
+    ],
+    ids=["Adam", "SGD", "RMSprop"],
+)
+def test_compiled_kernels_equal_the_fused_steps_within_ulps(monkeypatch, make_inner):
+    compiled, untouched = _kernels_or_foreach(monkeypatch, True, make_inner)
+    assert not kerasreg.optimizers._backends._COMPILE_FAILED  # compiled, not fallen back
+    assert untouched  # the new gradients went into the optimizer's own buffers
+    fused, _ = _kernels_or_foreach(monkeypatch, False, make_inner)
+    for j, (a, b) in enumerate(zip(compiled, fused, strict=True)):
+        if j != 1:  # the L1 terms zero weights, the same ones
+            assert np.count_nonzero(b == 0) > 0
+        np.testing.assert_array_equal(a == 0, b == 0)
+        # The compiler may contract a product and a sum into one rounding.
+        spacing = np.spacing(np.abs(b).max())
+        np.testing.assert_array_less(np.abs(a - b), 4 * spacing + np.zeros_like(b))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="kernels compiled in PyTorch's eager mode only")
+def test_kernels_that_do_not_compile_run_uncompiled_with_a_warning(monkeypatch):
+    import torch
+
+    def failing_compile(function, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return compiled
+
+    backends = kerasreg.optimizers._backends
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    monkeypatch.setattr(backends, "_KERNELS", {})
+    monkeypatch.setattr(backends, "_COMPILE_FAILED", [])
+    make_inner = lambda: keras.optimizers.Adam(0.1)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="could not compile .* no C\\+\\+ compiler"):
+        uncompiled, _ = _kernels_or_foreach(monkeypatch, True, make_inner)
+    assert len(backends._COMPILE_FAILED) == 1
+    # The same operations as the fused steps, uncompiled: the same bits.
+    fused, _ = _kernels_or_foreach(monkeypatch, False, make_inner)
+    for a, b in zip(uncompiled, fused, strict=True):
+        np.testing.assert_array_equal(
+            a.view(f"uint{8 * a.itemsize}"), b.view(f"uint{8 * b.itemsize}")
+        )
+
+
 def _compiled_or_not(monkeypatch, size, make_inner):
     """Weights after five traced steps, the proxes compiled by XLA (size 0) or not."""
     import tensorflow as tf
@@ -989,7 +1072,15 @@ def test_compiled_proxes_equal_kernel_by_kernel_proxes(monkeypatch, make_inner):
 #   model, x, y = _checkpoint_model()
 #   _train_before_saving(model, x, y)
 #   model.save(sys.argv[1])
-OLD_CHECKPOINT = "tests/data/proximal_adam_before_single_state.keras"
+#
+# `tests/data/proximal_adam_before_one_control.keras` was written the same
+# way by the code of commit c7e3afc, before the wrapper's controls became one
+# variable (it saved the step count of Keras' base class, then
+# `strength_scale`, `zeros_frozen` and `controller_state`, then the mask).
+OLD_CHECKPOINTS = [
+    "tests/data/proximal_adam_before_single_state.keras",
+    "tests/data/proximal_adam_before_one_control.keras",
+]
 
 
 def _checkpoint_model():
@@ -1040,14 +1131,9 @@ def test_a_checkpoint_stores_each_optimizer_variable_once(tmp_path):
     adam = keras.optimizers.Adam()
     adam.build(model.trainable_variables)
     optimizer = model.optimizer
-    # The wrapper's step count and controls; the learning rate of Keras'
-    # base class is the inner optimizer's, and constant.
-    own = [
-        optimizer._iterations,
-        optimizer.strength_scale,
-        optimizer.zeros_frozen,
-        optimizer.controller_state,
-    ]
+    # The wrapper's controls, one variable; the step count and learning rate
+    # of Keras' base class are the inner optimizer's.
+    own = [optimizer.controls]
     prox_states = [v for v in optimizer.variables if "prox_state" in v.path]
     assert len(prox_states) == 1  # the pruning mask
     assert _optimizer_tensors(tmp_path / "model.keras") == len(adam.variables) + len(
@@ -1063,8 +1149,9 @@ def test_a_checkpoint_stores_each_optimizer_variable_once(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_an_old_checkpoint_loads_with_its_optimizer_state():
-    loaded = keras.models.load_model(OLD_CHECKPOINT)
+@pytest.mark.parametrize("path", OLD_CHECKPOINTS, ids=["before_single_state", "before_one_control"])
+def test_an_old_checkpoint_loads_with_its_optimizer_state(path):
+    loaded = keras.models.load_model(path)
     model, x, y = _checkpoint_model()  # never saved
     _train_before_saving(model, x, y)
     optimizer, never_saved = loaded.optimizer, model.optimizer

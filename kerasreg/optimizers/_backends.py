@@ -3,9 +3,12 @@
 **XLA in TensorFlow graphs.** In a TensorFlow graph without XLA, every
 operation is a kernel of its own, which reads and writes a weight-sized
 tensor: the prox of a large model would cost as many passes over memory as it
-has operations. The penalties that declare `compiles_with_xla()` (stateless
-ones whose operations XLA has) have their penalty gradients and proxes run as
-one XLA computation each (`compiled`), with the same arithmetic.
+has operations, and a small model as many kernel launches. The variables
+whose penalties declare `compiles_with_xla()` (stateless ones whose
+operations XLA has) take two XLA computations per step (`compiled`), with the
+same arithmetic: before the inner step, their penalty gradients, the
+gradients without them and the zeros a frozen pattern keeps; after it, their
+proxes and assignments.
 
 **Fused kernels in PyTorch's eager mode.** Without compilation, PyTorch runs
 every Keras operation as its own call from Python, and the Python around a
@@ -17,9 +20,22 @@ variables whose penalty declares `elementwise_coefficients()` (`L1`, `L2`,
 remove their penalty gradients and apply their proximal operators with one
 call per operation for all of them, with the arithmetic of the per-variable
 path, so the results are the same to the bit.
+
+**Compiled kernels in PyTorch's eager mode, for large models.** Each
+`torch._foreach_*` call still reads and writes every weight, and the tensors
+it returns are fresh allocations, which the CPU pays for in page faults: for
+large models the prox would cost as much as the inner optimizer's own update.
+From `_COMPILED_FUSED_SIZE` fused entries on, the penalty gradient and the prox of
+each variable (Adam's step size included) are therefore `torch.compile`d
+kernels, one loop over the weights each, on flat views, so that one
+compilation serves every shape. Their arithmetic is the per-variable path's,
+as the compiler orders it (within a few ulps: it may contract a product and
+a sum into one rounding). Where compiling fails (no C++ compiler or Triton),
+the kernels run uncompiled, with a warning, and the steps stay correct.
 """
 
 import math
+import warnings
 
 import keras
 
@@ -27,9 +43,15 @@ from kerasreg.optimizers import _preconditioners
 
 _DTYPES = ("float32", "float64")
 
-# Trainable entries under which the XLA computation costs more to launch than
-# the kernels it saves (see `compiles_proxes`).
-_COMPILED_SIZE = 2**18
+# Trainable entries under which the XLA computations cost more to launch than
+# the kernels they save (see `compiles_proxes`): measured with
+# `scripts/bench_proximal.py`, a graph step of LeNet-300-100 (51k entries)
+# costs 1.06-1.08x Adam's with them and 1.15-1.18x without, one of a
+# 64-100-100-10 network (18k) 1.12x with and 1.05x without.
+_COMPILED_SIZE = 2**15
+# Fused entries under which compiling the PyTorch kernels costs more (seconds,
+# once per process) than it saves (see `compiles_fused`).
+_COMPILED_FUSED_SIZE = 2**18
 
 
 def known(condition):
@@ -138,6 +160,8 @@ def fused_remove_penalty_gradients(grads, values, coefficients):
     The penalty gradient is `l1 * sign(w) + 2 * l2 * w`, which is what
     PyTorch's automatic differentiation of the penalty gives (the
     derivative of `|w|` at 0 is 0, the terms are summed, then subtracted).
+    For L1 alone, `grad + (-l1) * sign(w)` in one call per strength: the
+    product is exact, so the result is the subtraction's to the bit.
 
     Args:
         grads: List of gradient tensors.
@@ -149,47 +173,85 @@ def fused_remove_penalty_gradients(grads, values, coefficients):
     """
     import torch
 
+    new = list(grads)
+    by_l1, elastic = {}, []
+    for i, (l1, l2) in enumerate(coefficients):
+        if l2 != 0.0:
+            elastic.append(i)
+        elif l1 != 0.0:
+            by_l1.setdefault(l1, []).append(i)
     with torch.no_grad():
-        penalty = [None] * len(values)
-        has_l1 = [l1 != 0.0 for l1, _ in coefficients]
-        if any(has_l1):
-            signs = torch._foreach_sign(_where(values, has_l1))
-            torch._foreach_mul_(signs, [l1 for l1, _ in _where(coefficients, has_l1)])
-            for i, sign in zip(_where(range(len(values)), has_l1), signs, strict=True):
-                penalty[i] = sign
-        has_l2 = [l2 != 0.0 for _, l2 in coefficients]
-        if any(has_l2):
-            squares = torch._foreach_mul(
-                _where(values, has_l2), [2.0 * l2 for _, l2 in _where(coefficients, has_l2)]
-            )
-            for i, square in zip(_where(range(len(values)), has_l2), squares, strict=True):
-                penalty[i] = square if penalty[i] is None else penalty[i] + square
-        has_penalty = [p is not None for p in penalty]
-        new = list(grads)
-        if any(has_penalty):
-            subtracted = torch._foreach_sub(
-                _where(grads, has_penalty), _where(penalty, has_penalty)
-            )
-            for i, grad in zip(_where(range(len(grads)), has_penalty), subtracted, strict=True):
+        for l1, indices in by_l1.items():
+            signs = torch._foreach_sign([values[i] for i in indices])
+            subtracted = torch._foreach_add([grads[i] for i in indices], signs, alpha=-l1)
+            for i, grad in zip(indices, subtracted, strict=True):
                 new[i] = grad
-        return new
+        if elastic:
+            subtracted = _remove_elastic_net_gradients(
+                [grads[i] for i in elastic],
+                [values[i] for i in elastic],
+                [coefficients[i] for i in elastic],
+            )
+            for i, grad in zip(elastic, subtracted, strict=True):
+                new[i] = grad
+    return new
+
+
+def _remove_elastic_net_gradients(grads, values, coefficients):
+    """`fused_remove_penalty_gradients` of penalties with an L2 term."""
+    import torch
+
+    penalty = list(torch._foreach_mul(values, [2.0 * l2 for _, l2 in coefficients]))
+    has_l1 = [l1 != 0.0 for l1, _ in coefficients]
+    if any(has_l1):
+        signs = torch._foreach_sign(_where(values, has_l1))
+        torch._foreach_mul_(signs, [l1 for l1, _ in _where(coefficients, has_l1)])
+        for i, sign in zip(_where(range(len(values)), has_l1), signs, strict=True):
+            penalty[i] = sign + penalty[i]
+    return torch._foreach_sub(grads, penalty)
+
+
+_BETAS = {}  # (beta, dtype, device) -> the tensor Keras' `ops.cast(beta, dtype)` gives
+
+
+def fused_adam_scale(optimizer, learning_rate, strength_scale, dtype):
+    """`_preconditioners.adam_scale` of `learning_rate * strength_scale`, as
+    `StepSizes` computes it for Adam, in PyTorch's own operations (the same
+    ones Keras dispatches to, in the same order, without its per-call cost).
+
+    Args:
+        optimizer: The inner `keras.optimizers.Adam` (or subclass), after
+            its update.
+        learning_rate: Its learning rate for the step (variable or tensor).
+        strength_scale: The wrapper's `strength_scale` variable.
+        dtype: The dtype of the variables, `"float32"` or `"float64"`.
+    """
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    with torch.no_grad():
+        scale = torch.as_tensor(getattr(learning_rate, "value", learning_rate)).to(torch_dtype)
+        scale = scale * strength_scale.value.to(torch_dtype)
+        key = (optimizer.beta_2, torch_dtype, scale.device)
+        if key not in _BETAS:
+            _BETAS[key] = torch.as_tensor(optimizer.beta_2, dtype=torch_dtype, device=scale.device)
+        beta_2 = _BETAS[key]
+        power = torch.pow(beta_2, optimizer.iterations.value.to(torch_dtype))
+        return scale * torch.sqrt(1.0 - power)
 
 
 def fused_adam_steps(optimizer, variables, scale):
-    """Adam's per-coordinate steps of `variables`, times `scale`, as
-    `_preconditioners.adam_rule` computes them.
+    """Adam's per-coordinate steps of `variables`, as `_preconditioners.adam_rule`
+    computes them.
 
     Args:
         optimizer: The inner `keras.optimizers.Adam` (or subclass), after
             its update.
         variables: List of variables of one dtype.
-        scale: Scalar tensor of that dtype, the learning rate and common
-            factors.
+        scale: Scalar tensor of that dtype, `fused_adam_scale`.
     """
     import torch
 
-    dtype = keras.backend.standardize_dtype(variables[0].dtype)
-    scale = _preconditioners.adam_scale(optimizer, scale, dtype)
     with torch.no_grad():
         moments = [_preconditioners.adam_second_moment(optimizer, v).value for v in variables]
         denominators = torch._foreach_sqrt(moments)
@@ -239,3 +301,178 @@ def fused_prox(values, steps, coefficients, steps_owned=False):
             torch._foreach_sub_(x, clipped)
         if denominators is not None:
             torch._foreach_div_(_where(values, has_l2), denominators)
+
+
+# Compiled kernels (PyTorch): the plain functions below, compiled on first use.
+_KERNELS = {}
+_COMPILE_FAILED = []
+
+
+def compiles_fused(variables):
+    """Whether the fused route over `variables` runs as compiled kernels (PyTorch).
+
+    In eager steps, from `_COMPILED_SIZE` entries on, and unless compiling
+    failed earlier in this process.
+    """
+    return (
+        not _COMPILE_FAILED
+        and fuses()
+        and sum(math.prod(v.shape) for v in variables) >= _COMPILED_FUSED_SIZE
+    )
+
+
+def _kernel(function):
+    """`function`, compiled with `torch.compile` (once per process), or as is."""
+    if _COMPILE_FAILED:
+        return function
+    if function not in _KERNELS:
+        import torch
+
+        _KERNELS[function] = torch.compile(function, dynamic=True, fullgraph=True)
+    return _KERNELS[function]
+
+
+def _run_kernel(function, *args):
+    """`function(*args)`, compiled; uncompiled, with a warning, if compiling fails."""
+    try:
+        return _kernel(function)(*args)
+    except Exception as error:  # the compiler's own errors have no common type
+        if _COMPILE_FAILED:
+            raise
+        _COMPILE_FAILED.append(error)
+        warnings.warn(
+            f"ProximalOptimizer could not compile its prox kernels with torch.compile "
+            f"({type(error).__name__}: {str(error)[:200]}); they run uncompiled, slower.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return function(*args)
+
+
+def _penalty_removed_(out, grad, value, l1, l2, has_l1, has_l2):
+    """Writes into `out` `grad` minus the penalty's gradient `l1 * sign(w) +
+    2 * l2 * w`, as `fused_remove_penalty_gradients` computes it."""
+    import torch
+
+    if has_l1 and has_l2:
+        out.copy_(grad - (torch.sign(value) * l1 + value * (2.0 * l2)))
+    elif has_l1:
+        out.copy_(grad - torch.sign(value) * l1)
+    else:
+        out.copy_(grad - value * (2.0 * l2))
+
+
+def _elastic_net_prox(value, step, l1, l2, has_l1, has_l2):
+    """The prox of `fused_prox`: soft thresholding, then shrinkage."""
+    import torch
+
+    if has_l1:
+        threshold = step * l1
+        value = value - torch.maximum(torch.minimum(value, threshold), -threshold)
+    if has_l2:
+        value = value / ((step * l2) * 2.0 + 1.0)
+    return value
+
+
+def _step_prox_(value, step, l1, l2, has_l1, has_l2):
+    """Replaces `value` (in place) by its prox with `step` (scalar or per coordinate)."""
+    value.copy_(_elastic_net_prox(value, step, l1, l2, has_l1, has_l2))
+
+
+def _adam_prox_(value, moment, scale, epsilon, l1, l2, has_l1, has_l2):
+    """Replaces `value` (in place) by its prox with Adam's step,
+    `scale / (sqrt(v) + epsilon)` (`_preconditioners.adam_rule`)."""
+    import torch
+
+    step = scale / (torch.sqrt(moment) + epsilon)
+    value.copy_(_elastic_net_prox(value, step, l1, l2, has_l1, has_l2))
+
+
+def _scalar(value, like):
+    """`value` as a 0-d tensor of `like`'s dtype and device (a kernel input,
+    not a constant the compiler would specialize on)."""
+    import torch
+
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _flags(coefficients):
+    l1, l2 = coefficients
+    return l1 != 0.0 or l2 == 0.0, l2 != 0.0
+
+
+def compiled_remove_penalty_gradients(grads, values, coefficients, buffers):
+    """`fused_remove_penalty_gradients` as one compiled kernel per variable.
+
+    The new gradients are written into `buffers`, which a caller keeps from
+    step to step: on the CPU, a fresh weight-sized tensor per step costs
+    more in page faults than the kernel itself.
+
+    Args:
+        grads: List of gradient tensors.
+        values: List of weight tensors.
+        coefficients: List of `(l1, l2)` pairs.
+        buffers: List, per variable, of a tensor of its shape and dtype to
+            write its new gradient into, or `None` for a fresh one.
+
+    Returns:
+        The list of new gradient tensors.
+    """
+    import torch
+
+    new = []
+    with torch.no_grad():
+        for grad, value, pair, out in zip(grads, values, coefficients, buffers, strict=True):
+            has_l1, has_l2 = pair[0] != 0.0, pair[1] != 0.0
+            if not (has_l1 or has_l2):
+                new.append(grad)
+                continue
+            out = torch.empty_like(value) if out is None else out
+            l1, l2 = _scalar(pair[0], value), _scalar(pair[1], value)
+            _run_kernel(
+                _penalty_removed_,
+                out.view(-1),
+                grad.reshape(-1),
+                value.view(-1),
+                l1,
+                l2,
+                has_l1,
+                has_l2,
+            )
+            new.append(out)
+    return new
+
+
+def compiled_prox(values, steps, coefficients):
+    """`fused_prox` as one compiled kernel per variable (in place).
+
+    Args:
+        values: List of weight tensors (contiguous), updated in place.
+        steps: List, per variable: a step tensor (scalar, or one step per
+            coordinate), or `("adam", moment, scale, epsilon)` for Adam's
+            step computed inside the kernel.
+        coefficients: List of `(l1, l2)` pairs.
+    """
+    import torch
+
+    with torch.no_grad():
+        for value, step, pair in zip(values, steps, coefficients, strict=True):
+            has_l1, has_l2 = _flags(pair)
+            l1, l2 = _scalar(pair[0], value), _scalar(pair[1], value)
+            flat = value.view(-1)
+            if isinstance(step, tuple):
+                _, moment, scale, epsilon = step
+                _run_kernel(
+                    _adam_prox_,
+                    flat,
+                    moment.view(-1),
+                    scale,
+                    _scalar(epsilon, value),
+                    l1,
+                    l2,
+                    has_l1,
+                    has_l2,
+                )
+            else:
+                step = step if step.ndim == 0 else step.reshape(-1)
+                _run_kernel(_step_prox_, flat, step, l1, l2, has_l1, has_l2)

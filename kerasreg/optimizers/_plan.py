@@ -68,11 +68,16 @@ class Entry:
         fast: `"xla"`, `"fused"` or `None`: the backend fast path its
             regularizer declares, taken in the steps that allow it.
         states: The optimizer variables holding its prox state, or `None`.
+
+    Attributes:
+        gradient_buffer: The tensor a fast path keeps for its new gradient
+            from step to step (see `_routes.FusedRoute`), or `None`.
     """
 
     def __init__(self, variable, regularizer, route, fast=None, states=None):
         self.variable, self.regularizer = variable, regularizer
         self.route, self.fast, self.states = route, fast, states
+        self.gradient_buffer = None
 
     @property
     def label(self):
@@ -110,6 +115,7 @@ class Plan:
         self._var_key = var_key
         self._states = states
         self.entries = {}
+        self._last_routes = (None, None)  # the key of the last step's routes, and them
         for variable in variables:
             key = var_key(variable)
             regularizer = proximal.get(key)
@@ -160,12 +166,28 @@ class Plan:
         Returns:
             A list of `_routes.Route`: fused, XLA-compiled, single, then the
             shared proxes (in order of their first variable) and the joint
-            penalties (each only if all its variables have a gradient).
+            penalties (each only if all its variables have a gradient). The
+            routes but the joint ones (which hold the step's gradients) are
+            those of the last step where its variables, the dtypes of their
+            gradients and the fast paths allowed are the same, as in every
+            step of `fit`.
         """
+        key = (
+            fuse,
+            compile_proxes,
+            tuple(map(id, variables)),
+            tuple(None if grad is None else grad.dtype for grad in grads),
+        )
+        last_key, routes = self._last_routes
+        if key != last_key:
+            routes = self._routes(variables, grads, fuse, compile_proxes)
+            self._last_routes = (key, routes)
+        return routes + self._joint_routes(variables, grads)
+
+    def _routes(self, variables, grads, fuse, compile_proxes):
+        """The routes of `routes` but the joint ones."""
         single, compiled, fused, coefficients, shared = [], [], [], [], {}
-        position = {}
         for i, (variable, grad) in enumerate(zip(variables, grads, strict=True)):
-            position[self._var_key(variable)] = i
             entry = self.entry(variable)
             if grad is None or entry is None or entry.route == "joint":
                 continue
@@ -191,6 +213,14 @@ class Plan:
         if single:
             routes.append(_routes.SingleRoute(single))
         routes += [_routes.SharedRoute(reg, members) for reg, members in shared.items()]
+        return routes
+
+    def _joint_routes(self, variables, grads):
+        """The routes of the joint penalties whose variables all have a gradient."""
+        if not self.joints:
+            return []
+        position = {self._var_key(variable): i for i, variable in enumerate(variables)}
+        routes = []
         for joint in self.joints:
             indices = [position.get(self._var_key(variable)) for variable in joint.variables]
             if any(i is None or grads[i] is None for i in indices):

@@ -2,8 +2,9 @@
 
 A route holds the variables of one step that take their prox the same way
 (`Member`: a variable's plan entry, the position of its gradient, and its
-`Hold`), and does two things: `remove_penalty_gradients(grads, replicas)`
-before the inner step, and `apply_prox(step)` after it.
+`Hold`), and does two things: `before_inner_step(...)` (remove the penalty
+gradients, record the zeros a frozen pattern keeps), and `apply_prox(step)`
+after the inner step.
 
 - `SingleRoute`: each variable's own `prox` (or `prox_update`, with a state).
 - `XlaRoute`: the same, as one XLA computation (TensorFlow graphs).
@@ -62,7 +63,7 @@ class Hold:
             `None` where it always does, else a boolean tensor.
         frozen: `zeros_frozen`: `True`, `False` or a boolean tensor.
         was_zero: Where the variable was zero before the inner step, or
-            `None` where it is not needed.
+            `None` where it is not needed (set by `Route.before_inner_step`).
     """
 
     def __init__(self, gate, frozen, was_zero):
@@ -130,10 +131,30 @@ class StepSizes:
         inner = self._optimizer.inner_optimizer
         for dtype, indices in by_dtype.items():
             group = [variables[i] for i in indices]
-            group_steps = _backends.fused_adam_steps(inner, group, self._scale(dtype))
+            scale = _backends.fused_adam_scale(
+                inner, self._learning_rate, self._optimizer.strength_scale, dtype
+            )
+            group_steps = _backends.fused_adam_steps(inner, group, scale)
             for i, step in zip(indices, group_steps, strict=True):
                 steps[i] = step
         return steps, True
+
+    def compiled(self, variables):
+        """The steps of `variables` as `_backends.compiled_prox` takes them:
+        Adam's as `("adam", second moment, scale, epsilon)`, computed inside
+        its kernel, others as tensors."""
+        if self._optimizer._preconditioner is not _preconditioners.adam_rule:
+            return [self(variable) for variable in variables]
+        inner = self._optimizer.inner_optimizer
+        scales = {}
+        steps = []
+        for variable in variables:
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            if dtype not in scales:
+                scales[dtype] = _preconditioners.adam_scale(inner, self._scale(dtype), dtype)
+            moment = _preconditioners.adam_second_moment(inner, variable).value
+            steps.append(("adam", moment, scales[dtype], inner.epsilon))
+        return steps
 
     def _scale(self, dtype):
         """The learning rate, momentum factor and `strength_scale`, in `dtype`."""
@@ -158,7 +179,8 @@ class ProxStep:
     Args:
         optimizer: The `ProximalOptimizer`.
         learning_rate: The inner optimizer's learning rate for this step.
-        iteration: The inner optimizer's iteration count before the step.
+        iteration: The inner optimizer's iteration count before the step
+            (`None` if no route reads it).
     """
 
     def __init__(self, optimizer, learning_rate, iteration):
@@ -189,6 +211,8 @@ class Route:
     """Variables that take their prox the same way in one step."""
 
     label = None
+    # Whether `apply_prox` reads the iteration count (proxes with a state).
+    reads_iteration = True
 
     def __init__(self, members):
         self.members = list(members)
@@ -196,6 +220,21 @@ class Route:
     @property
     def variables(self):
         return [member.variable for member in self.members]
+
+    def before_inner_step(self, grads, replicas, remove_penalty, keep_zeros):
+        """What the route does before the inner step.
+
+        Args:
+            grads: The step's gradients (a list, changed in place).
+            replicas: The replicas whose gradients are summed after the step.
+            remove_penalty: Whether to remove the penalty gradients.
+            keep_zeros: Whether the members' `Hold` needs their zeros.
+        """
+        if keep_zeros:
+            for member in self.members:
+                member.hold.was_zero = member.variable.value == 0
+        if remove_penalty:
+            self.remove_penalty_gradients(grads, replicas)
 
     def remove_penalty_gradients(self, grads, replicas):
         """Subtracts from `grads` (a list, in place) the penalty gradients of this route."""
@@ -229,6 +268,10 @@ class SingleRoute(Route):
 
     label = "single"
 
+    @property
+    def reads_iteration(self):
+        return any(member.states is not None for member in self.members)
+
     def apply_prox(self, step):
         for member in self.members:
             _single_prox(member, step.steps, step.iteration)
@@ -238,18 +281,33 @@ class XlaRoute(Route):
     """Stateless proxes, each step's as one XLA computation (TensorFlow graphs)."""
 
     label = "xla"
+    reads_iteration = False
 
-    def remove_penalty_gradients(self, grads, replicas):
-        def penalty_gradients(values):
-            return [
-                penalty_gradient(member.regularizer, value)
-                for member, value in zip(self.members, values, strict=True)
-            ]
+    def before_inner_step(self, grads, replicas, remove_penalty, keep_zeros):
+        # The penalty gradients, their subtraction and the zeros in one
+        # computation, which reads each weight once.
+        if not (remove_penalty or keep_zeros):
+            return
+
+        def before(values, gradients):
+            new, zeros = [], []
+            for member, value, grad in zip(self.members, values, gradients, strict=True):
+                if remove_penalty:
+                    penalty = penalty_gradient(member.regularizer, value)
+                    if replicas > 1:
+                        penalty = penalty / replicas
+                    new.append(grad - ops.cast(penalty, grad.dtype))
+                if keep_zeros:
+                    zeros.append(value == 0)
+            return new, zeros
 
         values = [member.variable.value for member in self.members]
-        gradients = _backends.compiled(penalty_gradients, values)
-        for member, gradient in zip(self.members, gradients, strict=True):
-            _subtract(grads, member.index, gradient, replicas)
+        gradients = [grads[member.index] for member in self.members]
+        new, zeros = _backends.compiled(before, values, gradients)
+        for member, grad in zip(self.members, new, strict=False):
+            grads[member.index] = grad
+        for member, was_zero in zip(self.members, zeros, strict=False):
+            member.hold.was_zero = was_zero
 
     def apply_prox(self, step):
         def proxes():
@@ -263,27 +321,59 @@ class XlaRoute(Route):
 class FusedRoute(Route):
     """Element-wise penalties, fused across variables (PyTorch's eager mode).
 
+    With `torch._foreach_*` kernels, or, for large models, with compiled
+    kernels (`_backends.compiles_fused`).
+
     Args:
         members: The `Member`s.
         coefficients: The `(l1, l2)` of each member's penalty.
     """
 
     label = "fused"
+    reads_iteration = False
 
     def __init__(self, members, coefficients):
         super().__init__(members)
         self.coefficients = list(coefficients)
+        self.compiled = _backends.compiles_fused(self.variables)
 
     def remove_penalty_gradients(self, grads, replicas):
-        new = _backends.fused_remove_penalty_gradients(
+        args = (
             [grads[member.index] for member in self.members],
             [variable.value for variable in self.variables],
             self.coefficients,
         )
+        if self.compiled:
+            new = _backends.compiled_remove_penalty_gradients(
+                *args, [self._gradient_buffer(member) for member in self.members]
+            )
+        else:
+            new = _backends.fused_remove_penalty_gradients(*args)
         for member, grad in zip(self.members, new, strict=True):
             grads[member.index] = grad
 
+    @staticmethod
+    def _gradient_buffer(member):
+        """The tensor its entry keeps for `member`'s new gradient (on the CPU;
+        elsewhere, as with CUDA's caching allocator, a fresh one costs nothing)."""
+        value = member.variable.value
+        if value.device.type != "cpu":
+            return None
+        entry = member.entry
+        if entry.gradient_buffer is None:
+            import torch
+
+            entry.gradient_buffer = torch.empty_like(value)
+        return entry.gradient_buffer
+
     def apply_prox(self, step):
+        if self.compiled:
+            _backends.compiled_prox(
+                [variable.value for variable in self.variables],
+                step.steps.compiled(self.variables),
+                self.coefficients,
+            )
+            return
         steps, owned = step.steps.fused(self.variables)
         _backends.fused_prox(
             [variable.value for variable in self.variables],

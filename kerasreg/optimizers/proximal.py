@@ -37,6 +37,7 @@ leaves the whole joint penalty to the gradient.
 import warnings
 
 import keras
+import numpy as np
 
 from kerasreg._saving import register_serializable
 from kerasreg._validation import AnyOf
@@ -101,15 +102,68 @@ def _check_inner_optimizer(inner_optimizer, kwargs):
             )
 
 
-def _control(optimizer, name, shape, initializer):
-    """One of the wrapper's controls: a float32 variable, set on the first replica."""
-    return optimizer.add_variable(
-        shape=shape,
-        initializer=initializer,
-        dtype="float32",
-        aggregation="only_first_replica",
-        name=name,
-    )
+# The wrapper's controls, in its one `controls` variable: name -> (first
+# entry, shape, initial value). One variable, not one per control, because
+# JAX's compiled steps take every optimizer variable in and out as an array
+# of its own, at a cost per array.
+_CONTROLS = {
+    "strength_scale": (0, (), 1.0),
+    "zeros_frozen": (1, (), 0.0),
+    # Infinite: unset (see `kerasreg.callbacks.ControllerState`).
+    "controller_state": (2, (3,), float("inf")),
+}
+_CONTROLS_SIZE = 5
+
+
+def _initial_controls(shape, dtype=None):
+    values = np.empty(_CONTROLS_SIZE, "float32")
+    for start, part, initial in _CONTROLS.values():
+        values[start : start + int(np.prod(part))] = initial
+    return keras.ops.convert_to_tensor(values, dtype)
+
+
+class Control:
+    """One control of `ProximalOptimizer`, a view of its `controls` variable.
+
+    Reads as the variable it stands for (`value`, `numpy()`, NumPy's
+    `np.asarray`, `keras.ops.convert_to_numpy`) and takes `assign`, so
+    callbacks and user code set it as before the controls were one variable.
+    Inside compiled steps, `value` is the traced value.
+
+    Args:
+        controls: The optimizer's `controls` variable.
+        name: The control's name.
+    """
+
+    def __init__(self, controls, name):
+        self.controls, self.name = controls, name
+        self._start, self.shape, _ = _CONTROLS[name]
+        self._size = int(np.prod(self.shape))
+        self.dtype = "float32"
+
+    @property
+    def path(self):
+        return f"{self.controls.path}/{self.name}"
+
+    @property
+    def value(self):
+        value = self.controls.value
+        if self.shape == ():
+            return value[self._start]
+        return value[self._start : self._start + self._size]
+
+    def assign(self, value):
+        value = keras.ops.reshape(keras.ops.cast(value, "float32"), (self._size,))
+        self.controls.assign(keras.ops.slice_update(self.controls.value, (self._start,), value))
+
+    def numpy(self):
+        return keras.ops.convert_to_numpy(self.value)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.numpy(), dtype=dtype)
+
+    def __repr__(self):
+        return f"<Control {self.name}={self.numpy()!r}>"
 
 
 def _prox_state_variables(optimizer, variable, proximal):
@@ -265,29 +319,43 @@ def _resolve_mode(mode, inner_optimizer):
 
 
 def _saved_state(optimizer, store):
-    """The variables of `optimizer` that `store` (its own saved state) holds, in order.
+    """The values of `optimizer._own_state()` in `store` (its saved state), in order.
 
-    Since the wrapper saves each variable once, `store` holds its own state
-    (`_own_state`); a file from before holds its `_variables`, then the inner
-    optimizer's, which the inner optimizer loads from its own copy. Any other
-    `store` is skipped with a warning, as Keras skips it.
+    Since the controls are one variable, `store` holds them, then the prox
+    states. Files written before hold the step count of Keras' base class,
+    then `strength_scale`, `zeros_frozen` and `controller_state` as three
+    variables, then the prox states; before the wrapper saved each variable
+    once, the base class's learning rate after the step count, and the inner
+    optimizer's variables (which it loads from its own copy) at the end. Any
+    other `store` is skipped with a warning, as Keras skips it (an empty list).
     """
     own = optimizer._own_state()
-    inner = optimizer.inner_optimizer
-    legacy = list(optimizer._variables) + list(inner.variables)
-    if len(store.keys()) == len(legacy) and all(
-        tuple(store[str(i)].shape) == tuple(v.shape) for i, v in enumerate(legacy)
-    ):
-        return optimizer._variables
-    if len(store.keys()) != len(own):
-        warnings.warn(
-            f"Skipping variable loading for optimizer '{optimizer.name}', because it has "
-            f"{len(own)} variables of its own whereas the saved optimizer has "
-            f"{len(store.keys())}.",
-            stacklevel=3,
-        )
-        return []
-    return own
+    saved = [np.asarray(store[str(i)]) for i in range(len(store.keys()))]
+
+    def shapes(values):
+        return [tuple(value.shape) for value in values]
+
+    if shapes(saved) == shapes(own):
+        return saved
+    states = own[1:]
+    parts = len(_CONTROLS)
+    for offset, tail in ((1, 0), (2, len(optimizer.inner_optimizer.variables))):
+        if len(saved) != offset + parts + len(states) + tail:
+            continue
+        controls = saved[offset : offset + parts]
+        prox_states = saved[offset + parts : offset + parts + len(states)]
+        if shapes(controls) == [shape for _, shape, _ in _CONTROLS.values()] and shapes(
+            prox_states
+        ) == shapes(states):
+            flat = np.concatenate([np.reshape(c, (-1,)) for c in controls]).astype("float32")
+            return [flat] + prox_states
+    warnings.warn(
+        f"Skipping variable loading for optimizer '{optimizer.name}', because it has "
+        f"{len(own)} variables of its own whereas the saved optimizer has "
+        f"{len(saved)}.",
+        stacklevel=3,
+    )
+    return []
 
 
 @register_serializable
@@ -350,21 +418,30 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     they can be on (eager steps read the flags). On PyTorch's eager mode,
     the variables whose penalties declare `elementwise_coefficients()` (`L1`,
     `L2`, `ElasticNet`) are handled together with `torch._foreach_*`
-    kernels, as Keras' own PyTorch optimizers update; in large TensorFlow
-    graphs, those that declare `compiles_with_xla()` take their proxes in
-    one XLA computation.
+    kernels, as Keras' own PyTorch optimizers update; from 2^18 such weights
+    on, with `torch.compile`d kernels instead (one loop over the weights for
+    the penalty gradient, one for the prox with Adam's step; compiled once
+    per process, in seconds), which write the new gradients into a buffer
+    the optimizer keeps per variable (on the CPU, where a fresh weight-sized
+    tensor per step costs page faults). In TensorFlow graphs of models from
+    2^15 weights on, those that declare `compiles_with_xla()` take two XLA
+    computations per step, one before the inner step and one after it.
+    Figures: `docs/benchmarks.md`.
 
-    **Controls.** Two optimizer variables steer the prox during training
-    (callbacks in `kerasreg.callbacks` set them; they are saved with the
-    optimizer): `strength_scale` multiplies every prox step, i.e. every
-    regularizer's strength (`TargetSparsity` adapts it to reach a sparsity;
-    the loss still shows the penalty at its nominal strength), and
-    `zeros_frozen`, set by `freeze_zeros()`, holds the sparsity pattern.
-    A third, `controller_state`, holds the memory of `TargetSparsity`'s
-    controller (infinite when unset), so that a run restored from a checkpoint
-    continues its ramp where it stopped.
-    Regularizers whose prox has a state (`MagnitudePruning`'s schedule and
-    mask) get it as optimizer variables too.
+    **Controls.** Three controls steer the prox during training (callbacks
+    in `kerasreg.callbacks` set them; they are saved with the optimizer):
+    `strength_scale` multiplies every prox step, i.e. every regularizer's
+    strength (`TargetSparsity` adapts it to reach a sparsity; the loss still
+    shows the penalty at its nominal strength), `zeros_frozen`, set by
+    `freeze_zeros()`, holds the sparsity pattern, and `controller_state`
+    holds the memory of `TargetSparsity`'s controller (infinite when unset),
+    so that a run restored from a checkpoint continues its ramp where it
+    stopped. They are parts of one float32 optimizer variable, `controls`
+    (so that JAX's compiled steps carry one array for them, not three), and
+    each reads and assigns as a variable of its own: `value`, `assign`,
+    `numpy()`, `np.asarray`. Checkpoints written when they were three
+    variables load into it. Regularizers whose prox has a state
+    (`MagnitudePruning`'s schedule and mask) get it as optimizer variables.
 
     **Proxes over several variables.** Shared proxes (`shares_prox`, as in
     `MagnitudePruning(scope="global")`) and penalties that couple several
@@ -433,6 +510,12 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         )
         # Keras refuses attributes set before its `__init__`.
         super().__init__(learning_rate=0.0, name=name, **kwargs)
+        # The step count and learning rate of Keras' base class are the inner
+        # optimizer's (see `iterations` and `learning_rate`): they are left
+        # out of the wrapper's variables, so that compiled steps do not carry
+        # them and checkpoints do not store them (in place: Keras' tracker
+        # appends new variables to this list).
+        del self._variables[:]
         self._set_arguments(**arguments)
         self.mode, self._preconditioner = _resolve_mode(self.mode, inner_optimizer)
         self.exclude_names = self.exclude_names or None
@@ -440,11 +523,16 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         self._proximal = {}  # variable key -> the regularizer of its own prox
         self._prox_states = {}  # variable key -> the optimizer variables of its prox state
         self._plan = None  # the route of each variable (see `_plan`), made in `build`
-        self.strength_scale = _control(self, "strength_scale", (), "ones")
-        self.zeros_frozen = _control(self, "zeros_frozen", (), "zeros")
-        # Infinite: unset (see `kerasreg.callbacks.ControllerState`).
-        inf = keras.initializers.Constant(float("inf"))
-        self.controller_state = _control(self, "controller_state", (3,), inf)
+        self.controls = self.add_variable(
+            shape=(_CONTROLS_SIZE,),
+            initializer=_initial_controls,
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="controls",
+        )
+        self.strength_scale = Control(self.controls, "strength_scale")
+        self.zeros_frozen = Control(self.controls, "zeros_frozen")
+        self.controller_state = Control(self.controls, "controller_state")
 
     # Delegation to the inner optimizer, as LossScaleOptimizer does.
 
@@ -475,18 +563,17 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     # which saves its own: the wrapper saves only its own state, once.
 
     def _own_state(self):
-        """The wrapper's own state: its step count, controls and prox states,
-        not the learning rate of Keras' base class, which the inner
-        optimizer's stands for and which never changes."""
-        return [variable for variable in self._variables if variable is not self._learning_rate]
+        """The wrapper's own state: its controls, then its prox states."""
+        return list(self._variables)
 
     def save_own_variables(self, store):
         for i, variable in enumerate(self._own_state()):
             store[str(i)] = variable.numpy()
 
     def load_own_variables(self, store):
-        for i, variable in enumerate(_saved_state(self, store)):
-            variable.assign(store[str(i)])
+        values = _saved_state(self, store)
+        for variable, value in zip(self._own_state(), values, strict=False):
+            variable.assign(value)
 
     def exclude_from_prox(self, var_list=None, var_names=None):
         """Leaves variables to the gradient: no prox, penalty gradient kept.
@@ -619,15 +706,13 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             fuse=frozen is False and _backends.fuses(),
             compile_proxes=_backends.compiles_proxes(trainable_variables),
         )
-        if self.penalty_in_loss:
-            self._remove_penalty_gradients(grads, routes)
         step = self._capture(routes, is_update_step, frozen)
+        self._before_inner_step(grads, routes, is_update_step, frozen)
         self.inner_optimizer.apply(grads, trainable_variables)
         if is_update_step is not False:  # the inner optimizer updated the weights
             for route in routes:
                 route.apply_prox(step)
             self._keep_averages_sparse(routes)
-        self._iterations.assign_add(1)
 
     def _step_flags(self):
         """Whether the inner optimizer updates in this step (`None`: every step
@@ -637,28 +722,31 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             is_update_step = _backends.known(is_update_step)
         return is_update_step, _backends.known(self.zeros_frozen.value > 0.5)
 
-    def _remove_penalty_gradients(self, grads, routes):
-        """Removes from `grads` (in place) the gradients of the penalties whose prox is applied."""
-        replicas = _backends.replicas_in_sync()
-        for route in routes:
-            route.remove_penalty_gradients(grads, replicas)
-
     def _capture(self, routes, is_update_step, frozen):
         """What the proxes need from before the inner step: the learning rate,
-        the iteration, and each variable's `_routes.Hold` (its old zeros)."""
+        the iteration (for the routes that read it), and each variable's
+        `_routes.Hold` (its old zeros come with `_before_inner_step`)."""
         inner = self.inner_optimizer
-        # `+ 0` reads the count now (on TensorFlow, converting the variable
-        # would give a reference that sees the step's increment); the
-        # comparisons make new tensors, which torch's in-place update cannot
-        # change.
-        step = _routes.ProxStep(self, inner.learning_rate, inner.iterations + 0)
+        iteration = None
+        if any(route.reads_iteration for route in routes):
+            # `+ 0` reads the count now (on TensorFlow, converting the
+            # variable would give a reference that sees the step's increment).
+            iteration = inner.iterations + 0
+        step = _routes.ProxStep(self, inner.learning_rate, iteration)
         gate = None if is_update_step is True else is_update_step  # `None`: every step
-        keep_zeros = frozen is not False and is_update_step is not False
         for route in routes:
             for member in route.members:
-                was_zero = member.variable.value == 0 if keep_zeros else None
-                member.hold = _routes.Hold(gate, frozen, was_zero)
+                member.hold = _routes.Hold(gate, frozen, None)
         return step
+
+    def _before_inner_step(self, grads, routes, is_update_step, frozen):
+        """Removes from `grads` (in place) the gradients of the penalties whose
+        prox is applied, and records where the variables are zero while zeros
+        may be frozen."""
+        replicas = _backends.replicas_in_sync()
+        keep_zeros = frozen is not False and is_update_step is not False
+        for route in routes:
+            route.before_inner_step(grads, replicas, self.penalty_in_loss, keep_zeros)
 
     def _keep_averages_sparse(self, routes):
         """Zeroes the moving averages, which `fit` copies into the model, where
