@@ -908,10 +908,11 @@ def _fused_or_not(monkeypatch, fused, make_inner):
     "make_inner",
     [
         lambda: keras.optimizers.Adam(0.1),
+        lambda: keras.optimizers.Adam(0.1, gradient_accumulation_steps=2),
         lambda: keras.optimizers.SGD(0.1, momentum=0.9),
         lambda: keras.optimizers.RMSprop(0.05),
     ],
-    ids=["Adam", "SGD", "RMSprop"],
+    ids=["Adam", "Adam-accumulating", "SGD", "RMSprop"],
 )
 def test_fused_steps_equal_per_variable_steps_to_the_bit(monkeypatch, make_inner):
     fused = _fused_or_not(monkeypatch, True, make_inner)
@@ -944,6 +945,7 @@ def _kernels_or_foreach(monkeypatch, compiled, make_inner):
         variables.append(variable)
     optimizer = kerasreg.ProximalOptimizer(make_inner())
     untouched = True
+    buffers = []
     for _ in range(5):
         grads = [
             keras.ops.convert_to_tensor(rng.normal(size=(40, 50)).astype(v.dtype))
@@ -952,8 +954,12 @@ def _kernels_or_foreach(monkeypatch, compiled, make_inner):
         copies = [to_numpy(grad).copy() for grad in grads]
         optimizer.apply(grads, variables)
         untouched &= all(np.array_equal(to_numpy(g), c) for g, c in zip(grads, copies, strict=True))
+        buffers.append([optimizer._plan.entry(v).gradient_buffer for v in variables])
     routes = optimizer._plan._last_routes[1]
     assert [(route.label, route.compiled) for route in routes] == [("fused", compiled)]
+    if compiled:  # one buffer per variable, made once and written in every step
+        assert all(b is not None for b in buffers[0])
+        assert all(list(map(id, step)) == list(map(id, buffers[0])) for step in buffers)
     return [to_numpy(variable) for variable in variables], untouched
 
 
@@ -962,10 +968,11 @@ def _kernels_or_foreach(monkeypatch, compiled, make_inner):
     "make_inner",
     [
         lambda: keras.optimizers.Adam(0.1),
+        lambda: keras.optimizers.Adam(0.1, gradient_accumulation_steps=2),
         lambda: keras.optimizers.SGD(0.1, momentum=0.9),
         lambda: keras.optimizers.RMSprop(0.05),
     ],
-    ids=["Adam", "SGD", "RMSprop"],
+    ids=["Adam", "Adam-accumulating", "SGD", "RMSprop"],
 )
 def test_compiled_kernels_equal_the_fused_steps_within_ulps(monkeypatch, make_inner):
     compiled, untouched = _kernels_or_foreach(monkeypatch, True, make_inner)
@@ -985,9 +992,12 @@ def test_compiled_kernels_equal_the_fused_steps_within_ulps(monkeypatch, make_in
 def test_kernels_that_do_not_compile_run_uncompiled_with_a_warning(monkeypatch):
     import torch
 
+    from torch._inductor.exc import InductorError
+
     def failing_compile(function, **kwargs):
         def compiled(*args):
-            raise RuntimeError("no C++ compiler")
+            # What Inductor raises where no C++ compiler (CPU) or Triton (GPU) runs.
+            raise InductorError(RuntimeError("no C++ compiler"), None)
 
         return compiled
 
@@ -1147,6 +1157,32 @@ def test_a_checkpoint_stores_each_optimizer_variable_once(tmp_path):
         m.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_another_optimizer_is_skipped_with_a_warning():
+    model, _, _ = _checkpoint_model()
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    before = [to_numpy(v).copy() for v in optimizer._own_state()]
+    store = {"0": np.ones((4,), "float32"), "1": np.ones((2, 2), "float32")}
+    with pytest.warns(UserWarning, match="Skipping variable loading .* shapes"):
+        optimizer.load_own_variables(store)
+    for a, b in zip(optimizer._own_state(), before, strict=True):
+        np.testing.assert_array_equal(to_numpy(a), b)
+
+
+def test_controls_read_and_set_as_variables():
+    optimizer = kerasreg.ProximalOptimizer(keras.optimizers.Adam())
+    optimizer.strength_scale.assign(0.5)
+    optimizer.strength_scale.assign_add(0.25)
+    optimizer.controller_state.assign([1.0, 2.0, 3.0])
+    optimizer.freeze_zeros()
+    assert float(optimizer.strength_scale) == 0.75
+    assert float(keras.ops.convert_to_numpy(optimizer.zeros_frozen)) == 1.0
+    assert bool(optimizer.zeros_frozen > 0.5) and float(optimizer.strength_scale * 2) == 1.5
+    np.testing.assert_array_equal(np.asarray(optimizer.controller_state), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(to_numpy(optimizer.controls), [0.75, 1.0, 1.0, 2.0, 3.0])
+    assert [v.path for v in optimizer.variables[:1]] == ["proximal/controls"]
 
 
 @pytest.mark.parametrize("path", OLD_CHECKPOINTS, ids=["before_single_state", "before_one_control"])

@@ -6,9 +6,9 @@ tensor: the prox of a large model would cost as many passes over memory as it
 has operations, and a small model as many kernel launches. The variables
 whose penalties declare `compiles_with_xla()` (stateless ones whose
 operations XLA has) take two XLA computations per step (`compiled`), with the
-same arithmetic: before the inner step, their penalty gradients, the
-gradients without them and the zeros a frozen pattern keeps; after it, their
-proxes and assignments.
+same arithmetic: before the inner step, their penalty gradients (with, for
+models under `SPLIT_SIZE`, the gradients without them and the zeros a frozen
+pattern keeps); after it, their proxes and assignments.
 
 **Fused kernels in PyTorch's eager mode.** Without compilation, PyTorch runs
 every Keras operation as its own call from Python, and the Python around a
@@ -49,6 +49,11 @@ _DTYPES = ("float32", "float64")
 # costs 1.06-1.08x Adam's with them and 1.15-1.18x without, one of a
 # 64-100-100-10 network (18k) 1.12x with and 1.05x without.
 _COMPILED_SIZE = 2**15
+# Entries from which the work before the inner step is split between XLA
+# (the penalty gradients) and TensorFlow's kernels (their subtraction, the
+# zeros): XLA's loops on the CPU run on one thread, TensorFlow's on all
+# cores. Under it, all of it is one XLA computation (launches cost more).
+SPLIT_SIZE = 2**18
 # Fused entries under which compiling the PyTorch kernels costs more (seconds,
 # once per process) than it saves (see `compiles_fused`).
 _COMPILED_FUSED_SIZE = 2**18
@@ -223,20 +228,27 @@ def fused_adam_scale(optimizer, learning_rate, strength_scale, dtype):
         optimizer: The inner `keras.optimizers.Adam` (or subclass), after
             its update.
         learning_rate: Its learning rate for the step (variable or tensor).
-        strength_scale: The wrapper's `strength_scale` variable.
+        strength_scale: The wrapper's `strength_scale` control.
         dtype: The dtype of the variables, `"float32"` or `"float64"`.
     """
     import torch
 
     torch_dtype = getattr(torch, dtype)
     with torch.no_grad():
-        scale = torch.as_tensor(getattr(learning_rate, "value", learning_rate)).to(torch_dtype)
+        learning_rate = getattr(learning_rate, "value", learning_rate)
+        if isinstance(learning_rate, torch.Tensor):
+            scale = learning_rate.to(torch_dtype)
+        else:  # a float from a callable, exact in `dtype` as `ops.cast` makes it
+            scale = torch.as_tensor(learning_rate, dtype=torch_dtype)
         scale = scale * strength_scale.value.to(torch_dtype)
         key = (optimizer.beta_2, torch_dtype, scale.device)
         if key not in _BETAS:
             _BETAS[key] = torch.as_tensor(optimizer.beta_2, dtype=torch_dtype, device=scale.device)
         beta_2 = _BETAS[key]
-        power = torch.pow(beta_2, optimizer.iterations.value.to(torch_dtype))
+        # A variable, or a tensor under gradient accumulation (updates so far).
+        iterations = optimizer.iterations
+        iterations = getattr(iterations, "value", iterations)
+        power = torch.pow(beta_2, iterations.to(torch_dtype))
         return scale * torch.sqrt(1.0 - power)
 
 
@@ -311,8 +323,8 @@ _COMPILE_FAILED = []
 def compiles_fused(variables):
     """Whether the fused route over `variables` runs as compiled kernels (PyTorch).
 
-    In eager steps, from `_COMPILED_SIZE` entries on, and unless compiling
-    failed earlier in this process.
+    In eager steps, from `_COMPILED_FUSED_SIZE` entries on, and unless
+    compiling failed earlier in this process.
     """
     return (
         not _COMPILE_FAILED
@@ -332,12 +344,27 @@ def _kernel(function):
     return _KERNELS[function]
 
 
+def _is_compile_error(error):
+    """Whether `error` comes from TorchDynamo or Inductor (their errors have
+    no common base class: `BackendCompilerFailed`, `InductorError`,
+    `CppCompileError`, ...)."""
+    return any(
+        cls.__module__.startswith(("torch._dynamo", "torch._inductor"))
+        for cls in type(error).__mro__
+    )
+
+
+def compile_failed():
+    """Whether compiling the kernels failed in this process."""
+    return bool(_COMPILE_FAILED)
+
+
 def _run_kernel(function, *args):
     """`function(*args)`, compiled; uncompiled, with a warning, if compiling fails."""
     try:
         return _kernel(function)(*args)
-    except Exception as error:  # the compiler's own errors have no common type
-        if _COMPILE_FAILED:
+    except Exception as error:
+        if _COMPILE_FAILED or not _is_compile_error(error):
             raise
         _COMPILE_FAILED.append(error)
         warnings.warn(

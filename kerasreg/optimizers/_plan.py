@@ -170,7 +170,10 @@ class Plan:
             routes but the joint ones (which hold the step's gradients) are
             those of the last step where its variables, the dtypes of their
             gradients and the fast paths allowed are the same, as in every
-            step of `fit`.
+            step of `fit` (a regularizer's strength is read when its route is
+            made: regularizers are not changed in place), except under
+            `tf.distribute`, whose replicas run `apply` in threads of their
+            own and must not share the members' `Hold`s.
         """
         key = (
             fuse,
@@ -179,7 +182,7 @@ class Plan:
             tuple(None if grad is None else grad.dtype for grad in grads),
         )
         last_key, routes = self._last_routes
-        if key != last_key:
+        if key != last_key or _backends.replicas_in_sync() > 1:
             routes = self._routes(variables, grads, fuse, compile_proxes)
             self._last_routes = (key, routes)
         return routes + self._joint_routes(variables, grads)

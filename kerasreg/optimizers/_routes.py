@@ -14,6 +14,8 @@ after the inner step.
 - `JointRoute`: one `prox` of a penalty over several variables.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -284,8 +286,17 @@ class XlaRoute(Route):
     reads_iteration = False
 
     def before_inner_step(self, grads, replicas, remove_penalty, keep_zeros):
-        # The penalty gradients, their subtraction and the zeros in one
-        # computation, which reads each weight once.
+        if sum(math.prod(v.shape) for v in self.variables) >= _backends.SPLIT_SIZE:
+            # Large weights: XLA's CPU loops run on one thread, TensorFlow's
+            # kernels on all cores; the subtraction and the zeros are theirs.
+            if keep_zeros:
+                for member in self.members:
+                    member.hold.was_zero = member.variable.value == 0
+            if remove_penalty:
+                self.remove_penalty_gradients(grads, replicas)
+            return
+        # Small weights, where launches cost more than passes: the penalty
+        # gradients, their subtraction and the zeros in one computation.
         if not (remove_penalty or keep_zeros):
             return
 
@@ -308,6 +319,18 @@ class XlaRoute(Route):
             grads[member.index] = grad
         for member, was_zero in zip(self.members, zeros, strict=False):
             member.hold.was_zero = was_zero
+
+    def remove_penalty_gradients(self, grads, replicas):
+        def penalty_gradients(values):
+            return [
+                penalty_gradient(member.regularizer, value)
+                for member, value in zip(self.members, values, strict=True)
+            ]
+
+        values = [member.variable.value for member in self.members]
+        gradients = _backends.compiled(penalty_gradients, values)
+        for member, gradient in zip(self.members, gradients, strict=True):
+            _subtract(grads, member.index, gradient, replicas)
 
     def apply_prox(self, step):
         def proxes():
@@ -337,13 +360,19 @@ class FusedRoute(Route):
         self.coefficients = list(coefficients)
         self.compiled = _backends.compiles_fused(self.variables)
 
+    @property
+    def runs_compiled(self):
+        """Whether this step runs the compiled kernels (not if compiling failed:
+        then the `torch._foreach_*` path, faster than the kernels uncompiled)."""
+        return self.compiled and not _backends.compile_failed()
+
     def remove_penalty_gradients(self, grads, replicas):
         args = (
             [grads[member.index] for member in self.members],
             [variable.value for variable in self.variables],
             self.coefficients,
         )
-        if self.compiled:
+        if self.runs_compiled:
             new = _backends.compiled_remove_penalty_gradients(
                 *args, [self._gradient_buffer(member) for member in self.members]
             )
@@ -367,7 +396,7 @@ class FusedRoute(Route):
         return entry.gradient_buffer
 
     def apply_prox(self, step):
-        if self.compiled:
+        if self.runs_compiled:
             _backends.compiled_prox(
                 [variable.value for variable in self.variables],
                 step.steps.compiled(self.variables),

@@ -125,10 +125,11 @@ def _initial_controls(shape, dtype=None):
 class Control:
     """One control of `ProximalOptimizer`, a view of its `controls` variable.
 
-    Reads as the variable it stands for (`value`, `numpy()`, NumPy's
-    `np.asarray`, `keras.ops.convert_to_numpy`) and takes `assign`, so
-    callbacks and user code set it as before the controls were one variable.
-    Inside compiled steps, `value` is the traced value.
+    Reads as the variable it stands for: `value` (the traced value inside
+    compiled steps), `numpy()`, `np.asarray`, `keras.ops.convert_to_numpy`,
+    `float()` of a scalar control, arithmetic and comparisons (on `value`),
+    and takes `assign`, `assign_add` and `assign_sub`, so callbacks and user
+    code read and set it as before the controls were one variable.
 
     Args:
         controls: The optimizer's `controls` variable.
@@ -155,6 +156,13 @@ class Control:
     def assign(self, value):
         value = keras.ops.reshape(keras.ops.cast(value, "float32"), (self._size,))
         self.controls.assign(keras.ops.slice_update(self.controls.value, (self._start,), value))
+        return self.value
+
+    def assign_add(self, value):
+        return self.assign(self.value + keras.ops.cast(value, "float32"))
+
+    def assign_sub(self, value):
+        return self.assign(self.value - keras.ops.cast(value, "float32"))
 
     def numpy(self):
         return keras.ops.convert_to_numpy(self.value)
@@ -162,8 +170,32 @@ class Control:
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self.numpy(), dtype=dtype)
 
+    def __float__(self):
+        return float(self.numpy())
+
+    def __getitem__(self, index):
+        return self.value[index]
+
+    def __neg__(self):
+        return -self.value
+
     def __repr__(self):
         return f"<Control {self.name}={self.numpy()!r}>"
+
+
+def _delegate(name):
+    def method(self, other):
+        return getattr(self.value, name)(other)
+
+    method.__name__ = name
+    return method
+
+
+for _name in (
+    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+    "__rtruediv__", "__lt__", "__le__", "__gt__", "__ge__",
+):  # fmt: skip
+    setattr(Control, _name, _delegate(_name))
 
 
 def _prox_state_variables(optimizer, variable, proximal):
@@ -330,13 +362,13 @@ def _saved_state(optimizer, store):
     other `store` is skipped with a warning, as Keras skips it (an empty list).
     """
     own = optimizer._own_state()
-    saved = [np.asarray(store[str(i)]) for i in range(len(store.keys()))]
+    saved = [store[str(i)] for i in range(len(store.keys()))]  # read when used
 
     def shapes(values):
         return [tuple(value.shape) for value in values]
 
     if shapes(saved) == shapes(own):
-        return saved
+        return [np.asarray(value) for value in saved]
     states = own[1:]
     parts = len(_CONTROLS)
     for offset, tail in ((1, 0), (2, len(optimizer.inner_optimizer.variables))):
@@ -347,12 +379,12 @@ def _saved_state(optimizer, store):
         if shapes(controls) == [shape for _, shape, _ in _CONTROLS.values()] and shapes(
             prox_states
         ) == shapes(states):
-            flat = np.concatenate([np.reshape(c, (-1,)) for c in controls]).astype("float32")
-            return [flat] + prox_states
+            flat = [np.reshape(np.asarray(c), (-1,)) for c in controls]
+            return [np.concatenate(flat).astype("float32")] + [np.asarray(v) for v in prox_states]
     warnings.warn(
-        f"Skipping variable loading for optimizer '{optimizer.name}', because it has "
-        f"{len(own)} variables of its own whereas the saved optimizer has "
-        f"{len(saved)}.",
+        f"Skipping variable loading for optimizer '{optimizer.name}', because its own "
+        f"variables have the shapes {shapes(own)} whereas the saved optimizer's have "
+        f"{shapes(saved)}.",
         stacklevel=3,
     )
     return []
@@ -678,8 +710,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         which undoes the shrinkage the penalty put on them (debiasing).
         `kerasreg.callbacks.FreezeSparsity` calls this at a chosen epoch.
 
-        The flag is the optimizer variable `zeros_frozen`, so it is saved
-        with the optimizer and read inside compiled training steps.
+        The flag is the control `zeros_frozen` (part of the optimizer variable
+        `controls`), so it is saved with the optimizer and read inside
+        compiled training steps.
 
         Args:
             frozen: Bool. Defaults to `True`.
@@ -713,6 +746,9 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             for route in routes:
                 route.apply_prox(step)
             self._keep_averages_sparse(routes)
+        for route in routes:  # the routes outlive the step: so would its tensors
+            for member in route.members:
+                member.hold = None
 
     def _step_flags(self):
         """Whether the inner optimizer updates in this step (`None`: every step
