@@ -991,7 +991,6 @@ def test_compiled_kernels_equal_the_fused_steps_within_ulps(monkeypatch, make_in
 @pytest.mark.skipif(BACKEND != "torch", reason="kernels compiled in PyTorch's eager mode only")
 def test_kernels_that_do_not_compile_run_uncompiled_with_a_warning(monkeypatch):
     import torch
-
     from torch._inductor.exc import InductorError
 
     def failing_compile(function, **kwargs):
