@@ -390,6 +390,34 @@ def _saved_state(optimizer, store):
     return []
 
 
+def _capture(optimizer, routes, is_update_step, frozen):
+    """What the proxes need from before the inner step: the learning rate,
+    the iteration (for the routes that read it), and each variable's
+    `_routes.Hold` (its old zeros come with `_before_inner_step`)."""
+    inner = optimizer.inner_optimizer
+    iteration = None
+    if any(route.reads_iteration for route in routes):
+        # `+ 0` reads the count now (on TensorFlow, converting the
+        # variable would give a reference that sees the step's increment).
+        iteration = inner.iterations + 0
+    step = _routes.ProxStep(optimizer, inner.learning_rate, iteration)
+    gate = None if is_update_step is True else is_update_step  # `None`: every step
+    for route in routes:
+        for member in route.members:
+            member.hold = _routes.Hold(gate, frozen, None)
+    return step
+
+
+def _before_inner_step(optimizer, grads, routes, is_update_step, frozen):
+    """Removes from `grads` (in place) the gradients of the penalties whose
+    prox is applied, and records where the variables are zero while zeros
+    may be frozen."""
+    replicas = _backends.replicas_in_sync()
+    keep_zeros = frozen is not False and is_update_step is not False
+    for route in routes:
+        route.before_inner_step(grads, replicas, optimizer.penalty_in_loss, keep_zeros)
+
+
 @register_serializable
 class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     r"""Wraps any Keras optimizer and applies each variable's proximal operator.
@@ -444,21 +472,13 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
     the prox holds a weight at zero, its average is zero too, so the weights
     `fit` finalizes are as sparse as the iterates.
 
-    **Cost.** The wrapper's work per step is element-wise: the penalty's
-    gradient, the step sizes (shared factors computed once per dtype), the
-    prox, and the selects for freezing and gradient accumulation only where
-    they can be on (eager steps read the flags). On PyTorch's eager mode,
-    the variables whose penalties declare `elementwise_coefficients()` (`L1`,
-    `L2`, `ElasticNet`) are handled together with `torch._foreach_*`
-    kernels, as Keras' own PyTorch optimizers update; from 2^18 such weights
-    on, with `torch.compile`d kernels instead (one loop over the weights for
-    the penalty gradient, one for the prox with Adam's step; compiled once
-    per process, in seconds), which write the new gradients into a buffer
-    the optimizer keeps per variable (on the CPU, where a fresh weight-sized
-    tensor per step costs page faults). In TensorFlow graphs of models from
-    2^15 weights on, those that declare `compiles_with_xla()` take two XLA
-    computations per step, one before the inner step and one after it.
-    Figures: `docs/benchmarks.md`.
+    **Cost.** The wrapper's work per step is element-wise (the penalty's
+    gradient, the step sizes, the prox; freezing and accumulation selects
+    only where they can be on), with backend fast paths: `torch._foreach_*`
+    calls on PyTorch's eager mode, `torch.compile`d kernels there from 2^18
+    weights on (one weight-sized gradient buffer per variable on the CPU),
+    XLA computations in TensorFlow graphs from 2^15 weights on (see
+    `kerasreg.optimizers._backends`). Figures: `docs/benchmarks.md`.
 
     **Controls.** Three controls steer the prox during training (callbacks
     in `kerasreg.callbacks` set them; they are saved with the optimizer):
@@ -739,8 +759,8 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
             fuse=frozen is False and _backends.fuses(),
             compile_proxes=_backends.compiles_proxes(trainable_variables),
         )
-        step = self._capture(routes, is_update_step, frozen)
-        self._before_inner_step(grads, routes, is_update_step, frozen)
+        step = _capture(self, routes, is_update_step, frozen)
+        _before_inner_step(self, grads, routes, is_update_step, frozen)
         self.inner_optimizer.apply(grads, trainable_variables)
         if is_update_step is not False:  # the inner optimizer updated the weights
             for route in routes:
@@ -757,32 +777,6 @@ class ProximalOptimizer(keras.optimizers.Optimizer, Configurable):
         if is_update_step is not None:
             is_update_step = _backends.known(is_update_step)
         return is_update_step, _backends.known(self.zeros_frozen.value > 0.5)
-
-    def _capture(self, routes, is_update_step, frozen):
-        """What the proxes need from before the inner step: the learning rate,
-        the iteration (for the routes that read it), and each variable's
-        `_routes.Hold` (its old zeros come with `_before_inner_step`)."""
-        inner = self.inner_optimizer
-        iteration = None
-        if any(route.reads_iteration for route in routes):
-            # `+ 0` reads the count now (on TensorFlow, converting the
-            # variable would give a reference that sees the step's increment).
-            iteration = inner.iterations + 0
-        step = _routes.ProxStep(self, inner.learning_rate, iteration)
-        gate = None if is_update_step is True else is_update_step  # `None`: every step
-        for route in routes:
-            for member in route.members:
-                member.hold = _routes.Hold(gate, frozen, None)
-        return step
-
-    def _before_inner_step(self, grads, routes, is_update_step, frozen):
-        """Removes from `grads` (in place) the gradients of the penalties whose
-        prox is applied, and records where the variables are zero while zeros
-        may be frozen."""
-        replicas = _backends.replicas_in_sync()
-        keep_zeros = frozen is not False and is_update_step is not False
-        for route in routes:
-            route.before_inner_step(grads, replicas, self.penalty_in_loss, keep_zeros)
 
     def _keep_averages_sparse(self, routes):
         """Zeroes the moving averages, which `fit` copies into the model, where
