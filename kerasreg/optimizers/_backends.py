@@ -31,7 +31,8 @@ kernels, one loop over the weights each, on flat views, so that one
 compilation serves every shape. Their arithmetic is the per-variable path's,
 as the compiler orders it (within a few ulps: it may contract a product and
 a sum into one rounding). Where compiling fails (no C++ compiler or Triton),
-the kernels run uncompiled, with a warning, and the steps stay correct.
+the kernel that failed runs uncompiled, a warning says so, and the
+`torch._foreach_*` path takes the later steps.
 """
 
 import math

@@ -110,6 +110,7 @@ class StepSizes:
 
     def __init__(self, optimizer, learning_rate):
         self._optimizer, self._learning_rate, self._rules = optimizer, learning_rate, {}
+        self._adam_scales = {}  # dtype -> Adam's shared factor (PyTorch's fast paths)
 
     def __call__(self, variable):
         dtype = keras.backend.standardize_dtype(variable.dtype)
@@ -133,10 +134,7 @@ class StepSizes:
         inner = self._optimizer.inner_optimizer
         for dtype, indices in by_dtype.items():
             group = [variables[i] for i in indices]
-            scale = _backends.fused_adam_scale(
-                inner, self._learning_rate, self._optimizer.strength_scale, dtype
-            )
-            group_steps = _backends.fused_adam_steps(inner, group, scale)
+            group_steps = _backends.fused_adam_steps(inner, group, self._adam_scale(dtype))
             for i, step in zip(indices, group_steps, strict=True):
                 steps[i] = step
         return steps, True
@@ -148,15 +146,23 @@ class StepSizes:
         if self._optimizer._preconditioner is not _preconditioners.adam_rule:
             return [self(variable) for variable in variables]
         inner = self._optimizer.inner_optimizer
-        scales = {}
         steps = []
         for variable in variables:
-            dtype = keras.backend.standardize_dtype(variable.dtype)
-            if dtype not in scales:
-                scales[dtype] = _preconditioners.adam_scale(inner, self._scale(dtype), dtype)
+            scale = self._adam_scale(keras.backend.standardize_dtype(variable.dtype))
             moment = _preconditioners.adam_second_moment(inner, variable).value
-            steps.append(("adam", moment, scales[dtype], inner.epsilon))
+            steps.append(("adam", moment, scale, inner.epsilon))
         return steps
+
+    def _adam_scale(self, dtype):
+        """Adam's shared step factor in `dtype`, once per step (`_backends.fused_adam_scale`)."""
+        if dtype not in self._adam_scales:
+            self._adam_scales[dtype] = _backends.fused_adam_scale(
+                self._optimizer.inner_optimizer,
+                self._learning_rate,
+                self._optimizer.strength_scale,
+                dtype,
+            )
+        return self._adam_scales[dtype]
 
     def _scale(self, dtype):
         """The learning rate, momentum factor and `strength_scale`, in `dtype`."""
@@ -289,11 +295,7 @@ class XlaRoute(Route):
         if sum(math.prod(v.shape) for v in self.variables) >= _backends.SPLIT_SIZE:
             # Large weights: XLA's CPU loops run on one thread, TensorFlow's
             # kernels on all cores; the subtraction and the zeros are theirs.
-            if keep_zeros:
-                for member in self.members:
-                    member.hold.was_zero = member.variable.value == 0
-            if remove_penalty:
-                self.remove_penalty_gradients(grads, replicas)
+            super().before_inner_step(grads, replicas, remove_penalty, keep_zeros)
             return
         # Small weights, where launches cost more than passes: the penalty
         # gradients, their subtraction and the zeros in one computation.

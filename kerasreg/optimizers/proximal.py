@@ -112,7 +112,7 @@ _CONTROLS = {
     # Infinite: unset (see `kerasreg.callbacks.ControllerState`).
     "controller_state": (2, (3,), float("inf")),
 }
-_CONTROLS_SIZE = 5
+_CONTROLS_SIZE = sum(int(np.prod(shape)) for _, shape, _ in _CONTROLS.values())
 
 
 def _initial_controls(shape, dtype=None):
